@@ -1,0 +1,38 @@
+# pg_wxpay: WeChat Pay merchant API v2 inside PostgreSQL
+
+EXTENSION = wxpay
+MODULE_big = wxpay
+DATA = wxpay--1.0.sql
+
+# PostgreSQL-free core (unit-tested and fuzzed on its own) ...
+CORE_OBJS = src/wx_sign.o src/wx_xml.o
+# ... and the SQL glue around it, one file per concern.
+OBJS = $(CORE_OBJS) src/wxpay.o src/sign.o src/xml.o
+
+XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null || pkg-config --cflags libxml-2.0)
+XML2_LIBS := $(shell xml2-config --libs 2>/dev/null || pkg-config --libs libxml-2.0)
+PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS)
+SHLIB_LINK = -lcurl -lssl -lcrypto $(XML2_LIBS)
+
+REGRESS = install sign xml
+REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
+	--temp-instance=$(CURDIR)/tmp_check_regress \
+	--encoding=UTF8 --no-locale
+TAP_TESTS = $(if $(wildcard t/*.pl),1)
+
+EXTRA_CLEAN = tmp_check_regress test/unit/test_core
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Unit tests of the core, outside any server, under ASan and UBSan.
+UNIT_CFLAGS = -std=c99 -g -O1 -Wall -Wextra -Werror \
+	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+test/unit/test_core: test/unit/test_core.c $(CORE_OBJS:.o=.c) src/wx_sign.h src/wx_xml.h
+	$(CC) $(UNIT_CFLAGS) -Isrc $(XML2_CFLAGS) -o $@ test/unit/test_core.c \
+		$(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
+
+.PHONY: unit
+unit: test/unit/test_core
+	test/unit/test_core

@@ -1,0 +1,302 @@
+/*
+ * sign.c
+ *	  SQL functions wxpay_sign, wxpay_verify and wxpay_nonce, and the
+ *	  parameter-list helpers every other part of the extension signs with.
+ *
+ * jsonb objects become WxParam lists that borrow the jsonb's own bytes;
+ * strings stay as they are, numbers and booleans become their JSON text,
+ * nulls are skipped and nested containers are refused.
+ */
+#include "wxpay.h"
+
+#include "fmgr.h"
+#include "port.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+PG_FUNCTION_INFO_V1(wxpay_sign);
+PG_FUNCTION_INFO_V1(wxpay_verify);
+PG_FUNCTION_INFO_V1(wxpay_nonce);
+
+void
+wxpay_list_init(WxParamList *list, int capacity)
+{
+	list->capacity = capacity > 0 ? capacity : 8;
+	list->count = 0;
+	list->items = palloc(sizeof(WxParam) * list->capacity);
+}
+
+void
+wxpay_list_add(WxParamList *list, const char *name, const char *value,
+			   size_t value_len)
+{
+	WxParam    *p;
+
+	if (list->count == list->capacity)
+	{
+		list->capacity *= 2;
+		list->items = repalloc(list->items, sizeof(WxParam) * list->capacity);
+	}
+	p = &list->items[list->count++];
+	p->name = name;
+	p->name_len = strlen(name);
+	p->value = value;
+	p->value_len = value_len;
+}
+
+void
+wxpay_list_add_cstr(WxParamList *list, const char *name, const char *value)
+{
+	wxpay_list_add(list, name, value, strlen(value));
+}
+
+/* Value of a parameter as a palloc'd C string, or NULL when absent. */
+const char *
+wxpay_list_get(const WxParamList *list, const char *name)
+{
+	const WxParam *p = wx_params_find(list->items, list->count, name);
+
+	return p ? pnstrdup(p->value, p->value_len) : NULL;
+}
+
+/* Text of one scalar jsonb value, or NULL for JSON null. */
+static const char *
+jsonb_scalar_text(const JsonbValue *v, const char *name, const char *argname,
+				  size_t *len)
+{
+	const char *s;
+
+	switch (v->type)
+	{
+		case jbvString:
+			*len = v->val.string.len;
+			return v->val.string.val;
+		case jbvNumeric:
+			s = DatumGetCString(DirectFunctionCall1(numeric_out,
+													NumericGetDatum(v->val.numeric)));
+			break;
+		case jbvBool:
+			s = v->val.boolean ? "true" : "false";
+			break;
+		case jbvNull:
+			return NULL;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value of \"%s\" in %s must be a string, number or boolean",
+							name, argname),
+					 errdetail("WeChat Pay v2 parameters are flat; nested objects and arrays cannot be signed."),
+					 errhint("Serialize structured fields such as detail or scene_info to a JSON string first.")));
+			s = NULL;			/* keep compiler quiet */
+	}
+	*len = strlen(s);
+	return s;
+}
+
+void
+wxpay_list_from_jsonb(Jsonb *jb, WxParamList *list, const char *argname)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", argname)));
+
+	wxpay_list_init(list, JB_ROOT_COUNT(jb));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE)
+		{
+			size_t		len;
+			const char *value = jsonb_scalar_text(&v, name, argname, &len);
+
+			if (value != NULL)
+				wxpay_list_add(list, name, value, len);
+		}
+	}
+}
+
+Jsonb *
+wxpay_list_to_jsonb(const WxParamList *list)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *result;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < list->count; i++)
+	{
+		JsonbValue	k,
+					v;
+
+		k.type = jbvString;
+		k.val.string.val = (char *) list->items[i].name;
+		k.val.string.len = list->items[i].name_len;
+		v.type = jbvString;
+		v.val.string.val = (char *) list->items[i].value;
+		v.val.string.len = list->items[i].value_len;
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(result);
+}
+
+WxSignType
+wxpay_sign_type_arg(const char *name, const char *argname)
+{
+	WxSignType	type = wx_sign_type_parse(name, strlen(name));
+
+	if (type == WX_SIGN_INVALID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s \"%s\"", argname, name),
+				 errhint("Use MD5 or HMAC-SHA256.")));
+	return type;
+}
+
+/* The API key: never echoed, only judged. */
+void
+wxpay_check_key(const char *key, size_t len)
+{
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("API key must not be empty")));
+}
+
+/* Sort list in place and return its signature as a palloc'd hex string. */
+char *
+wxpay_sign_list(WxParamList *list, WxSignType type, const char *key,
+				size_t key_len)
+{
+	char	   *hex = palloc(WX_SIGN_MAX_HEX + 1);
+
+	wx_params_sort(list->items, list->count);
+	if (!wx_sign_compute(type, list->items, list->count, key, key_len, hex))
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not compute %s signature", wx_sign_type_name(type))));
+	return hex;
+}
+
+/*
+ * Verify the "sign" of a received parameter list.  type WX_SIGN_INVALID
+ * means: take it from the list's sign_type, else from the sign's length.
+ * A missing, mis-sized or wrong signature is simply false.
+ */
+bool
+wxpay_verify_list(WxParamList *list, WxSignType type, const char *key,
+				  size_t key_len)
+{
+	const WxParam *sign = wx_params_find(list->items, list->count, "sign");
+	const WxParam *declared;
+	const char *received;
+	size_t		received_len;
+	char	   *expected;
+
+	if (sign == NULL)
+		return false;
+	/* Sorting moves the entries, not the strings they point to. */
+	received = sign->value;
+	received_len = sign->value_len;
+	if (type == WX_SIGN_INVALID)
+	{
+		declared = wx_params_find(list->items, list->count, "sign_type");
+		if (declared != NULL)
+			type = wx_sign_type_parse(declared->value, declared->value_len);
+		else
+			type = wx_sign_type_from_hex_length(received_len);
+		if (type == WX_SIGN_INVALID)
+			return false;
+	}
+	if (received_len != wx_sign_hex_length(type))
+		return false;
+
+	expected = wxpay_sign_list(list, type, key, key_len);
+	return wx_sign_equal(expected, strlen(expected), received, received_len);
+}
+
+char *
+wxpay_make_nonce(int len)
+{
+	char	   *out = palloc(len + 1);
+	size_t		have = 0;
+
+	while (have < (size_t) len)
+	{
+		unsigned char rnd[2 * WX_NONCE_MAX_LEN];
+
+		if (!pg_strong_random(rnd, sizeof(rnd)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random nonce")));
+		have += wx_nonce_from_random(rnd, sizeof(rnd), out + have, len - have);
+	}
+	out[len] = '\0';
+	return out;
+}
+
+/*
+ * wxpay_sign(params jsonb, key text, sign_type text DEFAULT 'MD5') -> text
+ */
+Datum
+wxpay_sign(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *params = PG_GETARG_JSONB_P(0);
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	char	   *type_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	WxSignType	type = wxpay_sign_type_arg(type_name, "sign_type");
+	WxParamList list;
+
+	wxpay_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	wxpay_list_from_jsonb(params, &list, "params");
+	PG_RETURN_TEXT_P(cstring_to_text(wxpay_sign_list(&list, type, VARDATA_ANY(key),
+													 VARSIZE_ANY_EXHDR(key))));
+}
+
+/*
+ * wxpay_verify(params jsonb, key text, sign_type text DEFAULT NULL) -> bool
+ */
+Datum
+wxpay_verify(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *params;
+	text	   *key;
+	WxSignType	type = WX_SIGN_INVALID;
+	WxParamList list;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	params = PG_GETARG_JSONB_P(0);
+	key = PG_GETARG_TEXT_PP(1);
+	if (!PG_ARGISNULL(2))
+		type = wxpay_sign_type_arg(text_to_cstring(PG_GETARG_TEXT_PP(2)), "sign_type");
+
+	wxpay_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	wxpay_list_from_jsonb(params, &list, "params");
+	PG_RETURN_BOOL(wxpay_verify_list(&list, type, VARDATA_ANY(key),
+									 VARSIZE_ANY_EXHDR(key)));
+}
+
+/*
+ * wxpay_nonce(len integer DEFAULT 32) -> text
+ */
+Datum
+wxpay_nonce(PG_FUNCTION_ARGS)
+{
+	int32		len = PG_GETARG_INT32(0);
+
+	if (len < 1 || len > WX_NONCE_MAX_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nonce length must be between 1 and %d, not %d",
+						WX_NONCE_MAX_LEN, len)));
+	PG_RETURN_TEXT_P(cstring_to_text(wxpay_make_nonce(len)));
+}

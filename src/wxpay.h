@@ -1,0 +1,53 @@
+/*
+ * wxpay.h
+ *	  Declarations shared by the SQL-facing parts of pg_wxpay.
+ *
+ * The PostgreSQL-free core lives in wx_*.h; this header adds what the
+ * glue needs: parameter lists in palloc'd memory, conversions to and from
+ * jsonb, and the entry points each concern exports to the others.
+ */
+#ifndef WXPAY_H
+#define WXPAY_H
+
+#include "postgres.h"
+
+#include "utils/jsonb.h"
+
+#include "wx_sign.h"
+#include "wx_xml.h"
+
+/* A growable list of parameters; strings are palloc'd or borrowed. */
+typedef struct WxParamList
+{
+	WxParam    *items;
+	int			count;
+	int			capacity;
+} WxParamList;
+
+/* sign.c */
+extern void wxpay_list_init(WxParamList *list, int capacity);
+extern void wxpay_list_add(WxParamList *list, const char *name,
+						   const char *value, size_t value_len);
+extern void wxpay_list_add_cstr(WxParamList *list, const char *name,
+								const char *value);
+extern const char *wxpay_list_get(const WxParamList *list, const char *name);
+extern void wxpay_list_from_jsonb(Jsonb *jb, WxParamList *list,
+								  const char *argname);
+extern Jsonb *wxpay_list_to_jsonb(const WxParamList *list);
+extern WxSignType wxpay_sign_type_arg(const char *name, const char *argname);
+extern void wxpay_check_key(const char *key, size_t len);
+extern char *wxpay_sign_list(WxParamList *list, WxSignType type,
+							 const char *key, size_t key_len);
+extern bool wxpay_verify_list(WxParamList *list, WxSignType type,
+							  const char *key, size_t key_len);
+extern char *wxpay_make_nonce(int len);
+
+/* xml.c */
+extern char *wxpay_xml_from_list(const WxParamList *list, size_t *len);
+extern WxXmlStatus wxpay_xml_parse(const char *body, size_t len,
+								   WxParamList *list, char **root,
+								   WxXmlError *err);
+extern void wxpay_xml_report(WxXmlStatus status, const WxXmlError *err,
+							 size_t len, const char *what);
+
+#endif							/* WXPAY_H */
