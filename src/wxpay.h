@@ -51,3 +51,35 @@ extern void wxpay_xml_report(WxXmlStatus status, const WxXmlError *err,
 							 size_t len, const char *what);
 
 #endif							/* WXPAY_H */
+
+/* wxpay.c: settings */
+extern int	wxpay_order_ttl;
+
+/* orders.c: who is writing to wxpay.orders */
+extern void wxpay_set_change_source(const char *source);
+extern void wxpay_orders_init(void);
+
+/* api.c: merchants and verified calls */
+typedef struct WxMerchant
+{
+	char	   *mch_id;
+	char	   *appid;
+	char	   *api_key;
+	WxSignType	sign_type;
+	char	   *notify_url;
+	char	   *api_base;
+	char	   *ca_pem;
+	char	   *cert_pem;
+	char	   *key_pem;
+} WxMerchant;
+
+extern WxMerchant *wxpay_merchant_get(const char *mch_id);
+extern WxMerchant *wxpay_merchant_find(const char *mch_id);
+extern char *wxpay_judge_response(const WxMerchant *m, const char *path,
+								  const char *body, size_t len,
+								  WxParamList *resp);
+extern WxParamList *wxpay_call(const WxMerchant *m, const char *path,
+							   WxParamList *req, bool client_cert);
+extern void wxpay_require_result(const WxParamList *resp, const char *path);
+extern char *wxpay_request_body(const WxMerchant *m, WxParamList *req,
+								size_t *len);

@@ -1,0 +1,113 @@
+-- Merchants, local validation of unifiedorder, the order state machine
+-- and its history, and the client parameters.  No network: the merchant
+-- points at a closed loopback port, so a request that went out would show
+-- up as a connection error instead of the validation error expected.
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, notify_url, api_base)
+VALUES ('10000100', 'wxd930ea5d5a258f4f', '192006250b4c09247ec02edce69f6a2d',
+        'https://shop.example.com/wxpay/notify', 'http://127.0.0.1:9');
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, sign_type, api_base)
+VALUES ('10000200', 'wx2000', '192006250b4c09247ec02edce69f6a2d', 'HMAC-SHA256', 'http://127.0.0.1:9');
+
+\set VERBOSITY sqlstate
+-- Merchant constraints
+INSERT INTO wxpay.merchants (mch_id, appid, api_key) VALUES ('m1', 'wx1', 'short');
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, sign_type) VALUES ('m1', 'wx1', '192006250b4c09247ec02edce69f6a2d', 'SHA1');
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base) VALUES ('m1', 'wx1', '192006250b4c09247ec02edce69f6a2d', 'http://api.example.com');
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, notify_url) VALUES ('m1', 'wx1', '192006250b4c09247ec02edce69f6a2d', 'https://a.example/n?x=1');
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, cert_pem) VALUES ('m1', 'wx1', '192006250b4c09247ec02edce69f6a2d', 'cert without key');
+
+-- Local validation: 22023 (22004 for NULL), and nothing recorded
+SELECT wxpay_unifiedorder('10000100', 'o1', 0, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', -5, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', NULL, 1, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', '', 1, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o#1', 1, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', repeat('x', 33), 1, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, '', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, repeat('商', 43), '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods 😀', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, ' Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'MICROPAY');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'JSAPI');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'NATIVE');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'MWEB');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"colour": "red"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"attach": 5}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"time_expire": "2025-01-01"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"limit_pay": "no_debit"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"notify_url": "https://a.example/n?q=1"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"attach": "emoji 🎉"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '[]');
+SELECT wxpay_unifiedorder('no-such-merchant', 'o1', 1, 'Shop-Goods', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000200', 'o1', 1, 'Shop-Goods', '1.2.3.4');
+\set VERBOSITY default
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'JSAPI');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods 😀', '1.2.3.4');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"colour": "red"}');
+SELECT count(*) AS orders_after_rejections FROM wxpay.orders;
+-- A valid order does try the network; the failure names the endpoint and
+-- the order is rolled back with it
+DO $$
+BEGIN
+	PERFORM wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4');
+EXCEPTION WHEN connection_failure THEN
+	RAISE NOTICE 'connection failure: %', substring(SQLERRM FROM '^request to [^ ]+ failed');
+END
+$$;
+SELECT count(*) AS orders_after_network_failure FROM wxpay.orders;
+
+-- Client parameters: exactly the documented keys, signed with the merchant's type
+SELECT array_agg(k ORDER BY k) AS app_keys, p ->> 'package' AS package,
+       p ->> 'partnerid' AS partnerid, p ->> 'appid' AS appid,
+       wxpay_verify(p, '192006250b4c09247ec02edce69f6a2d', 'MD5') AS verifies,
+       (p ->> 'timestamp') ~ '^[0-9]{10}$' AS seconds, (p ->> 'noncestr') ~ '^[A-Za-z0-9]{32}$' AS nonce
+  FROM (SELECT wxpay_app_params('10000100', 'wx201411101639507cbf6ffd8b0779950874') AS p) s,
+       jsonb_object_keys(p) k GROUP BY p;
+SELECT array_agg(k ORDER BY k) AS jsapi_keys, p ->> 'package' AS package, p ->> 'signType' AS sign_type,
+       length(p ->> 'paySign') AS sign_len,
+       p ->> 'paySign' = wxpay_sign(p - 'paySign', '192006250b4c09247ec02edce69f6a2d', 'HMAC-SHA256') AS verifies
+  FROM (SELECT wxpay_jsapi_params('10000200', 'wx201411101639507cbf6ffd8b0779950874') AS p) s,
+       jsonb_object_keys(p) k GROUP BY p;
+SELECT (wxpay_app_params('10000200', 'wx1') ->> 'sign') ~ '^[0-9A-F]{64}$' AS app_hmac;
+\set VERBOSITY sqlstate
+SELECT wxpay_app_params('10000100', 'bad prepay id');
+SELECT wxpay_jsapi_params('nobody', 'wx1');
+\set VERBOSITY default
+
+-- The state machine, enforced for hand-written statements too
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)
+VALUES ('10000100', 'm-1', 'APP', 'Manual', 100, '1.2.3.4'),
+       ('10000100', 'm-2', 'APP', 'Manual', 100, '1.2.3.4');
+\set VERBOSITY sqlstate
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state)
+VALUES ('10000100', 'm-3', 'APP', 'Manual', 100, '1.2.3.4', 'SUCCESS');
+UPDATE wxpay.orders SET state = 'SUCCESS' WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET total_fee = 1 WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET state = 'REFUND' WHERE out_trade_no = 'm-1';
+\set VERBOSITY default
+UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = '4200000000000000000000000001', paid_at = now()
+ WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET state = 'NOTPAY' WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET transaction_id = '4200000000000000000000000002' WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET paid_at = now() - interval '1 day' WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET total_fee = 1 WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET state = 'REFUND' WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET state = 'SUCCESS' WHERE out_trade_no = 'm-1';
+UPDATE wxpay.orders SET state = 'CLOSED' WHERE out_trade_no = 'm-2';
+UPDATE wxpay.orders SET state = 'NOTPAY' WHERE out_trade_no = 'm-2';
+SELECT out_trade_no, old_state, new_state, source, transaction_id IS NOT NULL AS has_txn
+  FROM wxpay.order_events ORDER BY id;
+-- History is permanent
+UPDATE wxpay.order_events SET source = 'notify';
+DELETE FROM wxpay.order_events;
+TRUNCATE wxpay.order_events;
+TRUNCATE wxpay.orders CASCADE;
+DELETE FROM wxpay.orders WHERE out_trade_no = 'm-2';
+-- No PUBLIC access to the tables or to the secret-reading functions
+SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_select
+  FROM pg_class c WHERE c.relnamespace = 'wxpay'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1;
+SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute, prosecdef,
+       proconfig
+  FROM pg_proc p WHERE proname IN ('wxpay_unifiedorder', 'wxpay_app_params', 'wxpay_jsapi_params', 'wxpay_sign')
+ ORDER BY 1;
