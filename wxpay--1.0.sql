@@ -308,3 +308,40 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION @extschema@.wxpay_jsapi_params(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.wxpay_jsapi_params(text, text) IS
 'signed parameters for JSAPI and mini programs: appId, timeStamp, nonceStr, package, signType, paySign';
+
+----------------------------------------------------------------------
+-- Notifications: every body received, with what became of it
+----------------------------------------------------------------------
+
+CREATE TABLE wxpay.notifications (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	kind		text NOT NULL CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['pay', 'refund'])),
+	received_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	body		text NOT NULL,
+	mch_id		text,
+	out_trade_no text,
+	out_refund_no text,
+	transaction_id text,
+	outcome		text NOT NULL
+				CHECK (outcome OPERATOR(pg_catalog.=) ANY (ARRAY['accepted', 'duplicate', 'rejected'])),
+	reason		text
+);
+CREATE INDEX notifications_order_idx ON wxpay.notifications (mch_id, out_trade_no);
+CREATE INDEX notifications_rejected_idx ON wxpay.notifications (received_at)
+	WHERE outcome OPERATOR(pg_catalog.=) 'rejected';
+REVOKE ALL ON wxpay.notifications FROM PUBLIC;
+COMMENT ON TABLE wxpay.notifications IS 'every notification body received, recorded with its outcome in the same transaction; append-only';
+CREATE TRIGGER notifications_append_only BEFORE UPDATE OR DELETE ON wxpay.notifications
+	FOR EACH ROW EXECUTE FUNCTION wxpay.forbid_change();
+CREATE TRIGGER notifications_no_truncate BEFORE TRUNCATE ON wxpay.notifications
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.forbid_change();
+SELECT pg_catalog.pg_extension_config_dump('wxpay.notifications', '');
+
+CREATE FUNCTION @extschema@.wxpay_handle_notify(body text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_handle_notify'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_handle_notify(text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_handle_notify(text) IS
+'judge a payment notification body, apply it once, record it; returns the XML reply for WeChat Pay';

@@ -112,16 +112,6 @@ wxpay_request_body(const WxMerchant *m, WxParamList *req, size_t *len)
 	return wxpay_xml_from_list(req, len);
 }
 
-/* Whether a received field equals the expected value exactly. */
-static bool
-field_is(const WxParamList *list, const char *name, const char *expected)
-{
-	const WxParam *p = wx_params_find(list->items, list->count, name);
-
-	return p != NULL && p->value_len == strlen(expected) &&
-		memcmp(p->value, expected, p->value_len) == 0;
-}
-
 /*
  * Judge a response body: NULL when it is an authentic SUCCESS answer from
  * this merchant's WeChat Pay (resp then holds its fields), otherwise what
@@ -138,16 +128,16 @@ wxpay_judge_response(const WxMerchant *m, const char *path, const char *body,
 	if (status != WX_XML_OK)
 		return psprintf("%s answered with a body that is not valid XML: %s",
 						path, err.message);
-	if (!field_is(resp, "return_code", "SUCCESS"))
+	if (!wxpay_list_is(resp, "return_code", "SUCCESS"))
 	{
 		return_msg = wxpay_list_get(resp, "return_msg");
 		return psprintf("%s answered return_code %s: %s", path,
-						field_is(resp, "return_code", "FAIL") ? "FAIL" : "missing or invalid",
+						wxpay_list_is(resp, "return_code", "FAIL") ? "FAIL" : "missing or invalid",
 						return_msg ? return_msg : "(no return_msg)");
 	}
 	if (!wxpay_verify_list(resp, m->sign_type, m->api_key, strlen(m->api_key)))
 		return psprintf("%s answered with a signature that does not verify", path);
-	if (!field_is(resp, "mch_id", m->mch_id) || !field_is(resp, "appid", m->appid))
+	if (!wxpay_list_is(resp, "mch_id", m->mch_id) || !wxpay_list_is(resp, "appid", m->appid))
 		return psprintf("%s answered for another merchant (appid or mch_id differs)", path);
 	return NULL;
 }
@@ -193,7 +183,7 @@ wxpay_require_result(const WxParamList *resp, const char *path)
 	const char *err_code;
 	const char *err_code_des;
 
-	if (field_is(resp, "result_code", "SUCCESS"))
+	if (wxpay_list_is(resp, "result_code", "SUCCESS"))
 		return;
 	err_code = wxpay_list_get(resp, "err_code");
 	err_code_des = wxpay_list_get(resp, "err_code_des");
@@ -600,7 +590,7 @@ wxpay_unifiedorder(PG_FUNCTION_ARGS)
 
 	prepay_id = wxpay_list_get(resp, "prepay_id");
 	if (prepay_id == NULL || prepay_id[0] == '\0' ||
-		!field_is(resp, "trade_type", uo.trade_type))
+		!wxpay_list_is(resp, "trade_type", uo.trade_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_WXPAY_REMOTE),
 				 errmsg("WeChat Pay answered /pay/unifiedorder without a prepay_id for trade_type %s",

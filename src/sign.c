@@ -59,6 +59,16 @@ wxpay_list_get(const WxParamList *list, const char *name)
 	return p ? pnstrdup(p->value, p->value_len) : NULL;
 }
 
+/* Whether a field is present with exactly the expected value. */
+bool
+wxpay_list_is(const WxParamList *list, const char *name, const char *expected)
+{
+	const WxParam *p = wx_params_find(list->items, list->count, name);
+
+	return p != NULL && p->value_len == strlen(expected) &&
+		memcmp(p->value, expected, p->value_len) == 0;
+}
+
 /* Text of one scalar jsonb value, or NULL for JSON null. */
 static const char *
 jsonb_scalar_text(const JsonbValue *v, const char *name, const char *argname,

@@ -31,6 +31,8 @@ extern void wxpay_list_add(WxParamList *list, const char *name,
 extern void wxpay_list_add_cstr(WxParamList *list, const char *name,
 								const char *value);
 extern const char *wxpay_list_get(const WxParamList *list, const char *name);
+extern bool wxpay_list_is(const WxParamList *list, const char *name,
+						  const char *expected);
 extern void wxpay_list_from_jsonb(Jsonb *jb, WxParamList *list,
 								  const char *argname);
 extern Jsonb *wxpay_list_to_jsonb(const WxParamList *list);
@@ -83,3 +85,17 @@ extern WxParamList *wxpay_call(const WxMerchant *m, const char *path,
 extern void wxpay_require_result(const WxParamList *resp, const char *path);
 extern char *wxpay_request_body(const WxMerchant *m, WxParamList *req,
 								size_t *len);
+
+/* orders.c: applying verified reports to orders */
+typedef enum WxApplyResult
+{
+	WX_APPLY_CHANGED,			/* the order moved to the reported state */
+	WX_APPLY_UNCHANGED,			/* it was there already: a duplicate */
+	WX_APPLY_REJECTED			/* the report cannot be applied; see reason */
+} WxApplyResult;
+
+extern WxApplyResult wxpay_apply_report(const char *mch_id,
+										const char *out_trade_no,
+										const char *trade_state,
+										const WxParamList *fields,
+										const char *source, char **reason);

@@ -1,0 +1,97 @@
+-- Payment notifications: the genuine path, duplicates, and every rejection,
+-- each leaving the order untouched and the body on record.
+\set key '192006250b4c09247ec02edce69f6a2d'
+-- A correctly signed notification body, as WeChat Pay would send it
+CREATE FUNCTION pg_temp.signed(fields jsonb, key text, sign_type text DEFAULT 'MD5')
+RETURNS text LANGUAGE sql
+AS $$ SELECT wxpay_to_xml(fields || jsonb_build_object('sign', wxpay_sign(fields, key, sign_type))) $$;
+CREATE FUNCTION pg_temp.paid(out_trade_no text, total_fee text, txn text)
+RETURNS jsonb LANGUAGE sql
+AS $$ SELECT jsonb_build_object('return_code', 'SUCCESS', 'return_msg', 'OK', 'appid', 'wxd930ea5d5a258f4f',
+	'mch_id', '10000100', 'nonce_str', wxpay_nonce(), 'result_code', 'SUCCESS', 'openid', 'oUpF8uMuAJO_M2pxb1Q9zNjWeS6o',
+	'is_subscribe', 'N', 'trade_type', 'APP', 'bank_type', 'CMC', 'total_fee', total_fee, 'fee_type', 'CNY',
+	'cash_fee', total_fee, 'transaction_id', txn, 'out_trade_no', out_trade_no, 'time_end', '20261126153045',
+	'coupon_fee_0', '0', 'future_field', 'signed too') $$;
+CREATE FUNCTION pg_temp.last_notification()
+RETURNS TABLE (outcome text, reason text, body_kept boolean) LANGUAGE sql
+AS $$ SELECT outcome, reason, body <> '' FROM wxpay.notifications ORDER BY id DESC LIMIT 1 $$;
+CREATE FUNCTION pg_temp.order_state(o text)
+RETURNS TABLE (state text, transaction_id text, paid_at timestamptz, events bigint) LANGUAGE sql
+AS $$ SELECT state, transaction_id, paid_at,
+	(SELECT count(*) FROM wxpay.order_events e WHERE e.out_trade_no = o)
+	FROM wxpay.orders WHERE out_trade_no = o $$;
+
+SET timezone = 'UTC';
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)
+VALUES ('10000100', 'n-1', 'APP', 'Notify', 100, '1.2.3.4'),
+       ('10000100', 'n-2', 'APP', 'Notify', 100, '1.2.3.4'),
+       ('10000200', 'n-3', 'APP', 'Notify', 1, '1.2.3.4'),
+       ('10000100', 'n-4', 'APP', 'Notify', 100, '1.2.3.4');
+
+-- Rejections first, each leaving n-1 as it was
+SELECT wxpay_handle_notify('this is not xml');
+SELECT * FROM pg_temp.last_notification();
+SELECT wxpay_handle_notify('');
+SELECT wxpay_handle_notify(NULL);
+SELECT wxpay_handle_notify('<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><return_code>&xxe;</return_code></xml>');
+SELECT * FROM pg_temp.last_notification();
+SELECT wxpay_handle_notify('<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[boom]]></return_msg></xml>');
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011') || '{"mch_id": "99999"}', :'key'));
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011') || '{"appid": "wxother"}', :'key'));
+-- Signed with a key that is not the merchant's
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011'), 'attackerattackerattackerattacker'));
+-- Signed, then a field changed (amount raised after signing)
+SELECT wxpay_handle_notify(replace(pg_temp.signed(pg_temp.paid('n-1', '1', '4200000000000000000000000011'), :'key'),
+                                   '<total_fee><![CDATA[1]]>', '<total_fee><![CDATA[100]]>'));
+-- Signed, then a field dropped
+SELECT wxpay_handle_notify(regexp_replace(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011'), :'key'),
+                                          '<future_field>.*</future_field>', ''));
+-- No sign at all
+SELECT wxpay_handle_notify(wxpay_to_xml(pg_temp.paid('n-1', '100', '4200000000000000000000000011')));
+-- Genuine signature, but the payment failed
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011')
+                                          || '{"result_code": "FAIL", "err_code": "SYSTEMERROR"}', :'key'));
+-- Genuine signature, unknown order
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-404', '100', '4200000000000000000000000011'), :'key'));
+-- Genuine signature, wrong amount (a leaked-data forgery WeChat warns about)
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '1', '4200000000000000000000000011'), :'key'));
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100.00', '4200000000000000000000000011'), :'key'));
+-- Duplicate elements would make the signed value ambiguous
+SELECT wxpay_handle_notify(replace(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011'), :'key'),
+                                   '</xml>', '<total_fee>1</total_fee></xml>'));
+SELECT * FROM pg_temp.order_state('n-1');
+SELECT outcome, count(*) FROM wxpay.notifications GROUP BY outcome ORDER BY outcome;
+
+-- The genuine notification: exactly the documented reply, order paid
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011'), :'key'));
+SELECT * FROM pg_temp.last_notification();
+SELECT * FROM pg_temp.order_state('n-1');
+SELECT payer FROM wxpay.orders WHERE out_trade_no = 'n-1';
+SELECT old_state, new_state, source, transaction_id FROM wxpay.order_events WHERE out_trade_no = 'n-1' ORDER BY id;
+-- Repeats reply SUCCESS and change nothing
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011'), :'key'));
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000011'), :'key', 'HMAC-SHA256'));
+SELECT * FROM pg_temp.last_notification();
+SELECT * FROM pg_temp.order_state('n-1');
+-- A second, different transaction for a paid order is refused
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-1', '100', '4200000000000000000000000099'), :'key'));
+SELECT * FROM pg_temp.order_state('n-1');
+
+-- HMAC-SHA256 merchant: real notifications come without sign_type
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-3', '1', '4200000000000000000000000033')
+                                          || '{"mch_id": "10000200", "appid": "wx2000"}', :'key', 'HMAC-SHA256'));
+-- ... and with it, which is then part of the signature
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-2', '100', '4200000000000000000000000022')
+                                          || '{"sign_type": "HMAC-SHA256"}', :'key', 'HMAC-SHA256'));
+SELECT out_trade_no, state, transaction_id FROM wxpay.orders WHERE out_trade_no IN ('n-2', 'n-3') ORDER BY 1;
+
+-- A genuine payment for an order closed here is flagged, not applied
+UPDATE wxpay.orders SET state = 'CLOSED' WHERE out_trade_no = 'n-4';
+SELECT wxpay_handle_notify(pg_temp.signed(pg_temp.paid('n-4', '100', '4200000000000000000000000044'), :'key'));
+SELECT * FROM pg_temp.order_state('n-4');
+
+-- Every body is on record, append-only
+SELECT count(*) AS bodies, count(*) FILTER (WHERE outcome = 'accepted') AS accepted,
+       count(*) FILTER (WHERE outcome = 'duplicate') AS duplicates FROM wxpay.notifications;
+DELETE FROM wxpay.notifications;
+UPDATE wxpay.notifications SET outcome = 'accepted';

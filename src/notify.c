@@ -1,0 +1,191 @@
+/*
+ * notify.c
+ *	  wxpay_handle_notify: payment notifications, judged and recorded.
+ *
+ * Anyone can POST to a notify_url, so a body is guilty until proven
+ * genuine: it must parse (no DOCTYPE), say SUCCESS, come from a known
+ * merchant and appid, carry a signature over every field it has, report
+ * result_code SUCCESS, and name an order of ours with exactly its amount.
+ * Only then does the order move, through wxpay_apply_report's row lock,
+ * so duplicates arriving together change it once.
+ *
+ * The judgement runs in a subtransaction.  Whatever happens inside it,
+ * even an unexpected error, the body is then recorded in
+ * wxpay.notifications with its outcome, and the caller gets a reply to
+ * send back; this function does not raise for anything a sender controls.
+ */
+#include "wxpay.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+PG_FUNCTION_INFO_V1(wxpay_handle_notify);
+
+/* What became of one notification. */
+typedef struct NotifyOutcome
+{
+	const char *outcome;		/* accepted, duplicate, rejected */
+	char	   *reason;
+	char	   *mch_id;
+	char	   *out_trade_no;
+	char	   *transaction_id;
+} NotifyOutcome;
+
+static void
+reject(NotifyOutcome *out, char *reason)
+{
+	out->outcome = "rejected";
+	out->reason = reason;
+}
+
+/* Judge a payment notification and apply it; fills out. */
+static void
+judge_payment(const char *body, size_t len, NotifyOutcome *out)
+{
+	WxParamList fields;
+	WxXmlError	err;
+	WxMerchant *m;
+	char	   *reason;
+
+	if (wxpay_xml_parse(body, len, &fields, NULL, &err) != WX_XML_OK)
+		return reject(out, psprintf("malformed body: %s", err.message));
+	out->mch_id = (char *) wxpay_list_get(&fields, "mch_id");
+	out->out_trade_no = (char *) wxpay_list_get(&fields, "out_trade_no");
+	out->transaction_id = (char *) wxpay_list_get(&fields, "transaction_id");
+
+	if (!wxpay_list_is(&fields, "return_code", "SUCCESS"))
+		return reject(out, pstrdup("return_code is not SUCCESS"));
+	if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
+		return reject(out, pstrdup("unknown merchant"));
+	if (!wxpay_list_is(&fields, "appid", m->appid))
+		return reject(out, pstrdup("appid does not belong to the merchant"));
+	if (!wxpay_verify_list(&fields, WX_SIGN_INVALID, m->api_key, strlen(m->api_key)))
+		return reject(out, pstrdup("signature does not verify"));
+	if (!wxpay_list_is(&fields, "result_code", "SUCCESS"))
+	{
+		const char *err_code = wxpay_list_get(&fields, "err_code");
+
+		return reject(out, psprintf("result_code is not SUCCESS (err_code %s)",
+									err_code ? err_code : "none"));
+	}
+	if (out->out_trade_no == NULL)
+		return reject(out, pstrdup("out_trade_no is missing"));
+
+	switch (wxpay_apply_report(m->mch_id, out->out_trade_no, "SUCCESS", &fields,
+							   "notify", &reason))
+	{
+		case WX_APPLY_CHANGED:
+			out->outcome = "accepted";
+			break;
+		case WX_APPLY_UNCHANGED:
+			out->outcome = "duplicate";
+			break;
+		case WX_APPLY_REJECTED:
+			reject(out, reason);
+			break;
+	}
+}
+
+/*
+ * Run judge_payment in a subtransaction; an error inside it rolls back
+ * whatever it did and becomes a rejection with the error's message.
+ */
+static void
+judge_in_subtransaction(const char *body, size_t len, NotifyOutcome *out)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		judge_payment(body, len, out);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		memset(out, 0, sizeof(*out));
+		reject(out, psprintf("could not process: %s", edata->message));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+}
+
+static void
+record_notification(const char *kind, text *body, const NotifyOutcome *out)
+{
+	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[8] = "       ";
+	const char *strings[7] = {kind, NULL, out->mch_id, out->out_trade_no,
+	out->transaction_id, out->outcome, out->reason};
+	static SPIPlanPtr plan = NULL;
+
+	for (int i = 0; i < 7; i++)
+	{
+		nulls[i] = strings[i] || i == 1 ? ' ' : 'n';
+		values[i] = strings[i] ? CStringGetTextDatum(strings[i]) : (Datum) 0;
+	}
+	values[1] = PointerGetDatum(body);
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("INSERT INTO wxpay.notifications"
+						   " (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason)"
+						   " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the notification insert");
+	}
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the notification");
+}
+
+/* The reply WeChat Pay expects: SUCCESS/OK, or FAIL with a reason. */
+static text *
+notify_reply(const NotifyOutcome *out)
+{
+	WxParamList reply;
+	size_t		len;
+	char	   *xml;
+	bool		ok = strcmp(out->outcome, "rejected") != 0;
+
+	wxpay_list_init(&reply, 2);
+	wxpay_list_add_cstr(&reply, "return_code", ok ? "SUCCESS" : "FAIL");
+	wxpay_list_add_cstr(&reply, "return_msg", ok ? "OK" : out->reason);
+	xml = wxpay_xml_from_list(&reply, &len);
+	return cstring_to_text_with_len(xml, len);
+}
+
+/*
+ * wxpay_handle_notify(body text) -> text, the HTTP response body to send
+ */
+Datum
+wxpay_handle_notify(PG_FUNCTION_ARGS)
+{
+	text	   *body;
+	NotifyOutcome out;
+	text	   *reply;
+	MemoryContext caller = CurrentMemoryContext;
+
+	memset(&out, 0, sizeof(out));
+	body = PG_ARGISNULL(0) ? cstring_to_text("") : PG_GETARG_TEXT_PP(0);
+
+	SPI_connect();
+	judge_in_subtransaction(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), &out);
+	record_notification("pay", body, &out);
+	MemoryContextSwitchTo(caller);
+	reply = notify_reply(&out);
+	SPI_finish();
+	PG_RETURN_TEXT_P(reply);
+}
