@@ -7,7 +7,7 @@ DATA = wxpay--1.0.sql
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
 CORE_OBJS = src/wx_sign.o src/wx_xml.o
 # ... and the SQL glue around it, one file per concern.
-OBJS = $(CORE_OBJS) src/wxpay.o src/sign.o src/xml.o src/http.o src/orders.o src/api.o src/notify.o
+OBJS = $(CORE_OBJS) src/wxpay.o src/sign.o src/xml.o src/http.o src/orders.o src/api.o src/notify.o src/query.o src/worker.o
 
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null || pkg-config --cflags libxml-2.0)
 XML2_LIBS := $(shell xml2-config --libs 2>/dev/null || pkg-config --libs libxml-2.0)
@@ -18,7 +18,7 @@ REGRESS = install sign xml orders notify
 REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--encoding=UTF8 --no-locale
-TAP_TESTS = $(if $(wildcard t/*.pl),1)
+TAP_TESTS := $(if $(wildcard t/*.pl),1)
 
 EXTRA_CLEAN = tmp_check_regress test/unit/test_core
 

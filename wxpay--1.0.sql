@@ -132,6 +132,12 @@ CREATE TABLE wxpay.orders (
 	time_expire timestamptz NOT NULL
 				DEFAULT pg_catalog.now() OPERATOR(pg_catalog.+)
 				COALESCE(pg_catalog.current_setting('wxpay.order_ttl', true), '2h')::pg_catalog.interval,
+	next_query_at timestamptz NOT NULL
+				DEFAULT pg_catalog.now() OPERATOR(pg_catalog.+)
+				COALESCE(pg_catalog.current_setting('wxpay.poll_interval', true), '30s')::pg_catalog.interval,
+	query_count integer NOT NULL DEFAULT 0,
+	last_query_at timestamptz,
+	last_error	text,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (mch_id, out_trade_no),
@@ -140,12 +146,14 @@ CREATE TABLE wxpay.orders (
 );
 CREATE UNIQUE INDEX orders_transaction_id_key ON wxpay.orders (mch_id, transaction_id)
 	WHERE transaction_id IS NOT NULL;
-CREATE INDEX orders_pending_idx ON wxpay.orders (created_at)
+CREATE INDEX orders_pending_idx ON wxpay.orders (next_query_at)
 	WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING']);
 CREATE INDEX orders_prepay_id_idx ON wxpay.orders (prepay_id) WHERE prepay_id IS NOT NULL;
 REVOKE ALL ON wxpay.orders FROM PUBLIC;
 COMMENT ON TABLE wxpay.orders IS 'one row per (mch_id, out_trade_no); state follows WeChat''s trade_state, changed only along the state machine';
 COMMENT ON COLUMN wxpay.orders.params IS 'the optional unifiedorder fields sent, as given';
+COMMENT ON COLUMN wxpay.orders.next_query_at IS 'when the worker next asks WeChat Pay about this pending order';
+COMMENT ON COLUMN wxpay.orders.last_error IS 'what went wrong the last time the worker asked, NULL if nothing';
 COMMENT ON COLUMN wxpay.orders.payer IS 'payer fields from the verified notification or query: openid, bank_type, cash_fee, ...';
 
 CREATE TABLE wxpay.order_events (
@@ -345,3 +353,37 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION @extschema@.wxpay_handle_notify(text) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.wxpay_handle_notify(text) IS
 'judge a payment notification body, apply it once, record it; returns the XML reply for WeChat Pay';
+
+----------------------------------------------------------------------
+-- Order query and close
+----------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.wxpay_orderquery(mch_id text, out_trade_no text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_orderquery'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_orderquery(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_orderquery(text, text) IS
+'ask WeChat Pay for the order''s trade_state, apply it to wxpay.orders, return the verified answer';
+
+CREATE FUNCTION @extschema@.wxpay_closeorder(mch_id text, out_trade_no text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_closeorder'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_closeorder(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_closeorder(text, text) IS
+'close an unpaid order at WeChat Pay and mark it CLOSED; returns the verified answer';
+
+-- What the worker is doing: every pending order, when it is next looked
+-- at, and what went wrong last.
+CREATE VIEW wxpay.worker_status AS
+	SELECT mch_id, out_trade_no, state, total_fee, created_at, time_expire,
+		   CASE WHEN time_expire OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'close' ELSE 'query' END AS next_action,
+		   next_query_at, query_count, last_query_at, last_error
+	  FROM wxpay.orders
+	 WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING'])
+	 ORDER BY next_query_at;
+REVOKE ALL ON wxpay.worker_status FROM PUBLIC;
+COMMENT ON VIEW wxpay.worker_status IS 'pending orders with the worker''s schedule and last error';

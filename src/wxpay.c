@@ -17,6 +17,9 @@
 PG_MODULE_MAGIC;
 
 int			wxpay_order_ttl = 7200;
+char	   *wxpay_database = NULL;
+int			wxpay_poll_interval = 30000;
+int			wxpay_max_concurrency = 16;
 
 void		_PG_init(void);
 
@@ -47,6 +50,30 @@ define_settings(void)
 							PGC_USERSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomStringVariable("wxpay.database",
+							   "Database the wxpay worker reconciles orders in.",
+							   NULL,
+							   &wxpay_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("wxpay.poll_interval",
+							"Delay before the worker first queries a new order; later queries back off from it, up to 5 minutes.",
+							NULL,
+							&wxpay_poll_interval,
+							30000, 100, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("wxpay.max_concurrency",
+							"Requests the worker keeps in flight at once.",
+							NULL,
+							&wxpay_max_concurrency,
+							16, 1, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("wxpay");
 }
 
@@ -57,4 +84,6 @@ _PG_init(void)
 		return;
 	define_settings();
 	wxpay_orders_init();
+	if (process_shared_preload_libraries_in_progress)
+		wxpay_worker_register();
 }

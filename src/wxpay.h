@@ -56,6 +56,12 @@ extern void wxpay_xml_report(WxXmlStatus status, const WxXmlError *err,
 
 /* wxpay.c: settings */
 extern int	wxpay_order_ttl;
+extern char *wxpay_database;
+extern int	wxpay_poll_interval;
+extern int	wxpay_max_concurrency;
+
+/* worker.c */
+extern void wxpay_worker_register(void);
 
 /* orders.c: who is writing to wxpay.orders */
 extern void wxpay_set_change_source(const char *source);
