@@ -5,16 +5,16 @@ MODULE_big = wxpay
 DATA = wxpay--1.0.sql
 
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
-CORE_OBJS = src/wx_sign.o src/wx_xml.o
+CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o
 # ... and the SQL glue around it, one file per concern.
-OBJS = $(CORE_OBJS) src/wxpay.o src/sign.o src/xml.o src/http.o src/orders.o src/api.o src/notify.o src/query.o src/worker.o
+OBJS = $(CORE_OBJS) src/wxpay.o src/sign.o src/xml.o src/http.o src/orders.o src/api.o src/notify.o src/query.o src/refund.o src/worker.o
 
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null || pkg-config --cflags libxml-2.0)
 XML2_LIBS := $(shell xml2-config --libs 2>/dev/null || pkg-config --libs libxml-2.0)
 PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS)
 SHLIB_LINK = -lcurl -lssl -lcrypto $(XML2_LIBS)
 
-REGRESS = install sign xml orders notify
+REGRESS = install sign xml orders notify refund
 REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--encoding=UTF8 --no-locale
@@ -29,8 +29,9 @@ include $(PGXS)
 # Unit tests of the core, outside any server, under ASan and UBSan.
 UNIT_CFLAGS = -std=c99 -g -O1 -Wall -Wextra -Werror \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-test/unit/test_core: test/unit/test_core.c $(CORE_OBJS:.o=.c) src/wx_sign.h src/wx_xml.h
-	$(CC) $(UNIT_CFLAGS) -Isrc $(XML2_CFLAGS) -o $@ test/unit/test_core.c \
+test/unit/test_core: test/unit/test_core.c $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
+	$(CC) $(UNIT_CFLAGS) -Isrc $(XML2_CFLAGS) -DVECTOR_DIR='"$(CURDIR)/test/vectors"' \
+		-o $@ test/unit/test_core.c \
 		$(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
 
 .PHONY: unit

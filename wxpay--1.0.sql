@@ -387,3 +387,162 @@ CREATE VIEW wxpay.worker_status AS
 	 ORDER BY next_query_at;
 REVOKE ALL ON wxpay.worker_status FROM PUBLIC;
 COMMENT ON VIEW wxpay.worker_status IS 'pending orders with the worker''s schedule and last error';
+
+----------------------------------------------------------------------
+-- Refunds and their history
+----------------------------------------------------------------------
+
+CREATE TABLE wxpay.refunds (
+	mch_id		text NOT NULL,
+	out_refund_no text NOT NULL
+				CHECK (out_refund_no OPERATOR(pg_catalog.~) '^[0-9A-Za-z_|*@-]{1,64}$'),
+	out_trade_no text NOT NULL,
+	refund_fee	integer NOT NULL CHECK (refund_fee OPERATOR(pg_catalog.>) 0),
+	total_fee	integer NOT NULL CHECK (total_fee OPERATOR(pg_catalog.>) 0),
+	params		jsonb NOT NULL DEFAULT '{}',
+	refund_id	text,
+	state		text NOT NULL DEFAULT 'PROCESSING'
+				CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['PROCESSING', 'SUCCESS', 'CHANGE', 'REFUNDCLOSE'])),
+	success_time timestamptz,
+	refund_recv_accout text,
+	refund_account text,
+	next_query_at timestamptz NOT NULL
+				DEFAULT pg_catalog.now() OPERATOR(pg_catalog.+)
+				COALESCE(pg_catalog.current_setting('wxpay.poll_interval', true), '30s')::pg_catalog.interval,
+	query_count integer NOT NULL DEFAULT 0,
+	last_query_at timestamptz,
+	last_error	text,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mch_id, out_refund_no),
+	FOREIGN KEY (mch_id, out_trade_no) REFERENCES wxpay.orders ON UPDATE RESTRICT ON DELETE RESTRICT,
+	CHECK (refund_fee OPERATOR(pg_catalog.<=) total_fee)
+);
+CREATE INDEX refunds_order_idx ON wxpay.refunds (mch_id, out_trade_no);
+CREATE INDEX refunds_processing_idx ON wxpay.refunds (next_query_at)
+	WHERE state OPERATOR(pg_catalog.=) 'PROCESSING';
+REVOKE ALL ON wxpay.refunds FROM PUBLIC;
+COMMENT ON TABLE wxpay.refunds IS 'one row per (mch_id, out_refund_no); the refunds of an order never add up to more than it was paid';
+
+CREATE TABLE wxpay.refund_events (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	mch_id		text NOT NULL,
+	out_refund_no text NOT NULL,
+	old_state	text,
+	new_state	text NOT NULL,
+	source		text NOT NULL
+				CHECK (source OPERATOR(pg_catalog.=) ANY (ARRAY['refund', 'notify', 'query', 'manual'])),
+	refund_id	text,
+	db_user		text NOT NULL DEFAULT pg_catalog.session_user(),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	FOREIGN KEY (mch_id, out_refund_no) REFERENCES wxpay.refunds ON UPDATE RESTRICT ON DELETE RESTRICT
+);
+CREATE INDEX refund_events_refund_idx ON wxpay.refund_events (mch_id, out_refund_no, id);
+REVOKE ALL ON wxpay.refund_events FROM PUBLIC;
+COMMENT ON TABLE wxpay.refund_events IS 'every state change of every refund, written by a trigger; append-only';
+
+CREATE FUNCTION wxpay.refunds_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	allowed constant jsonb := '{
+		"PROCESSING":  ["SUCCESS", "CHANGE", "REFUNDCLOSE"],
+		"CHANGE":      ["SUCCESS", "REFUNDCLOSE"],
+		"SUCCESS":     [],
+		"REFUNDCLOSE": []
+	}';
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		IF NEW.state <> 'PROCESSING' THEN
+			RAISE EXCEPTION 'a new refund must start in state PROCESSING' USING ERRCODE = '23514';
+		END IF;
+		RETURN NEW;
+	END IF;
+	IF NEW.mch_id <> OLD.mch_id OR NEW.out_refund_no <> OLD.out_refund_no
+	   OR NEW.out_trade_no <> OLD.out_trade_no OR NEW.refund_fee <> OLD.refund_fee
+	   OR NEW.total_fee <> OLD.total_fee OR NEW.params <> OLD.params THEN
+		RAISE EXCEPTION 'the parameters of refund % never change', OLD.out_refund_no
+			USING ERRCODE = '23514', HINT = 'A different refund needs a new out_refund_no.';
+	END IF;
+	IF OLD.refund_id IS NOT NULL AND NEW.refund_id IS DISTINCT FROM OLD.refund_id THEN
+		RAISE EXCEPTION 'refund_id of refund % never changes once set', OLD.out_refund_no
+			USING ERRCODE = '23514';
+	END IF;
+	IF NEW.state <> OLD.state AND NOT (allowed -> OLD.state) ? NEW.state THEN
+		RAISE EXCEPTION 'refund % cannot go from % to %', OLD.out_refund_no, OLD.state, NEW.state
+			USING ERRCODE = '23514',
+			HINT = CASE WHEN OLD.state IN ('SUCCESS', 'REFUNDCLOSE') THEN OLD.state || ' is final.'
+						ELSE 'Allowed: ' || (allowed -> OLD.state)::text END;
+	END IF;
+	NEW.updated_at := now();
+	RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION wxpay.refunds_record()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	src text := wxpay.change_source();
+BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.state = OLD.state THEN
+		RETURN NULL;
+	END IF;
+	INSERT INTO wxpay.refund_events (mch_id, out_refund_no, old_state, new_state, source, refund_id)
+	VALUES (NEW.mch_id, NEW.out_refund_no, CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state,
+			CASE WHEN src IN ('refund', 'notify', 'query') THEN src ELSE 'manual' END, NEW.refund_id);
+	RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER refunds_guard BEFORE INSERT OR UPDATE ON wxpay.refunds
+	FOR EACH ROW EXECUTE FUNCTION wxpay.refunds_guard();
+CREATE TRIGGER refunds_record AFTER INSERT OR UPDATE ON wxpay.refunds
+	FOR EACH ROW EXECUTE FUNCTION wxpay.refunds_record();
+CREATE TRIGGER refunds_no_truncate BEFORE TRUNCATE ON wxpay.refunds
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.forbid_change();
+CREATE TRIGGER refund_events_append_only BEFORE UPDATE OR DELETE ON wxpay.refund_events
+	FOR EACH ROW EXECUTE FUNCTION wxpay.forbid_change();
+CREATE TRIGGER refund_events_no_truncate BEFORE TRUNCATE ON wxpay.refund_events
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.forbid_change();
+SELECT pg_catalog.pg_extension_config_dump('wxpay.refunds', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.refund_events', '');
+
+CREATE FUNCTION @extschema@.wxpay_refund(mch_id text, out_trade_no text, out_refund_no text,
+	refund_fee integer, extra jsonb DEFAULT '{}')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_refund'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_refund(text, text, text, integer, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_refund(text, text, text, integer, jsonb) IS
+'refund part or all of a paid order over mutual TLS; never more than was paid; safe to retry with the same out_refund_no';
+
+CREATE FUNCTION @extschema@.wxpay_refundquery(mch_id text, out_refund_no text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_refundquery'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_refundquery(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_refundquery(text, text) IS
+'ask WeChat Pay for a refund''s status, apply it to wxpay.refunds, return the verified answer';
+
+CREATE FUNCTION @extschema@.wxpay_handle_refund_notify(body text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_handle_refund_notify'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_handle_refund_notify(text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_handle_refund_notify(text) IS
+'decrypt and judge a refund notification, apply it once, record it; returns the XML reply for WeChat Pay';
+
+CREATE FUNCTION @extschema@.wxpay_refund_decrypt(req_info text, key text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_refund_decrypt'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.wxpay_refund_decrypt(text, text) IS
+'fields of a refund notification''s req_info: AES-256-ECB, key = lower-case hex MD5 of the API key';

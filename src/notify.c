@@ -9,7 +9,8 @@
  * Only then does the order move, through wxpay_apply_report's row lock,
  * so duplicates arriving together change it once.
  *
- * The judgement runs in a subtransaction.  Whatever happens inside it,
+ * The machinery is shared with refund notifications (refund.c): the
+ * judgement runs in a subtransaction.  Whatever happens inside it,
  * even an unexpected error, the body is then recorded in
  * wxpay.notifications with its outcome, and the caller gets a reply to
  * send back; this function does not raise for anything a sender controls.
@@ -25,18 +26,8 @@
 
 PG_FUNCTION_INFO_V1(wxpay_handle_notify);
 
-/* What became of one notification. */
-typedef struct NotifyOutcome
-{
-	const char *outcome;		/* accepted, duplicate, rejected */
-	char	   *reason;
-	char	   *mch_id;
-	char	   *out_trade_no;
-	char	   *transaction_id;
-} NotifyOutcome;
-
-static void
-reject(NotifyOutcome *out, char *reason)
+void
+wxpay_notify_reject(NotifyOutcome *out, char *reason)
 {
 	out->outcome = "rejected";
 	out->reason = reason;
@@ -52,28 +43,28 @@ judge_payment(const char *body, size_t len, NotifyOutcome *out)
 	char	   *reason;
 
 	if (wxpay_xml_parse(body, len, &fields, NULL, &err) != WX_XML_OK)
-		return reject(out, psprintf("malformed body: %s", err.message));
+		return wxpay_notify_reject(out, psprintf("malformed body: %s", err.message));
 	out->mch_id = (char *) wxpay_list_get(&fields, "mch_id");
 	out->out_trade_no = (char *) wxpay_list_get(&fields, "out_trade_no");
 	out->transaction_id = (char *) wxpay_list_get(&fields, "transaction_id");
 
 	if (!wxpay_list_is(&fields, "return_code", "SUCCESS"))
-		return reject(out, pstrdup("return_code is not SUCCESS"));
+		return wxpay_notify_reject(out, pstrdup("return_code is not SUCCESS"));
 	if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
-		return reject(out, pstrdup("unknown merchant"));
+		return wxpay_notify_reject(out, pstrdup("unknown merchant"));
 	if (!wxpay_list_is(&fields, "appid", m->appid))
-		return reject(out, pstrdup("appid does not belong to the merchant"));
+		return wxpay_notify_reject(out, pstrdup("appid does not belong to the merchant"));
 	if (!wxpay_verify_list(&fields, WX_SIGN_INVALID, m->api_key, strlen(m->api_key)))
-		return reject(out, pstrdup("signature does not verify"));
+		return wxpay_notify_reject(out, pstrdup("signature does not verify"));
 	if (!wxpay_list_is(&fields, "result_code", "SUCCESS"))
 	{
 		const char *err_code = wxpay_list_get(&fields, "err_code");
 
-		return reject(out, psprintf("result_code is not SUCCESS (err_code %s)",
+		return wxpay_notify_reject(out, psprintf("result_code is not SUCCESS (err_code %s)",
 									err_code ? err_code : "none"));
 	}
 	if (out->out_trade_no == NULL)
-		return reject(out, pstrdup("out_trade_no is missing"));
+		return wxpay_notify_reject(out, pstrdup("out_trade_no is missing"));
 
 	switch (wxpay_apply_report(m->mch_id, out->out_trade_no, "SUCCESS", &fields,
 							   "notify", &reason))
@@ -85,17 +76,18 @@ judge_payment(const char *body, size_t len, NotifyOutcome *out)
 			out->outcome = "duplicate";
 			break;
 		case WX_APPLY_REJECTED:
-			reject(out, reason);
+			wxpay_notify_reject(out, reason);
 			break;
 	}
 }
 
 /*
- * Run judge_payment in a subtransaction; an error inside it rolls back
- * whatever it did and becomes a rejection with the error's message.
+ * Run a judge in a subtransaction; an error inside it rolls back whatever
+ * it did and becomes a rejection with the error's message.
  */
 static void
-judge_in_subtransaction(const char *body, size_t len, NotifyOutcome *out)
+judge_in_subtransaction(NotifyJudge judge, const char *body, size_t len,
+						NotifyOutcome *out)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -104,7 +96,7 @@ judge_in_subtransaction(const char *body, size_t len, NotifyOutcome *out)
 	MemoryContextSwitchTo(caller);
 	PG_TRY();
 	{
-		judge_payment(body, len, out);
+		judge(body, len, out);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -116,7 +108,7 @@ judge_in_subtransaction(const char *body, size_t len, NotifyOutcome *out)
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		memset(out, 0, sizeof(*out));
-		reject(out, psprintf("could not process: %s", edata->message));
+		wxpay_notify_reject(out, psprintf("could not process: %s", edata->message));
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
@@ -126,14 +118,14 @@ judge_in_subtransaction(const char *body, size_t len, NotifyOutcome *out)
 static void
 record_notification(const char *kind, text *body, const NotifyOutcome *out)
 {
-	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[7];
-	char		nulls[8] = "       ";
-	const char *strings[7] = {kind, NULL, out->mch_id, out->out_trade_no,
-	out->transaction_id, out->outcome, out->reason};
+	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[9] = "        ";
+	const char *strings[8] = {kind, NULL, out->mch_id, out->out_trade_no,
+	out->transaction_id, out->outcome, out->reason, out->out_refund_no};
 	static SPIPlanPtr plan = NULL;
 
-	for (int i = 0; i < 7; i++)
+	for (int i = 0; i < 8; i++)
 	{
 		nulls[i] = strings[i] || i == 1 ? ' ' : 'n';
 		values[i] = strings[i] ? CStringGetTextDatum(strings[i]) : (Datum) 0;
@@ -142,8 +134,8 @@ record_notification(const char *kind, text *body, const NotifyOutcome *out)
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("INSERT INTO wxpay.notifications"
-						   " (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason)"
-						   " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types);
+						   " (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason, out_refund_no)"
+						   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the notification insert");
 	}
@@ -168,10 +160,12 @@ notify_reply(const NotifyOutcome *out)
 }
 
 /*
- * wxpay_handle_notify(body text) -> text, the HTTP response body to send
+ * Judge a notification body, record it with its outcome and return the
+ * reply.  Shared by payment and refund notifications.
  */
 Datum
-wxpay_handle_notify(PG_FUNCTION_ARGS)
+wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
+						  NotifyJudge judge)
 {
 	text	   *body;
 	NotifyOutcome out;
@@ -182,10 +176,19 @@ wxpay_handle_notify(PG_FUNCTION_ARGS)
 	body = PG_ARGISNULL(0) ? cstring_to_text("") : PG_GETARG_TEXT_PP(0);
 
 	SPI_connect();
-	judge_in_subtransaction(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), &out);
-	record_notification("pay", body, &out);
+	judge_in_subtransaction(judge, VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), &out);
+	record_notification(kind, body, &out);
 	MemoryContextSwitchTo(caller);
 	reply = notify_reply(&out);
 	SPI_finish();
 	PG_RETURN_TEXT_P(reply);
+}
+
+/*
+ * wxpay_handle_notify(body text) -> text, the HTTP response body to send
+ */
+Datum
+wxpay_handle_notify(PG_FUNCTION_ARGS)
+{
+	return wxpay_handle_notification(fcinfo, "pay", judge_payment);
 }

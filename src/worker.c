@@ -6,7 +6,8 @@
  *
  * Each round has three steps, and no transaction or row lock is held
  * across the network:
- *	 1. claim: a short transaction picks due NOTPAY/USERPAYING orders with
+ *	 1. claim: a short transaction picks due NOTPAY/USERPAYING orders (and
+ *		PROCESSING or CHANGE refunds, asked about with refundquery) with
  *		FOR UPDATE SKIP LOCKED, pushes their next_query_at out by a lease
  *		(so a crash mid-round only delays them), loads their merchants and
  *		signs the requests, then commits;
@@ -52,12 +53,22 @@ PGDLLEXPORT void wxpay_worker_main(Datum main_arg);
 /* Sleep while the extension is not installed in wxpay.database. */
 #define NOT_INSTALLED_SLEEP_MS 5000
 
-/* One claimed order and its request. */
+/* What a job asks. */
+typedef enum WxJobKind
+{
+	JOB_QUERY,					/* orderquery for a pending order */
+	JOB_CLOSE,					/* closeorder for an expired one */
+	JOB_REFUND					/* refundquery for a refund in progress */
+} WxJobKind;
+
+static const char *const job_paths[] = {"/pay/orderquery", "/pay/closeorder", "/pay/refundquery"};
+
+/* One claimed order or refund and its request. */
 typedef struct WxJob
 {
+	WxJobKind	kind;
 	char	   *mch_id;
-	char	   *out_trade_no;
-	bool		close;			/* closeorder rather than orderquery */
+	char	   *key;			/* out_trade_no, or out_refund_no */
 	WxMerchant *merchant;
 	WxHttpRequest req;
 	WxHttpResponse resp;
@@ -166,16 +177,15 @@ static void
 prepare_job(WxJob *job)
 {
 	WxParamList req;
-	const char *path = job->close ? "/pay/closeorder" : "/pay/orderquery";
 
 	wxpay_list_init(&req, 8);
-	wxpay_list_add_cstr(&req, "out_trade_no", job->out_trade_no);
-	job->req.url = psprintf("%s%s", job->merchant->api_base, path);
+	wxpay_list_add_cstr(&req, job->kind == JOB_REFUND ? "out_refund_no" : "out_trade_no", job->key);
+	job->req.url = psprintf("%s%s", job->merchant->api_base, job_paths[job->kind]);
 	job->req.body = wxpay_request_body(job->merchant, &req, &job->req.body_len);
 	job->req.ca_pem = job->merchant->ca_pem;
 }
 
-#define CLAIM_DUE \
+#define CLAIM_ORDERS \
 	"UPDATE wxpay.orders o SET next_query_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
 	"  pg_catalog.make_interval(secs => $2)" \
 	" FROM (SELECT mch_id, out_trade_no FROM wxpay.orders" \
@@ -188,33 +198,55 @@ prepare_job(WxJob *job)
 	"  o.time_expire OPERATOR(pg_catalog.<) pg_catalog.now() AND" \
 	"  o.created_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '5 minutes')"
 
-/* Step 1: claim due orders and prepare their requests. */
-static WxJob *
-claim_jobs(int *njobs)
+#define CLAIM_REFUNDS \
+	"UPDATE wxpay.refunds r SET next_query_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
+	"  pg_catalog.make_interval(secs => $2)" \
+	" FROM (SELECT mch_id, out_refund_no FROM wxpay.refunds" \
+	"        WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['PROCESSING', 'CHANGE'])" \
+	"          AND next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+	"        ORDER BY next_query_at LIMIT $1 FOR UPDATE SKIP LOCKED) due" \
+	" WHERE r.mch_id OPERATOR(pg_catalog.=) due.mch_id" \
+	"   AND r.out_refund_no OPERATOR(pg_catalog.=) due.out_refund_no" \
+	" RETURNING r.mch_id, r.out_refund_no, false"
+
+/*
+ * Claim due rows with one of the statements above, pushing each out by a
+ * lease, and append them to jobs.  Returns the new number of jobs.
+ */
+static int
+claim(const char *sql, int limit, bool refunds, WxJob *jobs, int njobs)
 {
 	Oid			types[2] = {INT4OID, FLOAT8OID};
 	Datum		values[2];
-	List	   *merchants = NIL;
-	WxJob	   *jobs;
-	double		lease = wxpay_http_timeout / 1000.0 + 60;
 
-	values[0] = Int32GetDatum(WORKER_BATCH);
-	values[1] = Float8GetDatum(lease);
-	if (SPI_execute_with_args(CLAIM_DUE, 2, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim due orders");
-
-	*njobs = (int) SPI_processed;
-	jobs = MemoryContextAllocZero(round_cxt, sizeof(WxJob) * Max(*njobs, 1));
-	for (int i = 0; i < *njobs; i++)
+	values[0] = Int32GetDatum(limit);
+	values[1] = Float8GetDatum(wxpay_http_timeout / 1000.0 + 60);
+	if (SPI_execute_with_args(sql, 2, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim due %s", refunds ? "refunds" : "orders");
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	row = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
+		WxJob	   *job = &jobs[njobs++];
 		bool		isnull;
 
-		jobs[i].mch_id = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 1));
-		jobs[i].out_trade_no = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 2));
-		jobs[i].close = DatumGetBool(SPI_getbinval(row, desc, 3, &isnull));
+		job->mch_id = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 1));
+		job->key = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 2));
+		job->kind = refunds ? JOB_REFUND :
+			DatumGetBool(SPI_getbinval(row, desc, 3, &isnull)) ? JOB_CLOSE : JOB_QUERY;
 	}
+	return njobs;
+}
+
+/* Step 1: claim due orders and refunds and prepare their requests. */
+static WxJob *
+claim_jobs(int *njobs)
+{
+	List	   *merchants = NIL;
+	WxJob	   *jobs = MemoryContextAllocZero(round_cxt, sizeof(WxJob) * WORKER_BATCH);
+
+	*njobs = claim(CLAIM_ORDERS, WORKER_BATCH, false, jobs, 0);
+	*njobs = claim(CLAIM_REFUNDS, WORKER_BATCH - *njobs, true, jobs, *njobs);
 	for (int i = 0; i < *njobs; i++)
 	{
 		MemoryContext old;
@@ -308,7 +340,15 @@ run_requests(WxJob *jobs, int njobs)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Record an attempt and when to try next. */
+#define SCHEDULE(table, key) \
+	"UPDATE wxpay." table " SET query_count = query_count OPERATOR(pg_catalog.+) 1," \
+	" last_query_at = pg_catalog.now(), last_error = $3," \
+	" next_query_at = CASE WHEN $5 THEN pg_catalog.now() ELSE pg_catalog.now() OPERATOR(pg_catalog.+)" \
+	"  LEAST(pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog.*)" \
+	"   pg_catalog.power(2, LEAST(query_count, 16))), interval '5 minutes') END" \
+	" WHERE mch_id OPERATOR(pg_catalog.=) $1 AND " key " OPERATOR(pg_catalog.=) $2"
+
+/* Record an attempt and when to try next: poll_interval doubling, at most 5 minutes. */
 static void
 schedule(const WxJob *job, const char *error, bool again_now)
 {
@@ -317,30 +357,26 @@ schedule(const WxJob *job, const char *error, bool again_now)
 	char		nulls[6] = "     ";
 
 	values[0] = CStringGetTextDatum(job->mch_id);
-	values[1] = CStringGetTextDatum(job->out_trade_no);
+	values[1] = CStringGetTextDatum(job->key);
 	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	nulls[2] = error ? ' ' : 'n';
 	values[3] = Float8GetDatum(wxpay_poll_interval / 1000.0);
 	values[4] = BoolGetDatum(again_now);
-	if (SPI_execute_with_args("UPDATE wxpay.orders SET query_count = query_count OPERATOR(pg_catalog.+) 1,"
-							  " last_query_at = pg_catalog.now(), last_error = $3,"
-							  " next_query_at = CASE WHEN $5 THEN pg_catalog.now() ELSE pg_catalog.now() OPERATOR(pg_catalog.+)"
-							  "  LEAST(pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog.*)"
-							  "   pg_catalog.power(2, LEAST(query_count, 16))), interval '5 minutes') END"
-							  " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_trade_no OPERATOR(pg_catalog.=) $2",
+	if (SPI_execute_with_args(job->kind == JOB_REFUND ? SCHEDULE("refunds", "out_refund_no") :
+							  SCHEDULE("orders", "out_trade_no"),
 							  5, types, values, nulls, false, 1) != SPI_OK_UPDATE)
-		elog(ERROR, "could not schedule order %s", job->out_trade_no);
+		elog(ERROR, "could not schedule %s", job->key);
 }
 
 static void
 apply_report(const WxJob *job, const char *trade_state, const WxParamList *fields,
 			 const char *source, char **error)
 {
-	if (wxpay_apply_report(job->mch_id, job->out_trade_no, trade_state, fields,
+	if (wxpay_apply_report(job->mch_id, job->key, trade_state, fields,
 						   source, error) == WX_APPLY_CHANGED)
 		ereport(LOG,
 				(errmsg("wxpay: order %s of merchant %s reconciled to %s (%s)",
-						job->out_trade_no, job->mch_id, trade_state, source)));
+						job->key, job->mch_id, trade_state, source)));
 }
 
 /* The error text of a FAIL result: err_code and its description. */
@@ -353,39 +389,74 @@ result_error(const WxParamList *resp)
 	return psprintf("%s: %s", code ? code : "result_code FAIL", des ? des : "");
 }
 
+/* A closeorder answer: CLOSED, or paid after all (query it next). */
+static char *
+apply_close(const WxJob *job, const WxParamList *resp, bool *again_now)
+{
+	char	   *error = NULL;
+
+	if (wxpay_list_is(resp, "result_code", "SUCCESS") ||
+		wxpay_list_is(resp, "err_code", "ORDERCLOSED") ||
+		wxpay_list_is(resp, "err_code", "ORDERNOTEXIST"))
+		apply_report(job, "CLOSED", resp, "close", &error);
+	else if (wxpay_list_is(resp, "err_code", "ORDERPAID"))
+	{
+		error = pstrdup("ORDERPAID: closing refused, querying");
+		*again_now = true;
+	}
+	else
+		error = result_error(resp);
+	return error;
+}
+
+/* An orderquery answer: decided by trade_state, never by result_code. */
+static char *
+apply_query(const WxJob *job, const WxParamList *resp)
+{
+	char	   *error = NULL;
+
+	if (!wxpay_list_is(resp, "result_code", "SUCCESS"))
+		return result_error(resp);
+	if (!wxpay_list_is(resp, "out_trade_no", job->key) ||
+		wxpay_list_get(resp, "trade_state") == NULL)
+		return pstrdup("answer lacks this order's out_trade_no or trade_state");
+	apply_report(job, wxpay_list_get(resp, "trade_state"), resp, "query", &error);
+	return error;
+}
+
+/* A refundquery answer: the refund's refund_status_$n. */
+static char *
+apply_refund(const WxJob *job, const WxParamList *resp)
+{
+	WxRefundReport report;
+	char	   *error = NULL;
+
+	if (!wxpay_list_is(resp, "result_code", "SUCCESS"))
+		return result_error(resp);
+	if (!wxpay_refundquery_report(resp, job->key, &report))
+		return pstrdup("answer lacks this refund");
+	if (wxpay_apply_refund_report(job->mch_id, &report, "query", &error) == WX_APPLY_CHANGED)
+		ereport(LOG,
+				(errmsg("wxpay: refund %s of merchant %s reconciled to %s (query)",
+						job->key, job->mch_id, report.status)));
+	return error;
+}
+
 /* Step 3 for one job: judge its answer, apply it, schedule the next look. */
 static void
 apply_job(const WxJob *job)
 {
 	WxParamList resp;
-	char	   *error;
 	bool		again_now = false;
-	const char *path = job->close ? "/pay/closeorder" : "/pay/orderquery";
+	char	   *error = wxpay_http_failure(&job->req, job->code, &job->resp);
 
-	error = wxpay_http_failure(&job->req, job->code, &job->resp);
 	if (error == NULL)
-		error = wxpay_judge_response(job->merchant, path,
+		error = wxpay_judge_response(job->merchant, job_paths[job->kind],
 									 job->resp.body ? job->resp.body : "",
 									 job->resp.len, &resp);
-	if (error != NULL)
-		;
-	else if (job->close && (wxpay_list_is(&resp, "result_code", "SUCCESS") ||
-							wxpay_list_is(&resp, "err_code", "ORDERCLOSED") ||
-							wxpay_list_is(&resp, "err_code", "ORDERNOTEXIST")))
-		apply_report(job, "CLOSED", &resp, "close", &error);
-	else if (job->close && wxpay_list_is(&resp, "err_code", "ORDERPAID"))
-	{
-		/* Paid after all: the query that records it comes next round. */
-		error = pstrdup("ORDERPAID: closing refused, querying");
-		again_now = true;
-	}
-	else if (!wxpay_list_is(&resp, "result_code", "SUCCESS"))
-		error = result_error(&resp);
-	else if (!wxpay_list_is(&resp, "out_trade_no", job->out_trade_no) ||
-			 wxpay_list_get(&resp, "trade_state") == NULL)
-		error = pstrdup("answer lacks this order's out_trade_no or trade_state");
-	else
-		apply_report(job, wxpay_list_get(&resp, "trade_state"), &resp, "query", &error);
+	if (error == NULL)
+		error = job->kind == JOB_CLOSE ? apply_close(job, &resp, &again_now) :
+			job->kind == JOB_REFUND ? apply_refund(job, &resp) : apply_query(job, &resp);
 	schedule(job, error, again_now);
 }
 
@@ -415,8 +486,8 @@ apply_job_isolated(const WxJob *job)
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		ereport(WARNING,
-				(errmsg("wxpay: could not apply the answer for order %s: %s",
-						job->out_trade_no, edata->message)));
+				(errmsg("wxpay: could not apply the answer for %s: %s",
+						job->key, edata->message)));
 		schedule(job, edata->message, false);
 	}
 	PG_END_TRY();
@@ -424,7 +495,7 @@ apply_job_isolated(const WxJob *job)
 	CurrentResourceOwner = owner;
 }
 
-/* Milliseconds until the next pending order is due, at most poll_interval. */
+/* Milliseconds until the next pending order or refund is due, at most poll_interval. */
 static long
 next_due_ms(void)
 {
@@ -432,8 +503,11 @@ next_due_ms(void)
 	Datum		d;
 
 	if (SPI_execute("SELECT GREATEST(0, pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM"
-					" pg_catalog.min(next_query_at) OPERATOR(pg_catalog.-) pg_catalog.now())))::int8"
-					" FROM wxpay.orders WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING'])",
+					" pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now())))::int8 FROM"
+					" (SELECT pg_catalog.min(next_query_at) FROM wxpay.orders"
+					"   WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING'])"
+					"  UNION ALL SELECT pg_catalog.min(next_query_at) FROM wxpay.refunds"
+					"   WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['PROCESSING', 'CHANGE'])) s(due)",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not find the next due order");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -105,3 +105,40 @@ extern WxApplyResult wxpay_apply_report(const char *mch_id,
 										const char *trade_state,
 										const WxParamList *fields,
 										const char *source, char **reason);
+
+/* notify.c: notification bodies, judged and recorded */
+typedef struct NotifyOutcome
+{
+	const char *outcome;		/* accepted, duplicate, rejected */
+	char	   *reason;
+	char	   *mch_id;
+	char	   *out_trade_no;
+	char	   *out_refund_no;
+	char	   *transaction_id;
+} NotifyOutcome;
+
+typedef void (*NotifyJudge) (const char *body, size_t len, NotifyOutcome *out);
+
+extern void wxpay_notify_reject(NotifyOutcome *out, char *reason);
+extern Datum wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
+									   NotifyJudge judge);
+
+/* refund.c: applying refund reports */
+typedef struct WxRefundReport
+{
+	const char *out_refund_no;
+	const char *out_trade_no;	/* checked against the refund when given */
+	const char *refund_fee;		/* likewise */
+	const char *refund_id;
+	const char *status;			/* SUCCESS, CHANGE, REFUNDCLOSE, PROCESSING */
+	const char *success_time;	/* yyyy-MM-dd HH:mm:ss, GMT+8 */
+	const char *recv_accout;
+	const char *account;
+} WxRefundReport;
+
+extern WxApplyResult wxpay_apply_refund_report(const char *mch_id,
+											   const WxRefundReport *r,
+											   const char *source, char **reason);
+extern bool wxpay_refundquery_report(const WxParamList *resp,
+									 const char *out_refund_no,
+									 WxRefundReport *r);

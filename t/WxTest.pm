@@ -17,7 +17,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(wx_node wx_sim sim_call wx_merchant slurp_file
+our @EXPORT = qw(wx_node wx_sim sim_call wx_merchant sql_error slurp_file
   $TEST_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
@@ -102,6 +102,16 @@ sub wx_merchant
 		map { $q->($_) } $m{mch_id}, $m{appid}, $m{api_key}, $m{sign_type}, $m{notify_url},
 		$sim->{base}, $m{ca_pem} // $sim->{ca_pem}, $creds->{cert_pem}, $creds->{key_pem}));
 	return { %m, %$creds };
+}
+
+# Run SQL expected to fail; returns its SQLSTATE and the whole message.
+sub sql_error
+{
+	my ($node, $sql, %opts) = @_;
+	my ($ret, $out, $err) = $node->psql($opts{db} // 'postgres', "\\set VERBOSITY verbose\n$sql",
+		extra_params => $opts{user} ? [ '-U', $opts{user} ] : []);
+	my ($state) = $err =~ /ERROR:\s+([0-9A-Z]{5}):/;
+	return ($state // 'none', $err);
 }
 
 1;

@@ -1,14 +1,15 @@
 /*
  * test_core.c
- *	  Unit tests of the PostgreSQL-free core (wx_sign, wx_xml): the official
+ *	  Unit tests of the PostgreSQL-free core (wx_sign, wx_xml, wx_aes): the official
  *	  and SDK vectors, canonical-string edge cases, constant-time compare,
- *	  nonce mapping and the XML codec's refusals.  Built and run by
+ *	  nonce mapping, the XML codec's refusals and refund decryption.  Run by
  *	  "make unit", under AddressSanitizer and UBSan.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "wx_aes.h"
 #include "wx_sign.h"
 #include "wx_xml.h"
 
@@ -341,6 +342,63 @@ test_xml_build(void)
 	CHECK(wx_utf8_invalid_at("\xed\xa0\x80", 3, false) == 0, "surrogate refused");
 }
 
+static char *
+read_vector(const char *name)
+{
+	char		path[512];
+	FILE	   *f;
+	static char buf[4096];
+	size_t		n;
+
+	snprintf(path, sizeof(path), "%s/%s", VECTOR_DIR, name);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return NULL;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+static void
+test_refund_decrypt(void)
+{
+	const char *local = "WBzGpzQuNpcFxIlFjUUD9Cu8k64/SIERgxT2leZdH4LL2pb+JPMCit+b2zIy2yIkHKW7OavuV/"
+		"ysmp419fOa//sNqQ8QZ/QqGG7L7Ft26zOJT8KKGtIQhQk/aqUrb9asj3LpNFyDkPu7x8bcK2r8Fg==";
+	const char *expected = "<root><out_refund_no><![CDATA[1234]]></out_refund_no>"
+		"<refund_status><![CDATA[SUCCESS]]></refund_status></root>";
+	const char *wechatpy = read_vector("wechatpy_refund_req_info.b64");
+	unsigned char out[2048];
+	char		tampered[256];
+	size_t		len;
+	WxXmlDoc	doc;
+	WxXmlError	err;
+
+	CHECK(wx_refund_decrypt(local, strlen(local), KEY, strlen(KEY), out, &len) == WX_AES_OK &&
+		  len == 110 && memcmp(out, expected, len) == 0, "local refund vector decrypts");
+	CHECK(wechatpy != NULL && wx_refund_decrypt(wechatpy, strlen(wechatpy), "OF4Ne3znh8KqL0V4NqmALQa0uXMYKcEk",
+												32, out, &len) == WX_AES_OK && len == 795,
+		  "wechatpy refund vector decrypts to 795 bytes");
+	out[len] = '\0';
+	CHECK(parse((char *) out, &doc, &err) == WX_XML_OK && strcmp(doc.root, "root") == 0 &&
+		  strcmp(value_of(&doc, "out_refund_no"), "1234") == 0 &&
+		  strcmp(value_of(&doc, "refund_id"), "50300103182020010413419046597") == 0 &&
+		  strcmp(value_of(&doc, "refund_recv_accout"), "\xe6\x8b\x9b\xe5\x95\x86\xe9\x93\xb6\xe8\xa1\x8c\xe4\xbf\xa1\xe7\x94\xa8\xe5\x8d\xa1" "8915") == 0,
+		  "wechatpy plaintext has the documented fields");
+	CHECK(wx_refund_decrypt(local, strlen(local), "wrongwrongwrongwrongwrongwrong12", 32, out, &len) == WX_AES_BAD_PADDING,
+		  "wrong key fails the padding check");
+	strcpy(tampered, local);
+	tampered[strlen(tampered) - 4] = tampered[strlen(tampered) - 4] == 'A' ? 'B' : 'A';
+	CHECK(wx_refund_decrypt(tampered, strlen(tampered), KEY, strlen(KEY), out, &len) == WX_AES_BAD_PADDING,
+		  "tampered last block fails the padding check");
+	CHECK(wx_refund_decrypt("not base64!", 11, KEY, strlen(KEY), out, &len) == WX_AES_BAD_BASE64, "garbage is not base64");
+	CHECK(wx_refund_decrypt("QUJD", 4, KEY, strlen(KEY), out, &len) == WX_AES_BAD_LENGTH, "3 bytes is not a block");
+	CHECK(wx_refund_decrypt("", 0, KEY, strlen(KEY), out, &len) == WX_AES_BAD_LENGTH, "empty");
+	CHECK(wx_base64_decode("aGVsbG8=", 8, out) == 5 && memcmp(out, "hello", 5) == 0, "base64 with padding");
+	CHECK(wx_base64_decode("aGVs=G8=", 8, out) == -1, "padding inside is refused");
+	CHECK(wx_base64_decode("aGVsbG8", 7, out) == -1, "unpadded length is refused");
+}
+
 int
 main(void)
 {
@@ -353,6 +411,7 @@ main(void)
 	test_xml_parse();
 	test_xml_large();
 	test_xml_build();
+	test_refund_decrypt();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }

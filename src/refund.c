@@ -1,0 +1,546 @@
+/*
+ * refund.c
+ *	  Refunds: wxpay_refund over mutual TLS, wxpay_refundquery, and
+ *	  wxpay_handle_refund_notify with its AES-decrypted req_info.
+ *
+ * Money leaves here, so the local checks come first and hold a lock: the
+ * order row is locked FOR UPDATE while its refunds are summed and the
+ * request is made, so concurrent refunds of one order are serialised and
+ * can never add up to more than was paid.  A refund row is written before
+ * the request and rolled back with it on failure; a retry with the same
+ * out_refund_no sends identical parameters, which WeChat Pay refunds once.
+ *
+ * Refund notifications carry no signature; their authenticity rests on
+ * req_info decrypting (PKCS#7 intact) under the merchant's key and on
+ * naming a refund of ours with its amount.
+ */
+#include "wxpay.h"
+
+#include "catalog/pg_collation.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "wx_aes.h"
+
+PG_FUNCTION_INFO_V1(wxpay_refund);
+PG_FUNCTION_INFO_V1(wxpay_refundquery);
+PG_FUNCTION_INFO_V1(wxpay_handle_refund_notify);
+PG_FUNCTION_INFO_V1(wxpay_refund_decrypt);
+
+static char *
+spi_value(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+static void
+spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
+		 const char *nulls, bool read_only, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+
+	if (rc != expected)
+		elog(ERROR, "SPI failed on \"%.40s...\": %s", sql, SPI_result_code_string(rc));
+}
+
+static void
+check_matches(const char *name, const char *value, const char *pattern,
+			  const char *hint)
+{
+	if (!DatumGetBool(DirectFunctionCall2Coll(textregexeq, C_COLLATION_OID,
+											  CStringGetTextDatum(value),
+											  CStringGetTextDatum(pattern))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s \"%s\"", name, value),
+				 errhint("%s", hint)));
+}
+
+/*--------------------------------------------------------------------
+ * Applying refund reports (query answers, notifications)
+ *--------------------------------------------------------------------
+ */
+
+static bool
+refund_final(const char *state)
+{
+	return strcmp(state, "SUCCESS") == 0 || strcmp(state, "REFUNDCLOSE") == 0;
+}
+
+/*
+ * Apply a verified report of a refund's status under a row lock.  The
+ * report must name the refund's own order and amount.
+ */
+WxApplyResult
+wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
+						  const char *source, char **reason)
+{
+	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[8] = "       ";
+	char	   *state;
+	char	   *refund_id;
+
+	*reason = NULL;
+	values[0] = CStringGetTextDatum(mch_id);
+	values[1] = CStringGetTextDatum(r->out_refund_no);
+	spi_exec("SELECT state, out_trade_no, refund_fee::text, refund_id FROM wxpay.refunds"
+			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2"
+			 " FOR UPDATE", 2, types, values, NULL, false, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		*reason = psprintf("unknown refund %s", r->out_refund_no);
+		return WX_APPLY_REJECTED;
+	}
+	state = spi_value(0, 1);
+	refund_id = spi_value(0, 4);
+	if ((r->out_trade_no && strcmp(r->out_trade_no, spi_value(0, 2)) != 0) ||
+		(r->refund_fee && strcmp(r->refund_fee, spi_value(0, 3)) != 0))
+	{
+		*reason = psprintf("refund %s is for order %s and %s fen, not as reported",
+						   r->out_refund_no, spi_value(0, 2), spi_value(0, 3));
+		return WX_APPLY_REJECTED;
+	}
+	if (refund_id && r->refund_id && strcmp(refund_id, r->refund_id) != 0)
+	{
+		*reason = psprintf("refund %s has refund_id %s, not %s", r->out_refund_no, refund_id, r->refund_id);
+		return WX_APPLY_REJECTED;
+	}
+	if (strcmp(state, r->status) == 0)
+		return WX_APPLY_UNCHANGED;
+	if (refund_final(state) || strcmp(r->status, "PROCESSING") == 0)
+	{
+		*reason = psprintf("refund %s is %s here; WeChat Pay reports %s", r->out_refund_no, state, r->status);
+		return WX_APPLY_REJECTED;
+	}
+
+	values[2] = CStringGetTextDatum(r->status);
+	values[3] = r->refund_id ? CStringGetTextDatum(r->refund_id) : (Datum) 0;
+	nulls[3] = r->refund_id ? ' ' : 'n';
+	values[4] = r->success_time ? CStringGetTextDatum(r->success_time) : (Datum) 0;
+	nulls[4] = r->success_time ? ' ' : 'n';
+	values[5] = r->recv_accout ? CStringGetTextDatum(r->recv_accout) : (Datum) 0;
+	nulls[5] = r->recv_accout ? ' ' : 'n';
+	values[6] = r->account ? CStringGetTextDatum(r->account) : (Datum) 0;
+	nulls[6] = r->account ? ' ' : 'n';
+	wxpay_set_change_source(source);
+	spi_exec("UPDATE wxpay.refunds SET state = $3, refund_id = COALESCE(refund_id, $4),"
+			 " success_time = pg_catalog.to_timestamp($5 OPERATOR(pg_catalog.||) ' +08', 'YYYY-MM-DD HH24:MI:SS TZH'),"
+			 " refund_recv_accout = $6, refund_account = $7"
+			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2",
+			 7, types, values, nulls, false, SPI_OK_UPDATE);
+	wxpay_set_change_source(NULL);
+	return WX_APPLY_CHANGED;
+}
+
+/*
+ * Find a refund in a verified refundquery answer (indexed fields
+ * out_refund_no_$n, refund_status_$n, ...).  Returns false if absent.
+ */
+bool
+wxpay_refundquery_report(const WxParamList *resp, const char *out_refund_no,
+						 WxRefundReport *r)
+{
+	for (int n = 0; n < 50; n++)
+	{
+		const char *no = wxpay_list_get(resp, psprintf("out_refund_no_%d", n));
+
+		if (no == NULL)
+			break;
+		if (strcmp(no, out_refund_no) != 0)
+			continue;
+		memset(r, 0, sizeof(*r));
+		r->out_refund_no = no;
+		r->out_trade_no = wxpay_list_get(resp, "out_trade_no");
+		r->refund_fee = wxpay_list_get(resp, psprintf("refund_fee_%d", n));
+		r->refund_id = wxpay_list_get(resp, psprintf("refund_id_%d", n));
+		r->status = wxpay_list_get(resp, psprintf("refund_status_%d", n));
+		r->success_time = wxpay_list_get(resp, psprintf("refund_success_time_%d", n));
+		r->recv_accout = wxpay_list_get(resp, psprintf("refund_recv_accout_%d", n));
+		r->account = wxpay_list_get(resp, psprintf("refund_account_%d", n));
+		return r->status != NULL;
+	}
+	return false;
+}
+
+/*--------------------------------------------------------------------
+ * wxpay_refund
+ *--------------------------------------------------------------------
+ */
+
+typedef struct RefundArgs
+{
+	char	   *mch_id;
+	char	   *out_trade_no;
+	char	   *out_refund_no;
+	int32		refund_fee;
+	WxParamList extra;
+	Jsonb	   *params;
+} RefundArgs;
+
+static void
+read_refund_extra(Jsonb *extra, WxParamList *list)
+{
+	static const char *const allowed[] = {"refund_desc", "refund_account", "notify_url", "refund_fee_type"};
+
+	wxpay_list_from_jsonb(extra, list, "extra");
+	for (int i = 0; i < list->count; i++)
+	{
+		const char *name = list->items[i].name;
+		const char *value = pnstrdup(list->items[i].value, list->items[i].value_len);
+		bool		known = false;
+
+		for (int k = 0; k < lengthof(allowed); k++)
+			known |= strcmp(name, allowed[k]) == 0;
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%s\" in extra", name),
+					 errhint("Allowed: refund_desc, refund_account, notify_url, refund_fee_type.")));
+		if (strcmp(name, "refund_desc") == 0)
+			check_matches(name, value, "^[^[:cntrl:]]{1,80}$", "At most 80 bytes of text.");
+		else if (strcmp(name, "refund_account") == 0)
+			check_matches(name, value, "^REFUND_SOURCE_(UNSETTLED|RECHARGE)_FUNDS$",
+						  "Use REFUND_SOURCE_UNSETTLED_FUNDS or REFUND_SOURCE_RECHARGE_FUNDS.");
+		else if (strcmp(name, "notify_url") == 0)
+			check_matches(name, value, "^https?://[^?#[:space:]]{1,248}$",
+						  "An absolute http(s) URL without a query string.");
+		else
+			check_matches(name, value, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY.");
+		if (strcmp(name, "refund_desc") == 0 && strlen(value) > 80)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("refund_desc is %zu bytes long, the limit is 80 bytes", strlen(value))));
+	}
+}
+
+static void
+read_refund_args(FunctionCallInfo fcinfo, RefundArgs *a)
+{
+	static const char *const names[] = {"mch_id", "out_trade_no", "out_refund_no", "refund_fee", "extra"};
+
+	for (int i = 0; i < lengthof(names); i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null", names[i])));
+	a->mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	a->out_trade_no = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	a->out_refund_no = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	a->refund_fee = PG_GETARG_INT32(3);
+	if (a->refund_fee <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("refund_fee must be a positive number of fen, not %d", a->refund_fee)));
+	check_matches("out_trade_no", a->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+				  "Use the out_trade_no of a paid order.");
+	check_matches("out_refund_no", a->out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
+				  "Use 1 to 64 characters from 0-9, A-Z, a-z and _-|*@.");
+	read_refund_extra(PG_GETARG_JSONB_P(4), &a->extra);
+	a->params = wxpay_list_to_jsonb(&a->extra);
+}
+
+/*
+ * Lock the order, check it is paid and that this refund fits in what is
+ * left, and record the refund (or find the identical earlier attempt).
+ * Returns the order's total_fee.
+ */
+static int32
+record_refund(const RefundArgs *a)
+{
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, JSONBOID};
+	Datum		values[5];
+	char	   *state;
+	int32		total_fee;
+	int64		refunded;
+
+	values[0] = CStringGetTextDatum(a->mch_id);
+	values[1] = CStringGetTextDatum(a->out_trade_no);
+	values[2] = CStringGetTextDatum(a->out_refund_no);
+	values[3] = Int32GetDatum(a->refund_fee);
+	values[4] = JsonbPGetDatum(a->params);
+
+	spi_exec("SELECT state, total_fee FROM wxpay.orders WHERE mch_id OPERATOR(pg_catalog.=) $1"
+			 " AND out_trade_no OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+			 2, types, values, NULL, false, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown order %s of merchant %s", a->out_trade_no, a->mch_id)));
+	state = spi_value(0, 1);
+	total_fee = pg_strtoint32(spi_value(0, 2));
+	if (strcmp(state, "SUCCESS") != 0 && strcmp(state, "REFUND") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("order %s of merchant %s is %s, not paid: there is nothing to refund",
+						a->out_trade_no, a->mch_id, state)));
+
+	spi_exec("SELECT out_trade_no OPERATOR(pg_catalog.=) $2 AND refund_fee OPERATOR(pg_catalog.=) $4"
+			 " AND params OPERATOR(pg_catalog.=) $5 FROM wxpay.refunds"
+			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $3",
+			 5, types, values, NULL, false, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		if (strcmp(spi_value(0, 1), "t") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("refund %s of merchant %s exists with different parameters", a->out_refund_no, a->mch_id),
+					 errhint("A retry must repeat the original refund exactly; a new refund needs a new out_refund_no.")));
+		return total_fee;
+	}
+
+	/* Closed refunds returned nothing; every other one counts. */
+	spi_exec("SELECT COALESCE(pg_catalog.sum(refund_fee), 0) FROM wxpay.refunds"
+			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_trade_no OPERATOR(pg_catalog.=) $2"
+			 " AND state OPERATOR(pg_catalog.<>) 'REFUNDCLOSE'",
+			 2, types, values, NULL, false, SPI_OK_SELECT);
+	refunded = pg_strtoint64(spi_value(0, 1));
+	if (refunded + a->refund_fee > total_fee)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("refund of %d fen would bring order %s to %lld fen refunded, more than the %d fen paid",
+						a->refund_fee, a->out_trade_no, (long long) (refunded + a->refund_fee), total_fee),
+				 errdetail("%lld fen are refunded or being refunded already.", (long long) refunded)));
+
+	wxpay_set_change_source("refund");
+	spi_exec("INSERT INTO wxpay.refunds (mch_id, out_trade_no, out_refund_no, refund_fee, params, total_fee)"
+			 " VALUES ($1, $2, $3, $4, $5, $6)",
+			 6, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT4OID, JSONBOID, INT4OID},
+			 (Datum[]) {values[0], values[1], values[2], values[3], values[4], Int32GetDatum(total_fee)},
+			 NULL, false, SPI_OK_INSERT);
+	wxpay_set_change_source(NULL);
+	return total_fee;
+}
+
+/* After WeChat Pay accepted: the refund_id, and the order is REFUND. */
+static void
+store_acceptance(const RefundArgs *a, const char *refund_id)
+{
+	Datum		values[3] = {CStringGetTextDatum(a->mch_id), CStringGetTextDatum(a->out_refund_no),
+	CStringGetTextDatum(a->out_trade_no)};
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+	spi_exec("UPDATE wxpay.refunds SET refund_id = $3 WHERE mch_id OPERATOR(pg_catalog.=) $1"
+			 " AND out_refund_no OPERATOR(pg_catalog.=) $2 AND refund_id IS NULL",
+			 3, types, (Datum[]) {values[0], values[1], CStringGetTextDatum(refund_id)},
+			 NULL, false, SPI_OK_UPDATE);
+	wxpay_set_change_source("refund");
+	spi_exec("UPDATE wxpay.orders SET state = 'REFUND' WHERE mch_id OPERATOR(pg_catalog.=) $1"
+			 " AND out_trade_no OPERATOR(pg_catalog.=) $3 AND state OPERATOR(pg_catalog.=) 'SUCCESS'",
+			 3, types, values, NULL, false, SPI_OK_UPDATE);
+	wxpay_set_change_source(NULL);
+}
+
+/*
+ * wxpay_refund(mch_id, out_trade_no, out_refund_no, refund_fee, extra) -> jsonb
+ */
+Datum
+wxpay_refund(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	RefundArgs	a;
+	WxMerchant *m;
+	WxParamList req;
+	WxParamList *resp;
+	int32		total_fee;
+	const char *refund_id;
+	Jsonb	   *result;
+
+	read_refund_args(fcinfo, &a);
+	SPI_connect();
+	m = wxpay_merchant_get(a.mch_id);
+	if (m->cert_pem == NULL || m->key_pem == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("merchant %s has no client certificate for refunds", a.mch_id),
+				 errhint("Set cert_pem and key_pem in wxpay.merchants to apiclient_cert.pem and apiclient_key.pem.")));
+	total_fee = record_refund(&a);
+
+	wxpay_list_init(&req, a.extra.count + 12);
+	for (int i = 0; i < a.extra.count; i++)
+		req.items[req.count++] = a.extra.items[i];
+	wxpay_list_add_cstr(&req, "out_trade_no", a.out_trade_no);
+	wxpay_list_add_cstr(&req, "out_refund_no", a.out_refund_no);
+	wxpay_list_add_cstr(&req, "total_fee", psprintf("%d", total_fee));
+	wxpay_list_add_cstr(&req, "refund_fee", psprintf("%d", a.refund_fee));
+	resp = wxpay_call(m, "/secapi/pay/refund", &req, true);
+	wxpay_require_result(resp, "/secapi/pay/refund");
+
+	refund_id = wxpay_list_get(resp, "refund_id");
+	if (!wxpay_list_is(resp, "out_refund_no", a.out_refund_no) ||
+		!wxpay_list_is(resp, "refund_fee", psprintf("%d", a.refund_fee)) || refund_id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("WeChat Pay accepted refund %s with other details than requested", a.out_refund_no)));
+	store_acceptance(&a, refund_id);
+
+	MemoryContextSwitchTo(caller);
+	result = wxpay_list_to_jsonb(resp);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/*
+ * wxpay_refundquery(mch_id text, out_refund_no text) -> jsonb
+ */
+Datum
+wxpay_refundquery(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *out_refund_no = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	WxMerchant *m;
+	WxParamList req;
+	WxParamList *resp;
+	WxRefundReport report;
+	char	   *reason;
+	Jsonb	   *result;
+
+	check_matches("out_refund_no", out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
+				  "Use the out_refund_no given to wxpay_refund.");
+	SPI_connect();
+	m = wxpay_merchant_get(mch_id);
+	wxpay_list_init(&req, 8);
+	wxpay_list_add_cstr(&req, "out_refund_no", out_refund_no);
+	resp = wxpay_call(m, "/pay/refundquery", &req, false);
+	wxpay_require_result(resp, "/pay/refundquery");
+	if (!wxpay_refundquery_report(resp, out_refund_no, &report))
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("WeChat Pay answered /pay/refundquery without refund %s", out_refund_no)));
+	if (wxpay_apply_refund_report(m->mch_id, &report, "query", &reason) == WX_APPLY_REJECTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("cannot apply WeChat Pay's answer to refund %s: %s", out_refund_no, reason)));
+	MemoryContextSwitchTo(caller);
+	result = wxpay_list_to_jsonb(resp);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/*--------------------------------------------------------------------
+ * Refund notifications
+ *--------------------------------------------------------------------
+ */
+
+/* Decrypt req_info into its fields; NULL and a reason when it cannot be. */
+static WxParamList *
+decrypt_req_info(const char *api_key, const char *req_info, char **reason)
+{
+	size_t		len = strlen(req_info);
+	unsigned char *plain = palloc(wx_base64_decoded_max(len) + 1);
+	size_t		plain_len;
+	WxParamList *fields = palloc0(sizeof(WxParamList));
+	char	   *root = NULL;
+	WxXmlError	err;
+
+	switch (wx_refund_decrypt(req_info, len, api_key, strlen(api_key), plain, &plain_len))
+	{
+		case WX_AES_OK:
+			break;
+		case WX_AES_BAD_BASE64:
+		case WX_AES_BAD_LENGTH:
+			*reason = pstrdup("req_info is not base64 of whole AES blocks");
+			return NULL;
+		default:
+			*reason = pstrdup("req_info does not decrypt with the merchant's key");
+			return NULL;
+	}
+	if (wxpay_xml_parse((char *) plain, plain_len, fields, &root, &err) != WX_XML_OK)
+	{
+		*reason = psprintf("decrypted req_info is not valid XML: %s", err.message);
+		return NULL;
+	}
+	if (strcmp(root, "root") != 0)
+	{
+		*reason = pstrdup("decrypted req_info has no <root>");
+		return NULL;
+	}
+	return fields;
+}
+
+static void
+judge_refund(const char *body, size_t len, NotifyOutcome *out)
+{
+	WxParamList outer;
+	WxParamList *fields;
+	WxXmlError	err;
+	WxMerchant *m;
+	const char *req_info;
+	WxRefundReport r;
+	char	   *reason = NULL;
+
+	if (wxpay_xml_parse(body, len, &outer, NULL, &err) != WX_XML_OK)
+		return wxpay_notify_reject(out, psprintf("malformed body: %s", err.message));
+	out->mch_id = (char *) wxpay_list_get(&outer, "mch_id");
+	if (!wxpay_list_is(&outer, "return_code", "SUCCESS"))
+		return wxpay_notify_reject(out, pstrdup("return_code is not SUCCESS"));
+	if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
+		return wxpay_notify_reject(out, pstrdup("unknown merchant"));
+	if (!wxpay_list_is(&outer, "appid", m->appid))
+		return wxpay_notify_reject(out, pstrdup("appid does not belong to the merchant"));
+	if ((req_info = wxpay_list_get(&outer, "req_info")) == NULL)
+		return wxpay_notify_reject(out, pstrdup("req_info is missing"));
+	if ((fields = decrypt_req_info(m->api_key, req_info, &reason)) == NULL)
+		return wxpay_notify_reject(out, reason);
+
+	memset(&r, 0, sizeof(r));
+	r.out_refund_no = out->out_refund_no = (char *) wxpay_list_get(fields, "out_refund_no");
+	r.out_trade_no = out->out_trade_no = (char *) wxpay_list_get(fields, "out_trade_no");
+	out->transaction_id = (char *) wxpay_list_get(fields, "transaction_id");
+	r.refund_fee = wxpay_list_get(fields, "refund_fee");
+	r.refund_id = wxpay_list_get(fields, "refund_id");
+	r.status = wxpay_list_get(fields, "refund_status");
+	r.success_time = wxpay_list_get(fields, "success_time");
+	r.recv_accout = wxpay_list_get(fields, "refund_recv_accout");
+	r.account = wxpay_list_get(fields, "refund_account");
+	if (r.out_refund_no == NULL || r.out_trade_no == NULL || r.refund_fee == NULL || r.status == NULL)
+		return wxpay_notify_reject(out, pstrdup("req_info lacks out_refund_no, out_trade_no, refund_fee or refund_status"));
+	if (strcmp(r.status, "SUCCESS") != 0 && strcmp(r.status, "CHANGE") != 0 &&
+		strcmp(r.status, "REFUNDCLOSE") != 0)
+		return wxpay_notify_reject(out, psprintf("unknown refund_status %s", r.status));
+
+	switch (wxpay_apply_refund_report(m->mch_id, &r, "notify", &reason))
+	{
+		case WX_APPLY_CHANGED:
+			out->outcome = "accepted";
+			break;
+		case WX_APPLY_UNCHANGED:
+			out->outcome = "duplicate";
+			break;
+		case WX_APPLY_REJECTED:
+			wxpay_notify_reject(out, reason);
+			break;
+	}
+}
+
+/*
+ * wxpay_handle_refund_notify(body text) -> text, the HTTP response body
+ */
+Datum
+wxpay_handle_refund_notify(PG_FUNCTION_ARGS)
+{
+	return wxpay_handle_notification(fcinfo, "refund", judge_refund);
+}
+
+/*
+ * wxpay_refund_decrypt(req_info text, key text) -> jsonb, the fields of a
+ * refund notification's req_info, for inspecting stored bodies
+ */
+Datum
+wxpay_refund_decrypt(PG_FUNCTION_ARGS)
+{
+	char	   *req_info = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	char	   *reason;
+	WxParamList *fields;
+
+	wxpay_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	fields = decrypt_req_info(text_to_cstring(key), req_info, &reason);
+	if (fields == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", reason)));
+	PG_RETURN_JSONB_P(wxpay_list_to_jsonb(fields));
+}

@@ -1,0 +1,104 @@
+# Payment notifications end to end: LISTEN gets one event per payment,
+# eight identical notifications at the same moment change the order once,
+# and the simulator's retry schedule ends once SUCCESS is replied.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WxTest;
+
+my $sim = wx_sim('--notify-scale', '0.002');
+my $node = wx_node('notify', 'wxpay.poll_interval' => '1h');
+my $receiver_port = PostgreSQL::Test::Cluster::get_free_port();
+wx_merchant($node, $sim, notify_url => "http://127.0.0.1:$receiver_port/notify");
+my $sql = sub { $node->safe_psql('postgres', shift) };
+
+# A signed notification for an order, built by the simulator.
+my $notification = sub {
+	my ($out_trade_no) = @_;
+	return sim_call($sim, 'POST', '/_sim/notification',
+		{ mch_id => '10000100', out_trade_no => $out_trade_no })->{body};
+};
+
+# LISTEN receives exactly one event for a payment.
+$sql->("SELECT wxpay_unifiedorder('10000100', 'listen-1', 100, 'Listen', '203.0.113.7')");
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN wxpay_order_paid');
+my $body = $notification->('listen-1');
+$sql->("SELECT wxpay_handle_notify(\$body\$$body\$body\$)") for 1 .. 3;
+my $heard = $listener->query_safe('SELECT 1');
+my $count = () = $heard =~ /Asynchronous notification "wxpay_order_paid"/g;
+is($count, 1, 'one event for one payment, however often it is notified');
+like($heard, qr/"out_trade_no"\s*:\s*"listen-1"/, 'the event names the order');
+like($heard, qr/"total_fee"\s*:\s*100/, 'and carries its amount');
+$listener->quit;
+
+# Eight identical notifications released at the same moment.
+$sql->("SELECT wxpay_unifiedorder('10000100', 'race-1', 100, 'Race', '203.0.113.7')");
+$body = $notification->('race-1');
+my $blocker = $node->background_psql('postgres');
+$blocker->query_safe("BEGIN; SELECT 1 FROM wxpay.orders WHERE out_trade_no = 'race-1' FOR UPDATE");
+my @racers;
+for my $i (1 .. 8)
+{
+	my $s = $node->background_psql('postgres');
+	$s->query_until(qr/go/, "\\echo go\nSELECT wxpay_handle_notify(\$body\$$body\$body\$) AS reply_$i;\n");
+	push @racers, $s;
+}
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 8 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%wxpay_handle_notify%'"),
+	'eight notifications are waiting on the order at once');
+$blocker->query_safe('COMMIT');
+$blocker->quit;
+my $success = 0;
+for my $s (@racers)
+{
+	my $reply = $s->query_safe('SELECT 1');
+	$success++ if $reply =~ /<return_code><!\[CDATA\[SUCCESS\]\]><\/return_code>/;
+	$s->quit;
+}
+is($success, 8, 'all eight are answered SUCCESS');
+is($sql->("SELECT count(*) FROM wxpay.order_events WHERE out_trade_no = 'race-1' AND new_state = 'SUCCESS'"),
+	'1', 'exactly one SUCCESS transition');
+is($sql->("SELECT string_agg(outcome || ':' || n, ',' ORDER BY outcome) FROM"
+	. " (SELECT outcome, count(*) n FROM wxpay.notifications WHERE out_trade_no = 'race-1' GROUP BY outcome) s"),
+	'accepted:1,duplicate:7', 'one accepted, seven recorded as duplicates');
+
+# Delivery over HTTP: the receiver is down for the first attempts, so the
+# simulator retries on its schedule and stops once SUCCESS comes back.
+$sql->("SELECT wxpay_unifiedorder('10000100', 'deliver-1', 100, 'Deliver', '203.0.113.7')");
+sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => 'deliver-1', notify => JSON::PP::true });
+for (1 .. 100)
+{
+	last if @{ sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1') } >= 3;
+	select(undef, undef, undef, 0.05);
+}
+my $dsn = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres';
+my $receiver = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
+	'--port', $receiver_port, '--dsn', $dsn, '--quiet' ]);
+ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'deliver-1'"),
+	'a delivered notification pays the order');
+sleep 3;    # longer than the next two intervals of the compressed schedule
+my $deliveries = sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1');
+ok(@$deliveries >= 4, 'the first attempts failed and were retried (' . scalar(@$deliveries) . ' attempts)');
+ok(!$deliveries->[0]{success}, 'the first attempt failed');
+ok($deliveries->[-1]{success}, 'the last attempt succeeded');
+is(scalar(grep { $_->{success} } @$deliveries), 1, 'no attempt after the successful one');
+
+# A notification whose amount was forged at the source is refused on delivery.
+$sql->("SELECT wxpay_unifiedorder('10000100', 'forged-1', 100, 'Forged', '203.0.113.7')");
+sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => 'forged-1', notify => JSON::PP::true, total_fee => 1 });
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM wxpay.notifications WHERE out_trade_no = 'forged-1' AND outcome = 'rejected'"),
+	'a notification with another amount is rejected');
+is($sql->("SELECT state FROM wxpay.orders WHERE out_trade_no = 'forged-1'"), 'NOTPAY', 'and the order stays unpaid');
+
+$receiver->signal('TERM');
+$receiver->finish;
+$node->stop;
+done_testing();
