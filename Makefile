@@ -20,7 +20,7 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--encoding=UTF8 --no-locale
 TAP_TESTS := $(if $(wildcard t/*.pl),1)
 
-EXTRA_CLEAN = tmp_check_regress test/unit/test_core
+EXTRA_CLEAN = tmp_check_regress test/unit/test_core $(addprefix test/fuzz/,$(FUZZ_TARGETS))
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -37,3 +37,26 @@ test/unit/test_core: test/unit/test_core.c $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
 .PHONY: unit
 unit: test/unit/test_core
 	test/unit/test_core
+
+# libFuzzer harnesses for the core, each run for FUZZ_SECONDS on a copy of
+# its seed corpus.  A crash leaves its reproducer in test/fuzz/artifacts.
+FUZZ_TARGETS = fuzz_xml fuzz_sign fuzz_refund
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+test/fuzz/%: test/fuzz/%.c test/fuzz/fuzz_common.h $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
+	clang $(FUZZ_CFLAGS) -Isrc $(XML2_CFLAGS) -o $@ $< $(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
+
+.PHONY: fuzz
+fuzz: $(addprefix test/fuzz/,$(FUZZ_TARGETS))
+	@mkdir -p test/fuzz/artifacts
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		work=$$(mktemp -d); cp test/fuzz/corpus/$${t#fuzz_}/* $$work/; \
+		echo "== $$t for $(FUZZ_SECONDS) s"; \
+		if ! test/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+			-artifact_prefix=test/fuzz/artifacts/ -print_final_stats=1 $$work >$$work.log 2>&1; then \
+			tail -n 60 $$work.log; echo "$$t FAILED: reproducer in test/fuzz/artifacts"; exit 1; \
+		fi; \
+		grep -E 'stat::number_of_executed_units|Done' $$work.log; \
+		rm -rf $$work $$work.log; \
+	done
+	@echo "fuzzing finished without a crash"

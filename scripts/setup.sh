@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-	make gcc clang pkg-config git ca-certificates curl
+	make gcc clang libclang-rt-14-dev pkg-config git ca-certificates curl
 	postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-contrib
 	libcurl4-openssl-dev libxml2-dev libssl-dev
 	libipc-run-perl

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite of pg_wxpay on this machine, setting up what is
-# missing: the core's unit tests under ASan/UBSan, the simulator's own tests,
-# then pg_regress and the TAP tests against temporary instances, as the
-# postgres user (initdb refuses root).
+# missing: the core's unit tests under ASan/UBSan, a short libFuzzer pass
+# over the core, the simulator's own tests, then pg_regress and the TAP
+# tests against temporary instances, as the postgres user (initdb refuses
+# root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,6 +17,9 @@ make -s install >/dev/null
 
 echo "== core unit tests (ASan, UBSan)"
 make -s unit
+
+echo "== fuzzing the core (libFuzzer, ASan, UBSan), ${FUZZ_SECONDS:-60} s per harness"
+make -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
 echo "== simulator tests"
 (cd sim && /usr/bin/python3 -m unittest -q test_wxsim 2>&1 | tail -n 3)
