@@ -53,7 +53,7 @@ like($sql->("SELECT wxpay_unifiedorder('10000100', 'uo-mweb', 1, 'Shop-H5', '203
 
 # Faults: each is a clear error and nothing is recorded.
 my %faults = (
-	badsign => [ '38000', qr/signature does not verify/ ],
+	badsign => [ '38000', qr/signature that does not verify/ ],
 	wrong_appid => [ '38000', qr/another merchant/ ],
 	garbage => [ '38000', qr/not valid XML/ ],
 	http500 => [ '08006', qr/HTTP status 500/ ],
