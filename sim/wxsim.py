@@ -1,692 +1,1256 @@
 #!/usr/bin/python3
 """wxsim: a WeChat Pay merchant API v2 simulator on loopback HTTPS.
 
-Plays api.mch.weixin.qq.com for pg_wxpay's tests, demo and benchmarks: it
-checks request signatures (MD5 and HMAC-SHA256), keeps orders and refunds
-in memory, answers signed XML like the real API, requires a client
-certificate on /secapi/, delivers payment and (AES-encrypted) refund
-notifications on the documented retry schedule, time-compressed, and
-injects faults on demand.  Control endpoints live under /_sim/ and speak
-JSON.  See sim/README.md.
+It plays https://api.mch.weixin.qq.com for pg_wxpay's tests, demo and
+benchmarks: signed XML requests and answers (MD5 / HMAC-SHA256), orders and
+refunds in memory, a client certificate required on /secapi/, payment and
+AES-encrypted refund notifications delivered on the documented retry
+schedule (time-compressed), and faults injected on demand.  Test control
+endpoints speak JSON under /_sim/ on the same port.  See sim/README.md.
 """
 import argparse
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import datetime
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import json
 import os
 import random
+import re
 import secrets
 import signal
+import socket
 import ssl
-import string
+import struct
+import sys
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 MAX_BODY = 1024 * 1024
-CST = datetime.timezone(datetime.timedelta(hours=8))
-# Documented retry schedule (seconds before each attempt), first one at once.
-NOTIFY_SCHEDULE = [0, 15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600,
-                   10800, 10800, 10800, 21600, 21600]
+MAX_HEAD = 64 * 1024
+CST = datetime.timezone(datetime.timedelta(hours=8))   # WeChat's times are Beijing time
+SIGN_TYPES = ("MD5", "HMAC-SHA256")
+# Seconds to wait before each delivery attempt (the first goes out at once).
+NOTIFY_SCHEDULE = (0, 15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600,
+                   10800, 10800, 10800, 21600, 21600)
+NOTIFY_TIMEOUT = 5.0
+PAID = ("SUCCESS", "REFUND")
+CLOSED = ("CLOSED", "REVOKED")
+# trade_type -> the field it additionally requires
+TRADE_TYPES = {"APP": None, "JSAPI": "openid", "NATIVE": "product_id", "MWEB": "scene_info"}
+TRADE_STATE_DESC = {
+    "NOTPAY": "订单未支付", "SUCCESS": "支付成功", "REFUND": "转入退款", "CLOSED": "订单已关闭",
+    "USERPAYING": "用户支付中", "PAYERROR": "支付失败", "REVOKED": "已撤销",
+}
+REFUND_STATES = ("PROCESSING", "SUCCESS", "CHANGE", "REFUNDCLOSE")
+REFUND_RECV_ACCOUNT = "支付用户零钱"
+OUT_NO = re.compile(r"[0-9A-Za-z_\-|*@]+")
+POSITIVE_INT = re.compile(r"[1-9][0-9]*")
+FAULT_MODES = ("delay", "http500", "garbage", "reset", "badsign", "truncated", "oversize", "wrong_appid")
+OVERSIZE_PADDING = 3 * 1024 * 1024
+API_PATHS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/secapi/pay/refund", "/pay/refundquery")
 
 
-# ---------------------------------------------------------------- signing
+# --------------------------------------------------------------- signing
 
-def canonical(params, key):
+def canonical_string(params, key):
+    """stringSignTemp: non-empty params except sign, sorted bytewise, then &key=."""
     pairs = sorted((k, v) for k, v in params.items() if k != "sign" and v != "")
-    return "&".join("%s=%s" % kv for kv in pairs) + ("&" if pairs else "") + "key=" + key
+    return "".join("%s=%s&" % kv for kv in pairs) + "key=" + key
 
 
 def sign(params, key, sign_type="MD5"):
-    data = canonical(params, key).encode()
+    data = canonical_string(params, key).encode()
     if sign_type == "HMAC-SHA256":
         return hmac.new(key.encode(), data, hashlib.sha256).hexdigest().upper()
     return hashlib.md5(data).hexdigest().upper()
 
 
-# -------------------------------------------------------------------- XML
+# ------------------------------------------------------------------- XML
 
-def to_xml(params):
-    def cdata(v):
-        return "<![CDATA[" + v.replace("]]>", "]]]]><![CDATA[>") + "]]>"
-    return "<xml>" + "".join("<%s>%s</%s>" % (k, cdata(str(v)), k)
-                             for k, v in params.items()) + "</xml>"
+class XmlError(ValueError):
+    pass
 
 
-def from_xml(body):
-    """Flat dict of the root's children; None for anything unsafe or bad."""
+DTD_MARKUP = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def to_xml(params, root="xml"):
+    def cdata(value):
+        # "]]>" cannot appear inside one CDATA section, so split it across two.
+        return "<![CDATA[" + str(value).replace("]]>", "]]]]><![CDATA[>") + "]]>"
+    inner = "".join("<%s>%s</%s>" % (k, cdata(v), k) for k, v in params.items())
+    return "<%s>%s</%s>" % (root, inner, root)
+
+
+def parse_xml(body):
+    """The flat {name: text} of <xml>; text and CDATA alike.  No DTDs at all,
+    so no entity can be defined (the 2018 XXE lesson)."""
+    if not body.strip():
+        raise XmlError("empty body")
+    if DTD_MARKUP.search(body):
+        raise XmlError("DOCTYPE and ENTITY declarations are refused")
     try:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-    except UnicodeDecodeError:
-        return None
-    upper = text.upper()
-    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
-        return None
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError:
-        return None
-    return {child.tag: child.text or "" for child in root}
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise XmlError(str(e)) from None
+    if root.tag != "xml":
+        raise XmlError("root element must be <xml>")
+    params = {}
+    for child in root:
+        if len(child) or child.tag in params:
+            raise XmlError("nested or repeated element <%s>" % child.tag)
+        params[child.tag] = child.text or ""
+    return params
 
 
-# ---------------------------------------------------------------- crypto
+# ------------------------------------------------------ refund encryption
 
-def refund_encrypt(plain, api_key):
-    key = hashlib.md5(api_key.encode()).hexdigest().encode()
-    pad = 16 - len(plain) % 16
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    data = enc.update(plain + bytes([pad]) * pad) + enc.finalize()
-    return base64.b64encode(data).decode()
+def refund_aes_key(api_key):
+    """key* of the refund notification: the 32 lower-case hex characters of
+    md5(api_key), used as they are (not hex-decoded) as an AES-256 key."""
+    return hashlib.md5(api_key.encode()).hexdigest().encode()
 
 
-def make_key():
-    return ec.generate_private_key(ec.SECP256R1())
+def aes_ecb_encrypt(plain, key):
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plain) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return encryptor.update(padded) + encryptor.finalize()
 
 
-def pem_key(key):
+def encrypt_req_info(fields, api_key):
+    plain = to_xml(fields, root="root").encode()
+    return base64.b64encode(aes_ecb_encrypt(plain, refund_aes_key(api_key))).decode()
+
+
+# ------------------------------------------------------------------- PKI
+
+def new_key():
+    return ec.generate_private_key(ec.SECP256R1())   # fast to make, fast handshakes
+
+
+def key_pem(key):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption()).decode()
 
 
-def pem_cert(cert):
+def cert_pem(cert):
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def issue(subject_cn, key, issuer_cert=None, issuer_key=None, ca=False, sans=None, client=False):
+def make_cert(cn, key, issuer=None, issuer_key=None, *, ca=False, sans=None, usage=None):
+    """A certificate strict verifiers accept: key usages, SKI and AKI."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    signer_cert, signer_key = (issuer, issuer_key) if issuer else (None, key)
     builder = (x509.CertificateBuilder()
-               .subject_name(name)
-               .issuer_name(issuer_cert.subject if issuer_cert else name)
+               .subject_name(subject)
+               .issuer_name(issuer.subject if issuer else subject)
                .public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(days=1))
                .not_valid_after(now + datetime.timedelta(days=3650))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False,
+                                            key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                                            encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   (signer_cert.public_key() if signer_cert else key.public_key())), critical=False))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    if client:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    return builder.sign(issuer_key or key, hashes.SHA256())
+    if usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return builder.sign(signer_key, hashes.SHA256())
+
+
+def write_atomically(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 class Pki:
-    """The simulator's CA, its server certificate, and merchant client certs."""
+    """The test CA in DIR, the server certificate it signed, an unrelated CA,
+    and client certificates for merchants."""
+
+    FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "other-ca.pem")
 
     def __init__(self, directory):
         self.dir = directory
         os.makedirs(directory, exist_ok=True)
-        paths = [os.path.join(directory, f) for f in ("ca.pem", "ca.key", "server.pem", "server.key", "other-ca.pem")]
-        if not all(os.path.exists(p) for p in paths):
-            ca_key = make_key()
-            ca = issue("wxsim test CA", ca_key, ca=True)
-            srv_key = make_key()
-            srv = issue("localhost", srv_key, ca, ca_key, sans=[
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("::1"))])
-            other_key = make_key()
-            other = issue("wxsim untrusted CA", other_key, ca=True)
-            for path, data in zip(paths, (pem_cert(ca), pem_key(ca_key), pem_cert(srv), pem_key(srv_key),
-                                          pem_cert(other))):
-                with open(path + ".tmp", "w") as f:
-                    f.write(data)
-                os.rename(path + ".tmp", path)
-        with open(paths[0], "rb") as f:
+        if not all(os.path.exists(self.path(f)) for f in self.FILES):
+            self.generate()
+        with open(self.path("ca.pem"), "rb") as f:
             self.ca = x509.load_pem_x509_certificate(f.read())
-        with open(paths[1], "rb") as f:
+        with open(self.path("ca.key"), "rb") as f:
             self.ca_key = serialization.load_pem_private_key(f.read(), None)
 
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def generate(self):
+        ca_key, srv_key, other_key = new_key(), new_key(), new_key()
+        ca = make_cert("wxsim test CA", ca_key, ca=True)
+        sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1")),
+                x509.DNSName("localhost")]
+        srv = make_cert("localhost", srv_key, ca, ca_key, sans=sans, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+        other = make_cert("wxsim unrelated CA", other_key, ca=True)
+        for name, text in (("ca.key", key_pem(ca_key)), ("server.key", key_pem(srv_key)),
+                           ("server.pem", cert_pem(srv)), ("other-ca.pem", cert_pem(other)),
+                           ("ca.pem", cert_pem(ca))):
+            write_atomically(self.path(name), text)
+
     def client_cert(self, mch_id):
-        key = make_key()
-        return pem_cert(issue(mch_id, key, self.ca, self.ca_key, client=True)), pem_key(key)
+        key = new_key()
+        cert = make_cert(mch_id, key, self.ca, self.ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        return cert_pem(cert), key_pem(key)
 
     def server_context(self):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(os.path.join(self.dir, "server.pem"), os.path.join(self.dir, "server.key"))
-        ctx.load_verify_locations(os.path.join(self.dir, "ca.pem"))
+        ctx.load_cert_chain(self.path("server.pem"), self.path("server.key"))
+        # A client certificate is optional in the handshake (only /secapi/
+        # needs one) but must chain to our CA when presented.
+        ctx.load_verify_locations(self.path("ca.pem"))
         ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.options &= ~ssl.OP_NO_TICKET   # session tickets: clients may resume
         return ctx
 
     def client_context(self):
-        return ssl.create_default_context(cafile=os.path.join(self.dir, "ca.pem"))
+        return ssl.create_default_context(cafile=self.path("ca.pem"))
 
 
-# ------------------------------------------------------------------ state
+# ------------------------------------------------------- ids and clocks
 
-def now_cst():
-    return datetime.datetime.now(CST)
-
-
-def nonce(n=32):
-    return "".join(random.choice(string.ascii_letters + string.digits) for _ in range(n))
+def nonce():
+    return secrets.token_hex(16)
 
 
-class ApiError(Exception):
-    """A business error: return_code SUCCESS, result_code FAIL."""
+def cst(ts, fmt):
+    return datetime.datetime.fromtimestamp(ts, CST).strftime(fmt)
+
+
+def compact_time(ts):
+    return cst(ts, "%Y%m%d%H%M%S")          # time_end
+
+
+def dashed_time(ts):
+    return cst(ts, "%Y-%m-%d %H:%M:%S")     # success_time, refund_success_time_$n
+
+
+def digits(n):
+    return "".join(random.choices("0123456789", k=n))
+
+
+# ----------------------------------------------------------------- model
+
+@dataclasses.dataclass
+class Merchant:
+    mch_id: str
+    appid: str
+    api_key: str
+    sign_type: str = "MD5"       # used to sign notifications
+    notify_url: str = None       # refund notifications when the request names none
+
+
+@dataclasses.dataclass
+class Refund:
+    mch_id: str
+    out_trade_no: str
+    out_refund_no: str
+    refund_id: str
+    refund_fee: int
+    total_fee: int
+    notify_url: str
+    refund_account: str
+    state: str = "PROCESSING"
+    created: float = dataclasses.field(default_factory=time.time)
+    success_time: str = None
+    recv_account: str = None
+
+
+@dataclasses.dataclass
+class Order:
+    mch_id: str
+    out_trade_no: str
+    params: dict                 # the unifiedorder request minus sign, sign_type, nonce_str
+    total_fee: int
+    prepay_id: str
+    code_url: str = None
+    state: str = "NOTPAY"
+    created: float = dataclasses.field(default_factory=time.time)
+    reported_fee: int = None     # a forged amount for notifications and queries
+    # The payment's identity, fixed the first time a notification is built.
+    transaction_id: str = None
+    time_end: str = None
+    openid: str = None
+    refunds: list = dataclasses.field(default_factory=list)
+
+    @property
+    def fee(self):
+        """The amount WeChat reports for this order."""
+        return self.total_fee if self.reported_fee is None else self.reported_fee
+
+    def refunded(self):
+        return sum(r.refund_fee for r in self.refunds if r.state != "REFUNDCLOSE")
+
+
+class Fail(Exception):
+    """return_code FAIL: a communication-level error, answered unsigned."""
+
+
+class BizError(Exception):
+    """result_code FAIL with err_code / err_code_des, answered signed."""
 
     def __init__(self, code, des):
         super().__init__(code)
         self.code, self.des = code, des
 
 
-class CommError(Exception):
-    """A communication error: return_code FAIL, unsigned."""
+def require(params, *names):
+    for name in names:
+        if not params.get(name):
+            raise BizError("LACK_PARAMS", "缺少参数 %s" % name)
 
+
+def positive_int(params, name):
+    value = params[name]
+    if not POSITIVE_INT.fullmatch(value):
+        raise BizError("PARAM_ERROR", "%s must be a positive integer of fen" % name)
+    return int(value)
+
+
+def check_out_no(params, name, limit):
+    value = params[name]
+    if len(value) > limit or not OUT_NO.fullmatch(value):
+        raise BizError("PARAM_ERROR", "%s must be at most %d characters of [0-9A-Za-z_-|*@]" % (name, limit))
+
+
+@dataclasses.dataclass
+class Reply:
+    """An API answer before serialization, so faults can alter it first."""
+    fields: dict
+    api_key: str = None          # None: unsigned
+    sign_type: str = "MD5"
+
+    def render(self, mode=None):
+        fields = dict(self.fields)
+        if self.api_key is None:
+            return to_xml(fields).encode()
+        if mode == "wrong_appid":
+            fields["appid"] = "wx00000000000000ff"
+        if mode == "oversize":
+            fields["padding"] = "x" * OVERSIZE_PADDING
+        fields["sign"] = sign(fields, self.api_key, self.sign_type)
+        if mode == "badsign":
+            fields["sign"] = sign(fields, self.api_key + "-wrong", self.sign_type)
+        return to_xml(fields).encode()
+
+
+def fail_reply(message):
+    return Reply({"return_code": "FAIL", "return_msg": message})
+
+
+# -------------------------------------------------------------- simulator
 
 class Sim:
-    def __init__(self, args, pki):
+    """All state, the API endpoints and the payment/refund life cycle."""
+
+    def __init__(self, args, pki, notifier):
         self.args = args
         self.pki = pki
+        self.notifier = notifier
         self.merchants = {}
-        self.orders = {}
-        self.refunds = {}
-        self.faults = []
-        self.deliveries = {}
-        self.reset_stats()
-        self.client_ssl = pki.client_context()
+        self.reset()
 
-    def reset_stats(self):
-        self.stats = {"connections": 0, "tls_handshakes": 0, "tls_resumed": 0,
-                      "requests_total": 0, "requests": {}, "notify_deliveries": 0}
+    def reset(self):
+        self.orders = {}          # (mch_id, out_trade_no) -> Order
+        self.by_transaction = {}  # (mch_id, transaction_id) -> Order
+        self.refunds = {}         # (mch_id, out_refund_no) -> Refund
+        self.by_refund_id = {}    # (mch_id, refund_id) -> Refund
 
-    # ------------------------------------------------------------ faults
+    def add_merchant(self, merchant):
+        self.merchants[merchant.mch_id] = merchant
+        return self.pki.client_cert(merchant.mch_id)
 
-    def take_fault(self, path):
-        for f in self.faults:
-            if f.get("path") in (None, path):
-                if f["count"] > 0:
-                    f["count"] -= 1
-                    if f["count"] == 0:
-                        self.faults.remove(f)
-                return f
-        return None
+    # ---------------------------------------------------- request pipeline
 
-    # ---------------------------------------------------------- requests
+    def answer(self, path, body, peer_cn):
+        try:
+            params = parse_xml(body)
+        except XmlError as e:
+            return fail_reply("XML_FORMAT_ERROR: %s" % e)
+        merchant = self.merchants.get(params.get("mch_id", ""))
+        if merchant is None:
+            return self.unknown_merchant(params)
+        try:
+            sign_type = self.authenticate(path, params, merchant, peer_cn)
+        except Fail as e:
+            return fail_reply(str(e))
+        fields = {"return_code": "SUCCESS", "return_msg": "OK", "appid": merchant.appid,
+                  "mch_id": merchant.mch_id, "nonce_str": nonce()}
+        try:
+            self.check_common(params, merchant)
+            handler = getattr(self, path.rsplit("/", 1)[1])
+            fields.update(result_code="SUCCESS", **handler(merchant, params))
+        except BizError as e:
+            fields.update(result_code="FAIL", err_code=e.code, err_code_des=e.des)
+        return Reply(fields, merchant.api_key, sign_type)
 
-    def authenticate(self, mch, params, peer_cn, path):
+    @staticmethod
+    def unknown_merchant(params):
+        # The real API answers this as a business error; without a key there
+        # is nothing to sign it with, so it goes out unsigned.
+        return Reply({"return_code": "SUCCESS", "return_msg": "OK", "appid": params.get("appid", ""),
+                      "mch_id": params.get("mch_id", ""), "nonce_str": nonce(), "result_code": "FAIL",
+                      "err_code": "MCHID_NOT_EXIST", "err_code_des": "商户号不存在"})
+
+    @staticmethod
+    def authenticate(path, params, merchant, peer_cn):
+        """Client certificate (for /secapi/) and signature; returns sign_type."""
+        if path.startswith("/secapi/"):
+            if peer_cn is None:
+                raise Fail("CERT_ERROR: 证书错误, a client certificate is required")
+            if peer_cn != merchant.mch_id:
+                raise Fail("CERT_ERROR: 证书错误, the certificate belongs to %s" % peer_cn)
         sign_type = params.get("sign_type", "MD5")
-        if sign_type not in ("MD5", "HMAC-SHA256"):
-            raise CommError("sign_type invalid")
-        if path.startswith("/secapi/") and peer_cn != mch["mch_id"]:
-            raise CommError("CERT_ERROR: a client certificate of this merchant is required")
-        expected = sign(params, mch["api_key"], sign_type)
-        if not hmac.compare_digest(expected, params.get("sign", "").upper()):
-            raise CommError("签名错误 (SIGNERROR)")
-        if params.get("appid") != mch["appid"]:
-            raise ApiError("APPID_MCHID_NOT_MATCH", "appid and mch_id do not match")
-        n = params.get("nonce_str", "")
-        if not n or len(n) > 32:
-            raise ApiError("PARAM_ERROR", "nonce_str is required, at most 32 characters")
+        if sign_type not in SIGN_TYPES:
+            raise Fail("sign_type must be MD5 or HMAC-SHA256")
+        expected = sign(params, merchant.api_key, sign_type)
+        if not hmac.compare_digest(expected.encode(), params.get("sign", "").encode()):
+            raise Fail("签名错误")
         return sign_type
 
     @staticmethod
-    def need(params, *names):
-        for name in names:
-            if not params.get(name):
-                raise ApiError("LACK_PARAMS", "missing %s" % name)
+    def check_common(params, merchant):
+        if params.get("appid") != merchant.appid:
+            raise BizError("APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
+        require(params, "nonce_str")
+        if len(params["nonce_str"]) > 32:
+            raise BizError("PARAM_ERROR", "nonce_str is longer than 32 characters")
 
-    def unifiedorder(self, mch, p):
-        self.need(p, "body", "out_trade_no", "total_fee", "spbill_create_ip", "notify_url", "trade_type")
-        if not p["total_fee"].isdigit() or int(p["total_fee"]) <= 0:
-            raise ApiError("PARAM_ERROR", "total_fee must be a positive integer")
-        required = {"JSAPI": "openid", "NATIVE": "product_id", "MWEB": "scene_info"}
-        if p["trade_type"] not in ("APP", "JSAPI", "NATIVE", "MWEB"):
-            raise ApiError("PARAM_ERROR", "invalid trade_type")
-        if p["trade_type"] in required and not p.get(required[p["trade_type"]]):
-            raise ApiError("PARAM_ERROR", "trade_type %s requires %s" % (p["trade_type"], required[p["trade_type"]]))
-        params = {k: v for k, v in p.items() if k not in ("sign", "nonce_str", "sign_type")}
-        key = (mch["mch_id"], p["out_trade_no"])
-        order = self.orders.get(key)
-        if order is not None:
-            if order["state"] in ("SUCCESS", "REFUND"):
-                raise ApiError("ORDERPAID", "order already paid")
-            if order["state"] in ("CLOSED", "REVOKED"):
-                raise ApiError("ORDERCLOSED", "order closed")
-            if order["params"] != params:
-                raise ApiError("INVALID_REQUEST", "repeated out_trade_no with different parameters")
-        else:
-            order = {"mch_id": mch["mch_id"], "out_trade_no": p["out_trade_no"], "params": params,
-                     "total_fee": int(p["total_fee"]), "state": "NOTPAY", "created": time.time(),
-                     "prepay_id": "wx%s%s" % (now_cst().strftime("%Y%m%d%H%M%S"), secrets.token_hex(10)),
-                     "refunds": []}
-            self.orders[key] = order
-        out = {"trade_type": p["trade_type"], "prepay_id": order["prepay_id"]}
-        if p["trade_type"] == "NATIVE":
-            out["code_url"] = "weixin://wxpay/bizpayurl?pr=" + nonce(7)
-        if p["trade_type"] == "MWEB":
-            out["mweb_url"] = ("https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=%s&package=1234567890"
-                               % order["prepay_id"])
+    # ------------------------------------------------------------ orders
+
+    def unifiedorder(self, merchant, p):
+        require(p, "body", "out_trade_no", "total_fee", "spbill_create_ip", "notify_url", "trade_type")
+        check_out_no(p, "out_trade_no", 32)
+        total_fee = positive_int(p, "total_fee")
+        if p["trade_type"] not in TRADE_TYPES:
+            raise BizError("PARAM_ERROR", "trade_type must be one of %s" % ", ".join(TRADE_TYPES))
+        needed = TRADE_TYPES[p["trade_type"]]
+        if needed and not p.get(needed):
+            raise BizError("PARAM_ERROR", "trade_type=%s requires %s" % (p["trade_type"], needed))
+        params = {k: v for k, v in p.items() if k not in ("sign", "sign_type", "nonce_str")}
+        order = self.orders.get((merchant.mch_id, p["out_trade_no"]))
+        if order is None:
+            order = self.new_order(merchant, params, total_fee)
+        elif order.state in PAID:
+            raise BizError("ORDERPAID", "该订单已支付")
+        elif order.state in CLOSED:
+            raise BizError("ORDERCLOSED", "该订单已关闭")
+        elif order.params != params:
+            raise BizError("INVALID_REQUEST", "201 商户订单号重复 (parameters differ from the first call)")
+        return self.prepay_fields(order)
+
+    def new_order(self, merchant, params, total_fee):
+        prepay_id = "wx%s%s" % (compact_time(time.time()), secrets.token_hex(10))
+        code_url = None
+        if params["trade_type"] == "NATIVE":
+            code_url = "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(8)[:7]
+        order = Order(merchant.mch_id, params["out_trade_no"], params, total_fee, prepay_id, code_url)
+        self.orders[(merchant.mch_id, order.out_trade_no)] = order
+        return order
+
+    @staticmethod
+    def prepay_fields(order):
+        out = {"trade_type": order.params["trade_type"], "prepay_id": order.prepay_id}
+        if "device_info" in order.params:
+            out["device_info"] = order.params["device_info"]
+        if order.code_url:
+            out["code_url"] = order.code_url
+        if order.params["trade_type"] == "MWEB":
+            out["mweb_url"] = ("https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=%s"
+                               "&package=1234567890" % order.prepay_id)
         return out
 
-    def find_order(self, mch, p):
+    def find_order(self, merchant, p):
         if p.get("transaction_id"):
-            for o in self.orders.values():
-                if o["mch_id"] == mch["mch_id"] and o.get("transaction_id") == p["transaction_id"]:
-                    return o
+            order = self.by_transaction.get((merchant.mch_id, p["transaction_id"]))
+            if order is not None and order.state not in PAID:
+                order = None     # an identity reserved for a notification, not yet paid
         elif p.get("out_trade_no"):
-            o = self.orders.get((mch["mch_id"], p["out_trade_no"]))
-            if o:
-                return o
+            order = self.orders.get((merchant.mch_id, p["out_trade_no"]))
         else:
-            raise ApiError("PARAM_ERROR", "transaction_id or out_trade_no is required")
-        raise ApiError("ORDERNOTEXIST", "order does not exist")
+            raise BizError("LACK_PARAMS", "transaction_id or out_trade_no is required")
+        if order is None:
+            raise BizError("ORDERNOTEXIST", "此交易订单号不存在")
+        return order
 
-    def trade_fields(self, order):
-        out = {"trade_state": order["state"], "trade_state_desc": order["state"].lower(),
-               "out_trade_no": order["out_trade_no"], "total_fee": str(order.get("reported_fee", order["total_fee"])),
-               "fee_type": "CNY", "trade_type": order["params"]["trade_type"]}
-        if order["params"].get("attach"):
-            out["attach"] = order["params"]["attach"]
-        if order.get("transaction_id"):
-            out.update({"transaction_id": order["transaction_id"], "time_end": order["time_end"],
-                        "openid": order["openid"], "bank_type": "CMC", "is_subscribe": "N",
-                        "cash_fee": out["total_fee"]})
+    def orderquery(self, merchant, p):
+        order = self.find_order(merchant, p)
+        out = {"trade_state": order.state, "trade_state_desc": TRADE_STATE_DESC[order.state],
+               "out_trade_no": order.out_trade_no, "total_fee": str(order.fee), "fee_type": "CNY",
+               "trade_type": order.params["trade_type"]}
+        for name in ("attach", "device_info"):
+            if order.params.get(name):
+                out[name] = order.params[name]
+        if order.state in PAID:
+            out.update(self.payment_fields(order))
         return out
 
-    def orderquery(self, mch, p):
-        return self.trade_fields(self.find_order(mch, p))
+    @staticmethod
+    def payment_fields(order):
+        return {"transaction_id": order.transaction_id, "time_end": order.time_end, "openid": order.openid,
+                "bank_type": "CMC", "cash_fee": str(order.fee), "is_subscribe": "N"}
 
-    def closeorder(self, mch, p):
-        self.need(p, "out_trade_no")
-        order = self.find_order(mch, p)
-        if order["state"] in ("SUCCESS", "REFUND"):
-            raise ApiError("ORDERPAID", "order paid")
-        if order["state"] == "CLOSED":
-            raise ApiError("ORDERCLOSED", "order already closed")
-        if time.time() - order["created"] < self.args.close_min_age_s:
-            raise ApiError("TRADE_STATE_ERROR", "an order can be closed 5 minutes after it was created")
-        order["state"] = "CLOSED"
+    def closeorder(self, merchant, p):
+        require(p, "out_trade_no")
+        order = self.find_order(merchant, {"out_trade_no": p["out_trade_no"]})
+        if order.state in PAID:
+            raise BizError("ORDERPAID", "订单已支付，不能发起关单")
+        if order.state in CLOSED:
+            raise BizError("ORDERCLOSED", "订单已关闭，无法重复关闭")
+        if time.time() - order.created < self.args.close_min_age_s:
+            raise BizError("TRADE_STATE_ERROR", "订单生成后必须间隔5分钟才可以关闭 "
+                           "(an order can be closed 5 minutes after creation)")
+        order.state = "CLOSED"
         return {"result_msg": "OK"}
 
-    def refund(self, mch, p):
-        self.need(p, "out_refund_no", "total_fee", "refund_fee")
-        order = self.find_order(mch, p)
-        if order["state"] not in ("SUCCESS", "REFUND"):
-            raise ApiError("ORDERNOTEXIST", "order is not paid")
-        if p["total_fee"] != str(order["total_fee"]):
-            raise ApiError("PARAM_ERROR", "total_fee does not match the order")
-        fee = int(p["refund_fee"])
-        key = (mch["mch_id"], p["out_refund_no"])
-        r = self.refunds.get(key)
-        if r is not None:
-            if r["refund_fee"] != fee or r["out_trade_no"] != order["out_trade_no"]:
-                raise ApiError("REFUND_FEE_MISMATCH", "refund_fee differs from the earlier request")
-        else:
-            refunded = sum(x["refund_fee"] for x in order["refunds"] if x["state"] != "REFUNDCLOSE")
-            if refunded + fee > order["total_fee"]:
-                raise ApiError("NOTENOUGH", "refund amount exceeds what is left")
-            r = {"mch_id": mch["mch_id"], "out_refund_no": p["out_refund_no"], "out_trade_no": order["out_trade_no"],
-                 "refund_fee": fee, "refund_id": "503%026d" % random.randrange(10 ** 26), "state": "PROCESSING",
-                 "notify_url": p.get("notify_url") or mch.get("notify_url")}
-            self.refunds[key] = r
-            order["refunds"].append(r)
-            order["state"] = "REFUND"
-            asyncio.get_running_loop().call_later(self.args.refund_delay_ms / 1000, self.complete_refund, r)
-        return {"transaction_id": order["transaction_id"], "out_trade_no": order["out_trade_no"],
-                "out_refund_no": r["out_refund_no"], "refund_id": r["refund_id"], "refund_fee": str(fee),
-                "settlement_refund_fee": str(fee), "total_fee": str(order["total_fee"]),
-                "settlement_total_fee": str(order["total_fee"]), "fee_type": "CNY",
-                "cash_fee": str(order["total_fee"]), "cash_refund_fee": str(fee)}
+    def reserve_payment_identity(self, order):
+        """transaction_id, openid and time_end of the (future) payment, so that
+        a notification built early agrees with the later query."""
+        if order.transaction_id is None:
+            order.transaction_id = "42000" + digits(23)
+            order.time_end = compact_time(time.time())
+            order.openid = order.params.get("openid") or "oSim" + secrets.token_hex(12)
+            self.by_transaction[(order.mch_id, order.transaction_id)] = order
 
-    def complete_refund(self, r):
-        """The bank's answer after --refund-delay-ms, unless a test decided first."""
-        if r["state"] == "PROCESSING":
-            self.set_refund_state(r, "SUCCESS", True)
+    # ------------------------------------------------------------ refunds
 
-    def set_refund_state(self, r, state, notify):
-        r["state"] = state
-        if state == "SUCCESS":
-            r["success_time"] = now_cst().strftime("%Y-%m-%d %H:%M:%S")
-        if notify and r.get("notify_url"):
-            self.spawn_delivery(r["notify_url"], self.refund_notification(r), r["out_refund_no"])
+    def refund(self, merchant, p):
+        require(p, "out_refund_no", "total_fee", "refund_fee")
+        check_out_no(p, "out_refund_no", 64)
+        total_fee, refund_fee = positive_int(p, "total_fee"), positive_int(p, "refund_fee")
+        order = self.find_order(merchant, p)
+        if order.state not in PAID:
+            raise BizError("ORDERNOTEXIST", "订单未支付")
+        if total_fee != order.total_fee:
+            raise BizError("PARAM_ERROR", "订单金额或退款金额与之前请求不一致 (total_fee is %d)" % order.total_fee)
+        refund = self.refunds.get((merchant.mch_id, p["out_refund_no"]))
+        if refund is None:
+            refund = self.new_refund(merchant, order, p, refund_fee)
+        elif refund.out_trade_no != order.out_trade_no:
+            raise BizError("INVALID_REQUEST", "out_refund_no belongs to another order")
+        elif (refund.refund_fee, refund.total_fee) != (refund_fee, total_fee):
+            raise BizError("REFUND_FEE_MISMATCH", "订单金额或退款金额与之前请求不一致，请核实后再试")
+        return {"transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
+                "out_refund_no": refund.out_refund_no, "refund_id": refund.refund_id,
+                "refund_fee": str(refund.refund_fee), "settlement_refund_fee": str(refund.refund_fee),
+                "total_fee": str(order.total_fee), "settlement_total_fee": str(order.total_fee),
+                "fee_type": "CNY", "cash_fee": str(order.total_fee), "cash_refund_fee": str(refund.refund_fee)}
 
-    def refundquery(self, mch, p):
-        keys = ("refund_id", "out_refund_no", "transaction_id", "out_trade_no")
-        if not any(p.get(k) for k in keys):
-            raise ApiError("PARAM_ERROR", "one of %s is required" % ", ".join(keys))
-        mine = [r for r in self.refunds.values() if r["mch_id"] == mch["mch_id"]]
-        for k in keys:
-            if p.get(k):
-                if k in ("refund_id", "out_refund_no"):
-                    found = [r for r in mine if r[k] == p[k]]
-                else:
-                    order = self.find_order(mch, {k: p[k]})
-                    found = list(order["refunds"])
-                break
-        if not found:
-            raise ApiError("REFUNDNOTEXIST", "refund does not exist")
-        order = self.orders[(mch["mch_id"], found[0]["out_trade_no"])]
-        out = {"transaction_id": order["transaction_id"], "out_trade_no": order["out_trade_no"],
-               "total_fee": str(order["total_fee"]), "cash_fee": str(order["total_fee"]),
-               "refund_count": str(len(found)), "total_refund_count": str(len(found))}
-        for n, r in enumerate(found):
-            out.update({"out_refund_no_%d" % n: r["out_refund_no"], "refund_id_%d" % n: r["refund_id"],
-                        "refund_channel_%d" % n: "ORIGINAL", "refund_fee_%d" % n: str(r["refund_fee"]),
-                        "settlement_refund_fee_%d" % n: str(r["refund_fee"]),
-                        "refund_status_%d" % n: r["state"],
-                        "refund_account_%d" % n: "REFUND_SOURCE_UNSETTLED_FUNDS",
-                        "refund_recv_accout_%d" % n: "支付用户零钱"})
-            if r.get("success_time"):
-                out["refund_success_time_%d" % n] = r["success_time"]
+    def new_refund(self, merchant, order, p, refund_fee):
+        if order.refunded() + refund_fee > order.total_fee:
+            raise BizError("NOTENOUGH", "订单可退金额不足 (%d of %d fen already refunded)"
+                           % (order.refunded(), order.total_fee))
+        refund = Refund(merchant.mch_id, order.out_trade_no, p["out_refund_no"], "503" + digits(26),
+                        refund_fee, order.total_fee, p.get("notify_url") or merchant.notify_url,
+                        p.get("refund_account") or "REFUND_SOURCE_UNSETTLED_FUNDS")
+        self.refunds[(merchant.mch_id, refund.out_refund_no)] = refund
+        self.by_refund_id[(merchant.mch_id, refund.refund_id)] = refund
+        order.refunds.append(refund)
+        order.state = "REFUND"
+        asyncio.get_running_loop().call_later(self.args.refund_delay_ms / 1000, self.refund_settles, refund)
+        return refund
+
+    def refund_settles(self, refund):
+        """The bank's answer after --refund-delay-ms, unless a test decided
+        first (/_sim/refund_state) or the state was reset since."""
+        if self.refunds.get((refund.mch_id, refund.out_refund_no)) is refund and refund.state == "PROCESSING":
+            self.set_refund_state(refund, "SUCCESS", notify=True)
+
+    def set_refund_state(self, refund, state, notify):
+        refund.state = state
+        if state == "SUCCESS" and refund.success_time is None:
+            refund.success_time = dashed_time(time.time())
+        if state != "PROCESSING":
+            refund.recv_account = REFUND_RECV_ACCOUNT
+        if notify:
+            self.notifier.send("refund", refund.mch_id, refund.out_refund_no, refund.notify_url,
+                               self.refund_notification(refund))
+
+    def refundquery(self, merchant, p):
+        refunds, order = self.find_refunds(merchant, p)
+        offset = int(p["offset"]) if re.fullmatch(r"[0-9]{1,9}", p.get("offset", "")) else 0
+        if refunds and offset >= len(refunds):
+            raise BizError("PARAM_ERROR", "offset is beyond the number of refunds")
+        page = refunds[offset:offset + 10]
+        if not page:
+            raise BizError("REFUNDNOTEXIST", "退款订单查询失败")
+        out = {"transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
+               "total_fee": str(order.total_fee), "settlement_total_fee": str(order.total_fee), "fee_type": "CNY",
+               "cash_fee": str(order.total_fee), "refund_count": str(len(page)),
+               "total_refund_count": str(len(refunds)), "refund_fee": str(sum(r.refund_fee for r in page))}
+        for n, refund in enumerate(page):
+            out.update(self.indexed_refund_fields(refund, n))
         return out
 
-    ENDPOINTS = {"/pay/unifiedorder": "unifiedorder", "/pay/orderquery": "orderquery",
-                 "/pay/closeorder": "closeorder", "/secapi/pay/refund": "refund",
-                 "/pay/refundquery": "refundquery"}
-
-    def answer(self, path, body, peer_cn, fault):
-        """The XML answer of an API endpoint."""
-        p = from_xml(body)
-        if p is None:
-            return to_xml({"return_code": "FAIL", "return_msg": "XML_FORMAT_ERROR"})
-        mch = self.merchants.get(p.get("mch_id", ""))
-        if mch is None:
-            return to_xml({"return_code": "FAIL", "return_msg": "MCHID_NOT_EXIST"})
-        sign_type = p.get("sign_type", "MD5")
+    def find_refunds(self, merchant, p):
+        """(the refunds asked for, their order); precedence refund_id,
+        out_refund_no, transaction_id, out_trade_no."""
+        if p.get("refund_id") or p.get("out_refund_no"):
+            refund = (self.by_refund_id.get((merchant.mch_id, p["refund_id"])) if p.get("refund_id")
+                      else self.refunds.get((merchant.mch_id, p["out_refund_no"])))
+            if refund is None:
+                raise BizError("REFUNDNOTEXIST", "退款订单查询失败")
+            return [refund], self.orders[(merchant.mch_id, refund.out_trade_no)]
         try:
-            sign_type = self.authenticate(mch, p, peer_cn, path)
-            out = {"result_code": "SUCCESS", **getattr(self, self.ENDPOINTS[path])(mch, p)}
-        except CommError as e:
-            return to_xml({"return_code": "FAIL", "return_msg": str(e)})
-        except ApiError as e:
-            out = {"result_code": "FAIL", "err_code": e.code, "err_code_des": e.des}
-        except (ValueError, KeyError) as e:
-            out = {"result_code": "FAIL", "err_code": "PARAM_ERROR", "err_code_des": str(e)}
-        resp = {"return_code": "SUCCESS", "return_msg": "OK", "appid": mch["appid"], "mch_id": mch["mch_id"],
-                "nonce_str": nonce(16), **out}
-        if fault and fault["mode"] == "wrong_appid":
-            resp["appid"] = "wx0000000000000000"
-        resp["sign"] = sign(resp, mch["api_key"], sign_type)
-        if fault and fault["mode"] == "badsign":
-            resp["sign"] = sign(resp, "not-the-merchant-key-0123456789ab", sign_type)
-        return to_xml(resp)
+            order = self.find_order(merchant, p)
+        except BizError as e:
+            code = "LACK_PARAMS" if e.code == "LACK_PARAMS" else "REFUNDNOTEXIST"
+            raise BizError(code, e.des) from None
+        return order.refunds, order
 
-    # ----------------------------------------------------- notifications
+    @staticmethod
+    def indexed_refund_fields(refund, n):
+        out = {"out_refund_no_%d" % n: refund.out_refund_no, "refund_id_%d" % n: refund.refund_id,
+               "refund_channel_%d" % n: "ORIGINAL", "refund_fee_%d" % n: str(refund.refund_fee),
+               "settlement_refund_fee_%d" % n: str(refund.refund_fee), "refund_status_%d" % n: refund.state,
+               "refund_account_%d" % n: refund.refund_account}
+        if refund.recv_account:
+            out["refund_recv_accout_%d" % n] = refund.recv_account
+        if refund.state == "SUCCESS":
+            out["refund_success_time_%d" % n] = refund.success_time
+        return out
 
-    def notification(self, order, fields=None, sign_type=None, include_sign_type=False):
-        mch = self.merchants[order["mch_id"]]
-        st = sign_type or mch.get("sign_type", "MD5")
-        body = {"return_code": "SUCCESS", "return_msg": "OK", "appid": mch["appid"], "mch_id": mch["mch_id"],
-                "nonce_str": nonce(), "result_code": "SUCCESS",
-                **{k: v for k, v in self.trade_fields(order).items() if k not in ("trade_state", "trade_state_desc")}}
+    # ------------------------------------------------------ notifications
+
+    def payment_notification(self, order, fields=None, sign_type=None, include_sign_type=False):
+        """A signed payment notification as if the order were paid.  fields
+        override (None removes) before signing; a "sign" override replaces
+        the computed signature."""
+        merchant = self.merchants[order.mch_id]
+        self.reserve_payment_identity(order)
+        sign_type = sign_type or merchant.sign_type
+        body = {"return_code": "SUCCESS", "return_msg": "OK", "appid": merchant.appid,
+                "mch_id": merchant.mch_id, "nonce_str": nonce(), "result_code": "SUCCESS",
+                "openid": order.openid, "is_subscribe": "N", "trade_type": order.params["trade_type"],
+                "bank_type": "CMC", "total_fee": str(order.fee), "fee_type": "CNY", "cash_fee": str(order.fee),
+                "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
+                "time_end": order.time_end}
+        for name in ("attach", "device_info"):
+            if order.params.get(name):
+                body[name] = order.params[name]
+        # Real HMAC notifications come without sign_type; tests may add one.
         if include_sign_type:
-            body["sign_type"] = st
-        for k, v in (fields or {}).items():
-            if v is None:
-                body.pop(k, None)
-            else:
-                body[k] = str(v)
-        body["sign"] = sign(body, mch["api_key"], st)
+            body["sign_type"] = sign_type
+        fields = dict(fields or {})
+        forged_sign = fields.pop("sign", False)
+        apply_overrides(body, fields)
+        body["sign"] = sign(body, merchant.api_key, sign_type)
+        if forged_sign is not False:
+            apply_overrides(body, {"sign": forged_sign})
         return to_xml(body)
 
-    def refund_notification(self, r, fields=None):
-        mch = self.merchants[r["mch_id"]]
-        order = self.orders[(r["mch_id"], r["out_trade_no"])]
-        plain = {"transaction_id": order["transaction_id"], "out_trade_no": r["out_trade_no"],
-                 "refund_id": r["refund_id"], "out_refund_no": r["out_refund_no"],
-                 "total_fee": str(order["total_fee"]), "settlement_total_fee": str(order["total_fee"]),
-                 "refund_fee": str(r["refund_fee"]), "settlement_refund_fee": str(r["refund_fee"]),
-                 "refund_status": r["state"], "success_time": r.get("success_time", ""),
-                 "refund_recv_accout": "支付用户零钱", "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS",
-                 "refund_request_source": "API"}
-        plain.update({k: str(v) for k, v in (fields or {}).items()})
-        inner = "<root>" + to_xml(plain)[5:-6] + "</root>"
-        return to_xml({"return_code": "SUCCESS", "appid": mch["appid"], "mch_id": mch["mch_id"],
-                       "nonce_str": nonce(), "req_info": refund_encrypt(inner.encode(), mch["api_key"])})
+    def refund_notification(self, refund, fields=None, outer=None):
+        merchant = self.merchants[refund.mch_id]
+        order = self.orders[(refund.mch_id, refund.out_trade_no)]
+        plain = {"transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
+                 "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
+                 "total_fee": str(order.total_fee), "settlement_total_fee": str(order.total_fee),
+                 "refund_fee": str(refund.refund_fee), "settlement_refund_fee": str(refund.refund_fee),
+                 "refund_status": refund.state, "success_time": refund.success_time,
+                 "refund_recv_accout": refund.recv_account or REFUND_RECV_ACCOUNT,
+                 "refund_account": refund.refund_account, "refund_request_source": "API"}
+        if plain["success_time"] is None:
+            del plain["success_time"]
+        apply_overrides(plain, fields or {})
+        body = {"return_code": "SUCCESS", "return_msg": "OK", "appid": merchant.appid,
+                "mch_id": merchant.mch_id, "nonce_str": nonce(),
+                "req_info": encrypt_req_info(plain, merchant.api_key)}
+        apply_overrides(body, outer or {})
+        return to_xml(body)
 
-    def spawn_delivery(self, url, body, key):
-        asyncio.get_running_loop().create_task(self.deliver(url, body, key))
 
-    async def deliver(self, url, body, key):
-        attempts = self.deliveries.setdefault(key, [])
-        for n, delay in enumerate(NOTIFY_SCHEDULE):
-            await asyncio.sleep(delay * self.args.notify_scale)
-            status, reply, ok = await self.post(url, body)
-            self.stats["notify_deliveries"] += 1
-            attempts.append({"attempt": n + 1, "at": time.time(), "http_status": status,
-                             "response": reply[:500], "success": ok})
+def apply_overrides(target, overrides):
+    for name, value in overrides.items():
+        if value is None:
+            target.pop(name, None)
+        else:
+            target[name] = str(value)
+
+
+# ------------------------------------------------- notification delivery
+
+class Notifier:
+    """POSTs notifications on the retry schedule and records every attempt."""
+
+    def __init__(self, scale, client_ssl, log):
+        self.scale = scale
+        self.client_ssl = client_ssl
+        self.log = log
+        self.attempts = []        # every attempt, for /_sim/deliveries
+        self.tasks = set()
+        self.count = 0            # attempts since the last stats reset
+
+    def send(self, kind, mch_id, ref, url, body):
+        """kind "pay" (ref = out_trade_no) or "refund" (ref = out_refund_no)."""
+        if not url:
+            self.log("no notify_url for %s %s, not delivering" % (kind, ref))
+            return
+        task = asyncio.get_running_loop().create_task(self.deliver(kind, mch_id, ref, url, body))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def deliver(self, kind, mch_id, ref, url, body):
+        for attempt, wait in enumerate(NOTIFY_SCHEDULE, 1):
+            await asyncio.sleep(wait * self.scale)
+            status, reply = await self.post(url, body.encode())
+            ok = status == 200 and reply_is_success(reply)
+            self.count += 1
+            self.attempts.append({"kind": kind, "mch_id": mch_id, "ref": ref, "url": url, "attempt": attempt,
+                                  "at": time.time(), "http_status": status,
+                                  "response": reply.decode("utf-8", "replace")[:1000], "success": ok})
+            self.log("notify %s %s attempt %d -> %s %s" % (kind, ref, attempt, status, "ok" if ok else "failed"))
             if ok:
                 return
 
     async def post(self, url, body):
-        u = urllib.parse.urlsplit(url)
+        """(HTTP status, reply body); status 0 with the error as the body
+        when no HTTP answer came back within the timeout."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                u.hostname, u.port or (443 if u.scheme == "https" else 80),
-                ssl=self.client_ssl if u.scheme == "https" else None), 5)
-            data = body.encode()
+            return await asyncio.wait_for(self.exchange(url, body), NOTIFY_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
+            return 0, ("%s: %s" % (type(e).__name__, e)).encode()
+
+    async def exchange(self, url, body):
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("unsupported notify_url %r" % url)
+        tls = u.scheme == "https"
+        reader, writer = await asyncio.open_connection(
+            u.hostname, u.port or (443 if tls else 80), ssl=self.client_ssl if tls else None)
+        try:
+            target = u.path or "/"
+            if u.query:
+                target += "?" + u.query
             writer.write(("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
-                          "Connection: close\r\n\r\n" % (u.path or "/", u.netloc, len(data))).encode() + data)
-            raw = await asyncio.wait_for(reader.read(), 5)
+                          "Connection: close\r\n\r\n" % (target, u.netloc, len(body))).encode() + body)
+            status = int((await reader.readline()).split(b" ", 2)[1])
+            length = None
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if length is not None and length > MAX_BODY:
+                raise ValueError("reply over 1 MB")
+            reply = await (reader.readexactly(length) if length is not None else reader.read())
+            return status, reply
+        finally:
             writer.close()
-            head, _, reply = raw.partition(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            answer = from_xml(reply) or {}
-            return status, reply.decode("utf-8", "replace"), status == 200 and answer.get("return_code") == "SUCCESS"
-        except (OSError, asyncio.TimeoutError, ValueError, IndexError, ssl.SSLError) as e:
-            return 0, "%s: %s" % (type(e).__name__, e), False
 
-    # ------------------------------------------------------------ control
+    def cancel_all(self):
+        for task in list(self.tasks):
+            task.cancel()
 
-    def control(self, method, path, query, payload):
-        q = dict(urllib.parse.parse_qsl(query))
-        if path == "/_sim/merchants" and method == "POST":
-            m = {k: payload[k] for k in ("mch_id", "appid", "api_key")}
-            m["sign_type"] = payload.get("sign_type") or "MD5"
-            m["notify_url"] = payload.get("notify_url")
-            self.merchants[m["mch_id"]] = m
-            cert, key = self.pki.client_cert(m["mch_id"])
-            return {"cert_pem": cert, "key_pem": key}
-        if path == "/_sim/pay" and method == "POST":
-            order = self.orders[(payload["mch_id"], payload["out_trade_no"])]
-            order["state"] = payload.get("trade_state", "SUCCESS")
-            if order["state"] in ("SUCCESS", "REFUND"):
-                order.setdefault("transaction_id", "42000%023d" % random.randrange(10 ** 23))
-                order.setdefault("time_end", now_cst().strftime("%Y%m%d%H%M%S"))
-                order.setdefault("openid", order["params"].get("openid") or "oSim" + nonce(24))
-            if payload.get("total_fee") is not None:
-                order["reported_fee"] = int(payload["total_fee"])
-            body = self.notification(order)
-            if payload.get("notify", True) and order["state"] == "SUCCESS":
-                self.spawn_delivery(order["params"]["notify_url"], body, order["out_trade_no"])
-            return {"transaction_id": order.get("transaction_id"), "notification": body}
-        if path == "/_sim/notification" and method == "POST":
-            order = dict(self.orders[(payload["mch_id"], payload["out_trade_no"])])
-            order.setdefault("transaction_id", "42000%023d" % random.randrange(10 ** 23))
-            order.setdefault("time_end", now_cst().strftime("%Y%m%d%H%M%S"))
-            order.setdefault("openid", order["params"].get("openid") or "oSim" + nonce(24))
-            self.orders[(payload["mch_id"], payload["out_trade_no"])].update(
-                {k: order[k] for k in ("transaction_id", "time_end", "openid")})
-            order["state"] = "SUCCESS"
-            return {"body": self.notification(order, payload.get("fields"), payload.get("sign_type"),
-                                              payload.get("include_sign_type", False))}
-        if path == "/_sim/refund_state" and method == "POST":
-            r = self.refunds[(payload["mch_id"], payload["out_refund_no"])]
-            self.set_refund_state(r, payload["state"], payload.get("notify", False))
-            return {"state": r["state"]}
-        if path == "/_sim/refund_notification" and method == "POST":
-            r = self.refunds[(payload["mch_id"], payload["out_refund_no"])]
-            return {"body": self.refund_notification(r, payload.get("fields"))}
-        if path == "/_sim/backdate" and method == "POST":
-            self.orders[(payload["mch_id"], payload["out_trade_no"])]["created"] -= payload["seconds"]
-            return {}
-        if path == "/_sim/faults" and method == "POST":
-            if payload.get("mode", "none") == "none":
-                self.faults.clear()
-            else:
-                count = payload.get("count", 1)
-                self.faults.append({"mode": payload["mode"], "count": float("inf") if count < 0 else count,
-                                    "delay_ms": payload.get("delay_ms", 0), "path": payload.get("path")})
-            return {"queued": len(self.faults)}
-        if path == "/_sim/stats" and method == "GET":
-            return self.stats
-        if path == "/_sim/stats/reset" and method == "POST":
-            self.reset_stats()
-            return {}
-        if path == "/_sim/orders" and method == "GET":
-            o = self.orders.get((q.get("mch_id"), q.get("out_trade_no")))
-            if o is None:
+
+def reply_is_success(reply):
+    try:
+        return parse_xml(reply).get("return_code") == "SUCCESS"
+    except XmlError:
+        return False
+
+
+# ----------------------------------------------------------------- faults
+
+class Faults:
+    """A queue of faults for the next matching API requests."""
+
+    def __init__(self):
+        self.queue = []
+
+    def add(self, mode, count, delay_ms, path):
+        if mode not in FAULT_MODES:
+            raise ControlError(400, "mode must be none or one of %s" % ", ".join(FAULT_MODES))
+        if count == 0 or count < -1:
+            raise ControlError(400, "count must be positive, or -1 for until cleared")
+        self.queue.append({"mode": mode, "count": count, "delay_ms": delay_ms, "path": path})
+
+    def take(self, path):
+        for fault in self.queue:
+            if fault["path"] in (None, path):
+                if fault["count"] > 0:
+                    fault["count"] -= 1
+                    if fault["count"] == 0:
+                        self.queue.remove(fault)
+                return fault
+        return None
+
+
+# ------------------------------------------------------------------ HTTP
+
+class Request:
+    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive")
+
+    def __init__(self, method, target, version, headers):
+        self.method = method
+        self.path, _, self.query = target.partition("?")
+        self.headers = headers
+        self.body = b""
+        connection = headers.get("connection", "").lower()
+        self.keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+
+
+class Response:
+    __slots__ = ("status", "body", "content_type", "close", "abort", "declared_length")
+    REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+               413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+               501: "Not Implemented"}
+
+    def __init__(self, status, body=b"", content_type="text/xml; charset=utf-8", close=False):
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.content_type = content_type
+        self.close = close
+        self.abort = False
+        self.declared_length = len(self.body)
+
+    def to_bytes(self, keep_alive):
+        head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n"
+                % (self.status, self.REASONS.get(self.status, "OK"), self.content_type, self.declared_length,
+                   "keep-alive" if keep_alive else "close"))
+        return head.encode() + self.body
+
+
+def json_response(status, obj):
+    return Response(status, json.dumps(obj, ensure_ascii=False), "application/json; charset=utf-8")
+
+
+def fault_response(mode, xml):
+    """The answer a fault turns xml (the normal answer) into."""
+    if mode == "http500":
+        return Response(500, "system error", "text/plain")
+    if mode == "garbage":
+        return Response(200, b"\x00\x01<<not xml at all>>\xff\xfe")
+    response = Response(200, xml)
+    if mode == "reset":
+        response.abort = True
+    if mode == "truncated":
+        response.body = xml[: len(xml) // 2]
+        response.declared_length = len(xml) + 100
+        response.close = True
+    return response
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: a small HTTP/1.1 parser with keep-alive and
+    pipelining; requests are answered in order, one at a time."""
+
+    def __init__(self, server):
+        # The protocol is built when TCP is accepted, before the TLS handshake.
+        self.server = server
+        server.stats["connections"] += 1
+        self.transport = None
+        self.buffer = bytearray()
+        self.pending = None       # a request whose body is still arriving
+        self.task = None          # answering a request asynchronously
+        self.peer_cn = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.server.live.add(self)
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.server.stats["tls_handshakes"] += 1
+            self.server.stats["tls_resumed"] += sslobj.session_reused
+            cert = sslobj.getpeercert()
+            if cert:
+                self.peer_cn = next((v for rdn in cert["subject"] for k, v in rdn if k == "commonName"), None)
+
+    def connection_lost(self, exc):
+        self.server.live.discard(self)
+        if self.task:
+            self.task.cancel()
+
+    def data_received(self, data):
+        self.buffer += data
+        if self.task is None:
+            self.serve()
+        elif len(self.buffer) > MAX_HEAD + MAX_BODY:
+            self.transport.pause_reading()   # a client pipelining far ahead
+
+    def serve(self):
+        while not self.transport.is_closing():
+            try:
+                request = self.next_request()
+            except HttpError as e:
+                self.send(Response(e.status, e.message, "text/plain", close=True), None)
+                return
+            if request is None:
+                return
+            result = self.server.dispatch(request, self.peer_cn)
+            if inspect.isawaitable(result):
+                self.task = asyncio.get_running_loop().create_task(self.finish(result, request))
+                return
+            self.send(result, request)
+
+    async def finish(self, answer, request):
+        response = await answer
+        self.task = None
+        self.send(response, request)
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+            self.serve()
+
+    def next_request(self):
+        """The next complete request from the buffer, or None for now."""
+        if self.pending is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    raise HttpError(431, "request head too large")
                 return None
-            return {**{k: v for k, v in o.items() if k != "refunds"},
-                    "refunds": [{k: v for k, v in r.items()} for r in o["refunds"]]}
-        if path == "/_sim/deliveries" and method == "GET":
-            return self.deliveries.get(q.get("out_trade_no") or q.get("out_refund_no"), [])
-        if path == "/_sim/reset" and method == "POST":
-            self.orders.clear()
-            self.refunds.clear()
-            self.faults.clear()
-            self.deliveries.clear()
-            self.reset_stats()
-            return {}
-        raise KeyError(path)
+            self.pending = parse_head(bytes(self.buffer[:end]))
+            del self.buffer[:end + 4]
+            length = self.pending.length
+            if self.pending.request.headers.get("expect", "").lower() == "100-continue" and len(self.buffer) < length:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = self.pending.length
+        if len(self.buffer) < length:
+            return None
+        request = self.pending.request
+        request.body = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        self.pending = None
+        return request
+
+    def send(self, response, request):
+        if self.transport.is_closing():
+            return
+        if response.abort:
+            # RST instead of FIN: SO_LINGER with a zero timeout, then abort.
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+            return
+        keep_alive = request is not None and request.keep_alive and not response.close
+        self.transport.write(response.to_bytes(keep_alive))
+        if not keep_alive:
+            self.transport.close()
 
 
-# ------------------------------------------------------------------- HTTP
+class HttpError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
 
-async def read_request(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
+
+class PendingRequest:
+    __slots__ = ("request", "length")
+
+    def __init__(self, request, length):
+        self.request, self.length = request, length
+
+
+def parse_head(head):
     lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise HttpError(400, "bad request line")
     headers = {}
     for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    length = int(headers.get("content-length", "0"))
-    if length > MAX_BODY:
-        raise ValueError("body too large")
-    body = await reader.readexactly(length) if length else b""
-    return method, target, headers, body
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise HttpError(400, "bad header line")
+        headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise HttpError(501, "only Content-Length bodies are supported")
+    length = headers.get("content-length", "0")
+    if not length.isdigit():
+        raise HttpError(400, "bad Content-Length")
+    if int(length) > MAX_BODY:
+        raise HttpError(413, "request body over 1 MB")
+    return PendingRequest(Request(parts[0], parts[1], parts[2], headers), int(length))
 
 
-def response(status, body, ctype="text/xml; charset=utf-8", close=False):
-    data = body.encode() if isinstance(body, str) else body
-    reason = {200: "OK", 404: "Not Found", 400: "Bad Request", 500: "Internal Server Error"}.get(status, "OK")
-    return ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
-            % (status, reason, ctype, len(data), "Connection: close\r\n" if close else "")).encode() + data
+# ---------------------------------------------------------------- control
+
+class ControlError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
-async def serve_api(sim, writer, path, body, peer_cn):
-    """Answer an API request, applying the next matching fault."""
-    sim.stats["requests_total"] += 1
-    sim.stats["requests"][path] = sim.stats["requests"].get(path, 0) + 1
-    fault = sim.take_fault(path)
-    mode = fault["mode"] if fault else None
-    if sim.args.latency_ms:
-        await asyncio.sleep(sim.args.latency_ms / 1000)
-    if mode == "delay":
-        await asyncio.sleep(fault["delay_ms"] / 1000)
-    if mode == "reset":
-        writer.transport.abort()
-        return False
-    if mode == "http500":
-        writer.write(response(500, "internal error", "text/plain"))
-        return True
-    if mode == "garbage":
-        writer.write(response(200, b"\x00\xffthis is not xml at all{"))
-        return True
-    xml = sim.answer(path, body, peer_cn, fault)
-    if mode == "oversize":
-        xml = xml[:-6] + "<pad><![CDATA[" + "x" * (3 * 1024 * 1024) + "]]></pad></xml>"
-    if mode == "truncated":
-        data = xml.encode()
-        writer.write(("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n"
-                      % (len(data) + 100)).encode() + data[: len(data) // 2])
-        await writer.drain()
-        writer.transport.abort()
-        return False
-    writer.write(response(200, xml))
-    return True
+def need(payload, *names):
+    missing = [n for n in names if payload.get(n) in (None, "")]
+    if missing:
+        raise ControlError(400, "missing %s" % ", ".join(missing))
 
 
-async def handle(sim, reader, writer):
-    sim.stats["connections"] += 1
-    sslobj = writer.get_extra_info("ssl_object")
-    peer_cn = None
-    if sslobj is not None:
-        sim.stats["tls_handshakes"] += 1
-        if sslobj.session_reused:
-            sim.stats["tls_resumed"] += 1
-        cert = sslobj.getpeercert()
-        if cert:
-            peer_cn = dict(x[0] for x in cert.get("subject", ())).get("commonName")
-    try:
-        while True:
-            try:
-                method, target, headers, body = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-                break
-            except ValueError:
-                writer.write(response(400, "bad request", "text/plain", close=True))
-                break
-            path, _, query = target.partition("?")
-            close = headers.get("connection", "").lower() == "close"
-            if path.startswith("/_sim/"):
-                try:
-                    payload = json.loads(body) if body else {}
-                    out = sim.control(method, path, query, payload)
-                    writer.write(response(200, json.dumps(out, ensure_ascii=False), "application/json"))
-                except (KeyError, ValueError, TypeError) as e:
-                    writer.write(response(404, json.dumps({"error": str(e)}), "application/json"))
-            elif path in Sim.ENDPOINTS and method == "POST":
-                if not await serve_api(sim, writer, path, body, peer_cn):
-                    break
-            else:
-                writer.write(response(404, "not found", "text/plain"))
-            await writer.drain()
-            if close:
-                break
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        if not writer.transport.is_closing():
-            writer.close()
+class Server:
+    """Routes requests: API endpoints through faults to Sim, /_sim/ to the
+    control handlers; keeps the statistics."""
+
+    def __init__(self, args, sim, notifier):
+        self.args = args
+        self.sim = sim
+        self.notifier = notifier
+        self.faults = Faults()
+        self.live = set()
+        self.reset_stats()
+        self.routes = {
+            ("POST", "/_sim/merchants"): self.c_merchants,
+            ("POST", "/_sim/pay"): self.c_pay,
+            ("POST", "/_sim/notification"): self.c_notification,
+            ("POST", "/_sim/refund_state"): self.c_refund_state,
+            ("POST", "/_sim/refund_notification"): self.c_refund_notification,
+            ("POST", "/_sim/backdate"): self.c_backdate,
+            ("POST", "/_sim/faults"): self.c_faults,
+            ("GET", "/_sim/stats"): self.c_stats,
+            ("POST", "/_sim/stats/reset"): self.c_stats_reset,
+            ("GET", "/_sim/orders"): self.c_orders,
+            ("GET", "/_sim/deliveries"): self.c_deliveries,
+            ("POST", "/_sim/reset"): self.c_reset,
+        }
+
+    def reset_stats(self):
+        self.stats = {"connections": 0, "tls_handshakes": 0, "tls_resumed": 0, "requests_total": 0, "requests": {}}
+        self.notifier.count = 0
+
+    def log(self, message):
+        if not self.args.quiet:
+            print(message, flush=True)
+
+    def dispatch(self, request, peer_cn):
+        """A Response, or an awaitable of one when the answer is delayed."""
+        if request.path.startswith("/_sim/"):
+            return self.control(request)
+        self.stats["requests_total"] += 1
+        self.stats["requests"][request.path] = self.stats["requests"].get(request.path, 0) + 1
+        if request.path not in API_PATHS:
+            return Response(404, "not found", "text/plain")
+        if request.method != "POST":
+            return Response(405, "POST only", "text/plain")
+        return self.api(request, peer_cn)
+
+    def api(self, request, peer_cn):
+        fault = self.faults.take(request.path)
+        mode = fault["mode"] if fault else None
+        if mode in ("http500", "garbage", "reset"):
+            response = fault_response(mode, b"")          # not processed at all
+        else:
+            reply = self.sim.answer(request.path, request.body, peer_cn)
+            response = fault_response(mode, reply.render(mode))
+            if not self.args.quiet:
+                self.log("%s %s -> %s %s%s" % (request.method, request.path, reply.fields.get("result_code", "FAIL"),
+                                         reply.fields.get("err_code", reply.fields.get("return_msg", "")),
+                                         " [fault %s]" % mode if mode else ""))
+        delay_ms = self.args.latency_ms + (fault["delay_ms"] if mode == "delay" else 0)
+        return self.later(delay_ms / 1000, response) if delay_ms > 0 else response
+
+    @staticmethod
+    async def later(seconds, response):
+        await asyncio.sleep(seconds)
+        return response
+
+    def control(self, request):
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            return json_response(404, {"error": "no control endpoint %s %s" % (request.method, request.path)})
+        try:
+            payload = json.loads(request.body) if request.body.strip() else {}
+            if not isinstance(payload, dict):
+                raise ControlError(400, "the body must be a JSON object")
+            query = dict(urllib.parse.parse_qsl(request.query))
+            return json_response(200, handler(payload, query))
+        except ControlError as e:
+            return json_response(e.status, {"error": e.message})
+        except (ValueError, TypeError) as e:
+            return json_response(400, {"error": str(e)})
+
+    # --------------------------------------------------- control handlers
+
+    def order(self, mch_id, out_trade_no):
+        order = self.sim.orders.get((mch_id, out_trade_no))
+        if order is None:
+            raise ControlError(404, "no order %s of merchant %s" % (out_trade_no, mch_id))
+        return order
+
+    def refund(self, mch_id, out_refund_no):
+        refund = self.sim.refunds.get((mch_id, out_refund_no))
+        if refund is None:
+            raise ControlError(404, "no refund %s of merchant %s" % (out_refund_no, mch_id))
+        return refund
+
+    def c_merchants(self, p, _):
+        need(p, "mch_id", "appid", "api_key")
+        sign_type = p.get("sign_type") or "MD5"
+        if sign_type not in SIGN_TYPES:
+            raise ControlError(400, "sign_type must be MD5 or HMAC-SHA256")
+        cert, key = self.sim.add_merchant(Merchant(str(p["mch_id"]), p["appid"], p["api_key"], sign_type,
+                                                   p.get("notify_url")))
+        return {"cert_pem": cert, "key_pem": key}
+
+    def c_pay(self, p, _):
+        need(p, "mch_id", "out_trade_no")
+        order = self.order(p["mch_id"], p["out_trade_no"])
+        state = p.get("trade_state") or "SUCCESS"
+        if state not in ("SUCCESS", "PAYERROR", "USERPAYING"):
+            raise ControlError(400, "trade_state must be SUCCESS, PAYERROR or USERPAYING")
+        if order.state in CLOSED:
+            raise ControlError(409, "order %s is %s" % (order.out_trade_no, order.state))
+        if state != "SUCCESS":
+            if order.state in PAID:
+                raise ControlError(409, "order %s is already paid" % order.out_trade_no)
+            order.state = state
+            return {"transaction_id": None, "notification": None}
+        if p.get("total_fee") is not None:
+            order.reported_fee = int(p["total_fee"])
+        if order.state not in PAID:
+            order.state = "SUCCESS"
+        body = self.sim.payment_notification(order)
+        if p.get("notify", True):
+            self.notifier.send("pay", order.mch_id, order.out_trade_no, order.params["notify_url"], body)
+        return {"transaction_id": order.transaction_id, "notification": body}
+
+    def c_notification(self, p, _):
+        need(p, "mch_id", "out_trade_no")
+        if p.get("sign_type") not in (None,) + SIGN_TYPES:
+            raise ControlError(400, "sign_type must be MD5 or HMAC-SHA256")
+        order = self.order(p["mch_id"], p["out_trade_no"])
+        return {"body": self.sim.payment_notification(order, p.get("fields"), p.get("sign_type"),
+                                                      bool(p.get("include_sign_type")))}
+
+    def c_refund_state(self, p, _):
+        need(p, "mch_id", "out_refund_no", "state")
+        if p["state"] not in REFUND_STATES:
+            raise ControlError(400, "state must be one of %s" % ", ".join(REFUND_STATES))
+        refund = self.refund(p["mch_id"], p["out_refund_no"])
+        self.sim.set_refund_state(refund, p["state"], bool(p.get("notify")))
+        return dataclasses.asdict(refund)
+
+    def c_refund_notification(self, p, _):
+        need(p, "mch_id", "out_refund_no")
+        refund = self.refund(p["mch_id"], p["out_refund_no"])
+        return {"body": self.sim.refund_notification(refund, p.get("fields"), p.get("outer"))}
+
+    def c_backdate(self, p, _):
+        need(p, "mch_id", "out_trade_no", "seconds")
+        order = self.order(p["mch_id"], p["out_trade_no"])
+        order.created -= float(p["seconds"])
+        return {"created": order.created}
+
+    def c_faults(self, p, _):
+        if p.get("mode", "none") == "none":
+            self.faults.queue.clear()
+        else:
+            self.faults.add(p["mode"], int(p.get("count", 1)), float(p.get("delay_ms", 0)), p.get("path"))
+        return {"queue": self.faults.queue}
+
+    def c_stats(self, _p, _q):
+        return {**self.stats, "notify_deliveries": self.notifier.count}
+
+    def c_stats_reset(self, _p, _q):
+        self.reset_stats()
+        return {}
+
+    def c_orders(self, _, q):
+        need(q, "mch_id", "out_trade_no")
+        order = self.order(q["mch_id"], q["out_trade_no"])
+        return {**dataclasses.asdict(order), "age_s": time.time() - order.created}
+
+    def c_deliveries(self, _, q):
+        if q.get("out_trade_no"):
+            kind, ref = "pay", q["out_trade_no"]
+        elif q.get("out_refund_no"):
+            kind, ref = "refund", q["out_refund_no"]
+        else:
+            raise ControlError(400, "out_trade_no or out_refund_no is required")
+        return [a for a in self.notifier.attempts if a["kind"] == kind and a["ref"] == ref
+                and q.get("mch_id") in (None, a["mch_id"])]
+
+    def c_reset(self, _p, _q):
+        self.sim.reset()
+        self.faults.queue.clear()
+        self.notifier.cancel_all()
+        self.notifier.attempts.clear()
+        self.reset_stats()
+        return {}
 
 
-async def main():
-    ap = argparse.ArgumentParser(description="WeChat Pay v2 simulator")
-    ap.add_argument("--dir", required=True)
+# ------------------------------------------------------------------- main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="WeChat Pay merchant API v2 simulator (loopback HTTPS)")
+    ap.add_argument("--dir", required=True, help="certificates, port and pid files")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--notify-scale", type=float, default=0.01)
-    ap.add_argument("--latency-ms", type=float, default=0)
-    ap.add_argument("--refund-delay-ms", type=float, default=1000)
-    ap.add_argument("--close-min-age-s", type=float, default=300)
-    ap.add_argument("--merchant", action="append", default=[], help="MCH:APPID:KEY")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args()
-
-    pki = Pki(args.dir)
-    sim = Sim(args, pki)
+    ap.add_argument("--port", type=int, default=0, help="0: an ephemeral port, written to DIR/port")
+    ap.add_argument("--notify-scale", type=float, default=0.01, help="multiplies the notification retry schedule")
+    ap.add_argument("--latency-ms", type=float, default=0, help="added to every API answer")
+    ap.add_argument("--refund-delay-ms", type=float, default=1000, help="until an accepted refund succeeds")
+    ap.add_argument("--close-min-age-s", type=float, default=300, help="minimum order age for closeorder")
+    ap.add_argument("--merchant", action="append", default=[], metavar="MCH:APPID:KEY")
+    ap.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    args = ap.parse_args(argv)
     for spec in args.merchant:
-        mch, appid, key = spec.split(":", 2)
-        sim.merchants[mch] = {"mch_id": mch, "appid": appid, "api_key": key, "sign_type": "MD5", "notify_url": None}
-    server = await asyncio.start_server(lambda r, w: handle(sim, r, w), args.host, args.port,
+        if spec.count(":") < 2:
+            ap.error("--merchant wants MCH:APPID:KEY, got %r" % spec)
+    return args
+
+
+async def run(args):
+    pki = Pki(args.dir)
+    for name in ("port", "pid"):    # never let a waiter read a previous run's port
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pki.path(name))
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    notifier = Notifier(args.notify_scale, pki.client_context(), log)
+    sim = Sim(args, pki, notifier)
+    for spec in args.merchant:
+        mch_id, appid, key = spec.split(":", 2)
+        sim.add_merchant(Merchant(mch_id, appid, key))
+    server = Server(args, sim, notifier)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: HttpConnection(server), args.host, args.port,
                                         ssl=pki.server_context(), backlog=1024)
-    port = server.sockets[0].getsockname()[1]
-    for name, value in (("port", port), ("pid", os.getpid())):
-        tmp = os.path.join(args.dir, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write("%s\n" % value)
-        os.rename(tmp, os.path.join(args.dir, name))
+    port = listener.sockets[0].getsockname()[1]
+    write_atomically(pki.path("pid"), "%d\n" % os.getpid())
+    write_atomically(pki.path("port"), "%d\n" % port)
     print("wxsim listening on https://%s:%d" % (args.host, port), flush=True)
+
     stop = asyncio.Event()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(s, stop.set)
-    async with server:
-        await stop.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    listener.close()
+    for connection in list(server.live):
+        connection.transport.abort()
+    notifier.cancel_all()
+    for name in ("port", "pid"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pki.path(name))
+
+
+def main(argv=None):
+    asyncio.run(run(parse_args(argv)))
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())
