@@ -17,7 +17,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(wx_node wx_sim sim_call wx_merchant sql_error slurp_file
+our @EXPORT = qw(wx_node wx_sim sim_call sim_orders wx_merchant sql_error wx_audit slurp_file
   $TEST_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
@@ -112,6 +112,68 @@ sub sql_error
 		extra_params => $opts{user} ? [ '-U', $opts{user} ] : []);
 	my ($state) = $err =~ /ERROR:\s+([0-9A-Z]{5}):/;
 	return ($state // 'none', $err);
+}
+
+# Many orders from the simulator at once, over one keep-alive connection:
+# { out_trade_no => { state, transaction_id, ... } }.
+sub sim_orders
+{
+	my ($sim, $mch_id, @nos) = @_;
+	my $script = <<'PY';
+import http.client, json, ssl, sys
+port, ca, mch = sys.argv[1:4]
+conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ssl.create_default_context(cafile=ca))
+out = {}
+for no in json.load(sys.stdin):
+    conn.request("GET", "/_sim/orders?mch_id=%s&out_trade_no=%s" % (mch, no))
+    resp = conn.getresponse()
+    body = resp.read()
+    out[no] = json.loads(body) if resp.status == 200 else None
+print(json.dumps(out))
+PY
+	my ($out, $err);
+	IPC::Run::run([ '/usr/bin/python3', '-c', $script, $sim->{port}, "$sim->{dir}/ca.pem", $mch_id ],
+		'<', \($json->encode(\@nos)), '>', \$out, '2>', \$err)
+	  or die "sim_orders failed: $err";
+	return $json->decode($out);
+}
+
+# The audit every fault scenario ends with.  Against the database: each
+# paid order was paid exactly once, by a notification or a query; each
+# notified payment has its accepted body on record with the order's
+# amount; refunds never exceed totals.  Against the simulator (WeChat
+# Pay's truth): nothing is paid here that is not paid there, with the same
+# transaction_id.
+sub wx_audit
+{
+	my ($node, $sim, $mch_id, $label) = @_;
+	my $q = sub { $node->safe_psql('postgres', shift) };
+
+	is($q->(q{SELECT count(*) FROM (SELECT 1 FROM wxpay.order_events WHERE new_state = 'SUCCESS'
+		GROUP BY mch_id, out_trade_no HAVING count(*) > 1) d}), '0', "$label audit: no duplicate SUCCESS transition");
+	is($q->(q{SELECT count(*) FROM wxpay.orders o WHERE state IN ('SUCCESS', 'REFUND') AND 1 <>
+		(SELECT count(*) FROM wxpay.order_events e WHERE e.mch_id = o.mch_id AND e.out_trade_no = o.out_trade_no
+		  AND e.new_state = 'SUCCESS' AND e.source IN ('notify', 'query'))}), '0',
+		"$label audit: every paid order was paid once, by a notification or a query");
+	is($q->(q{SELECT count(*) FROM wxpay.order_events e JOIN wxpay.orders o USING (mch_id, out_trade_no)
+		WHERE e.new_state = 'SUCCESS' AND e.source = 'notify' AND NOT EXISTS
+		(SELECT 1 FROM wxpay.notifications n WHERE n.kind = 'pay' AND n.outcome = 'accepted'
+		  AND n.mch_id = e.mch_id AND n.out_trade_no = e.out_trade_no AND n.transaction_id = e.transaction_id
+		  AND (wxpay_from_xml(n.body) ->> 'total_fee')::int = o.total_fee)}), '0',
+		"$label audit: each notified payment has its verified, amount-matched body on record");
+	is($q->(q{SELECT count(*) FROM wxpay.orders o WHERE (SELECT COALESCE(sum(refund_fee), 0) FROM wxpay.refunds r
+		WHERE r.mch_id = o.mch_id AND r.out_trade_no = o.out_trade_no AND r.state <> 'REFUNDCLOSE') > o.total_fee}),
+		'0', "$label audit: refunds never exceed totals");
+
+	my %paid = map { split /\|/ } split /\n/, $q->("SELECT out_trade_no, transaction_id FROM wxpay.orders"
+		  . " WHERE mch_id = '$mch_id' AND state IN ('SUCCESS', 'REFUND')");
+	my $truth = sim_orders($sim, $mch_id, sort keys %paid);
+	my @wrong = grep {
+		my $t = $truth->{$_};
+		!($t && $t->{state} =~ /^(SUCCESS|REFUND)$/ && ($t->{transaction_id} // '') eq $paid{$_})
+	} sort keys %paid;
+	is(scalar(@wrong), 0, "$label audit: every order paid here is paid at WeChat Pay with the same transaction")
+	  or diag("not paid at WeChat Pay: @wrong[0 .. ($#wrong < 9 ? $#wrong : 9)]");
 }
 
 1;
