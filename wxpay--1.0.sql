@@ -80,6 +80,7 @@ CREATE TABLE wxpay.merchants (
 	ca_pem		text,
 	cert_pem	text,
 	key_pem		text,
+	allowed_roles name[],
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	CHECK ((cert_pem IS NULL) OPERATOR(pg_catalog.=) (key_pem IS NULL))
@@ -91,12 +92,13 @@ COMMENT ON COLUMN wxpay.merchants.api_base IS 'https://api.mch.weixin.qq.com in 
 COMMENT ON COLUMN wxpay.merchants.ca_pem IS 'extra CA to trust for api_base (NULL: the system store); verification is always on';
 COMMENT ON COLUMN wxpay.merchants.cert_pem IS 'apiclient_cert.pem, for /secapi/ (refunds)';
 COMMENT ON COLUMN wxpay.merchants.key_pem IS 'apiclient_key.pem, for /secapi/ (refunds)';
+COMMENT ON COLUMN wxpay.merchants.allowed_roles IS 'roles (and their members) that may act for this merchant; NULL: any role granted EXECUTE';
 
 -- What a DBA or an application may see of a merchant: no secrets.
 CREATE VIEW wxpay.merchant_info AS
 	SELECT mch_id, appid, sign_type, notify_url, api_base,
 		   ca_pem IS NOT NULL AS has_ca, cert_pem IS NOT NULL AS has_client_cert,
-		   created_at, updated_at
+		   allowed_roles, created_at, updated_at
 	  FROM wxpay.merchants;
 REVOKE ALL ON wxpay.merchant_info FROM PUBLIC;
 COMMENT ON VIEW wxpay.merchant_info IS 'merchants without their secrets';

@@ -111,3 +111,22 @@ SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_exe
        proconfig
   FROM pg_proc p WHERE proname IN ('wxpay_unifiedorder', 'wxpay_app_params', 'wxpay_jsapi_params', 'wxpay_sign')
  ORDER BY 1;
+-- Per-merchant roles: a role granted EXECUTE acts only for merchants that
+-- allow it (directly or through membership)
+CREATE ROLE regress_wxpay_shop_a;
+CREATE ROLE regress_wxpay_shop_b;
+CREATE ROLE regress_wxpay_clerk IN ROLE regress_wxpay_shop_a;
+GRANT EXECUTE ON FUNCTION wxpay_app_params(text, text) TO regress_wxpay_shop_a, regress_wxpay_shop_b, regress_wxpay_clerk;
+UPDATE wxpay.merchants SET allowed_roles = '{regress_wxpay_shop_a}' WHERE mch_id = '10000100';
+SET ROLE regress_wxpay_shop_a;
+SELECT count(*) AS keys FROM jsonb_object_keys(wxpay_app_params('10000100', 'wx1'));
+SET ROLE regress_wxpay_clerk;
+SELECT count(*) AS keys FROM jsonb_object_keys(wxpay_app_params('10000100', 'wx1'));
+SET ROLE regress_wxpay_shop_b;
+SELECT wxpay_app_params('10000100', 'wx1');
+-- b may still act for a merchant that does not restrict roles
+SELECT count(*) AS keys FROM jsonb_object_keys(wxpay_app_params('10000200', 'wx1'));
+RESET ROLE;
+UPDATE wxpay.merchants SET allowed_roles = NULL WHERE mch_id = '10000100';
+REVOKE ALL ON FUNCTION wxpay_app_params(text, text) FROM regress_wxpay_shop_a, regress_wxpay_shop_b, regress_wxpay_clerk;
+DROP ROLE regress_wxpay_clerk, regress_wxpay_shop_a, regress_wxpay_shop_b;

@@ -21,6 +21,7 @@
 #include "catalog/pg_collation.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -53,15 +54,22 @@ spi_check(int rc, int expected, const char *what)
 WxMerchant *
 wxpay_merchant_find(const char *mch_id)
 {
-	Datum		arg = CStringGetTextDatum(mch_id);
-	Oid			argtype = TEXTOID;
+	Datum		args[2] = {CStringGetTextDatum(mch_id), ObjectIdGetDatum(GetOuterUserId())};
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	WxMerchant *m;
 	char	   *sign_type;
 
+	/*
+	 * Inside these SECURITY DEFINER functions current_user is the owner; the
+	 * caller is the outer user (the session's role, or its SET ROLE).
+	 */
 	spi_check(SPI_execute_with_args("SELECT mch_id, appid, api_key, sign_type, notify_url,"
-									" api_base, ca_pem, cert_pem, key_pem"
+									" api_base, ca_pem, cert_pem, key_pem,"
+									" allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
+									"  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
+									"  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
 									" FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
-									1, &argtype, &arg, NULL, true, 1),
+									2, argtypes, args, NULL, true, 1),
 			  SPI_OK_SELECT, "reading the merchant");
 	if (SPI_processed == 0)
 		return NULL;
@@ -77,9 +85,11 @@ wxpay_merchant_find(const char *mch_id)
 	m->ca_pem = spi_column(7);
 	m->cert_pem = spi_column(8);
 	m->key_pem = spi_column(9);
+	m->caller_allowed = strcmp(spi_column(10), "t") == 0;
 	return m;
 }
 
+/* A merchant the caller may act for; anything else is an ERROR. */
 WxMerchant *
 wxpay_merchant_get(const char *mch_id)
 {
@@ -90,6 +100,12 @@ wxpay_merchant_get(const char *mch_id)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown merchant \"%s\"", mch_id),
 				 errhint("Merchants are rows of wxpay.merchants.")));
+	if (!m->caller_allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not act for merchant \"%s\"",
+						GetUserNameFromId(GetOuterUserId(), false), mch_id),
+				 errhint("The merchant's allowed_roles in wxpay.merchants lists who may.")));
 	return m;
 }
 

@@ -79,6 +79,7 @@ typedef struct WxMerchant
 	char	   *ca_pem;
 	char	   *cert_pem;
 	char	   *key_pem;
+	bool		caller_allowed; /* the calling role may act for it */
 } WxMerchant;
 
 extern WxMerchant *wxpay_merchant_get(const char *mch_id);
