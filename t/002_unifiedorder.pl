@@ -124,6 +124,12 @@ is($state, '42501', 'but cannot read wxpay.merchants');
 is($state, 'none', 'merchant_info is readable and has no secrets');
 unlike($node->safe_psql('postgres', 'SELECT row_to_json(m)::text FROM wxpay.merchant_info m', extra_params => [ '-U', 'shop' ]),
 	qr/$TEST_KEY|PRIVATE KEY/, 'merchant_info shows neither key');
+($state) = sql_error($node, "UPDATE wxpay.orders SET state = 'SUCCESS' WHERE out_trade_no = 'priv-1'", user => 'shop');
+is($state, '42501', 'and cannot mark an order paid by hand');
+($state) = sql_error($node, "SELECT wxpay_handle_notify('<xml/>')", user => 'shop');
+is($state, '42501', 'the notify handler is granted separately');
+my $in_flight = $node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%$TEST_KEY%' AND pid <> pg_backend_pid()");
+is($in_flight, '0', 'no statement in pg_stat_activity carries the key');
 ($state) = sql_error($node, "SELECT wxpay_orderquery('10000100', 'priv-1')", user => 'shop');
 is($state, '42501', 'functions not granted stay closed');
 # Objects a caller puts first on its search_path never reach the definer.
