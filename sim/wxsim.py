@@ -26,6 +26,7 @@ import secrets
 import signal
 import socket
 import ssl
+import string
 import struct
 import sys
 import time
@@ -54,7 +55,7 @@ TRADE_STATE_DESC = {
     "NOTPAY": "订单未支付", "SUCCESS": "支付成功", "REFUND": "转入退款", "CLOSED": "订单已关闭",
     "USERPAYING": "用户支付中", "PAYERROR": "支付失败", "REVOKED": "已撤销",
 }
-REFUND_STATES = ("PROCESSING", "SUCCESS", "CHANGE", "REFUNDCLOSE")
+REFUND_FINAL_STATES = ("SUCCESS", "CHANGE", "REFUNDCLOSE")
 REFUND_RECV_ACCOUNT = "支付用户零钱"
 OUT_NO = re.compile(r"[0-9A-Za-z_\-|*@]+")
 POSITIVE_INT = re.compile(r"[1-9][0-9]*")
@@ -251,6 +252,9 @@ def compact_time(ts):
 
 def dashed_time(ts):
     return cst(ts, "%Y-%m-%d %H:%M:%S")     # success_time, refund_success_time_$n
+
+
+ALNUM = string.ascii_letters + string.digits
 
 
 def digits(n):
@@ -471,7 +475,7 @@ class Sim:
         prepay_id = "wx%s%s" % (compact_time(time.time()), secrets.token_hex(10))
         code_url = None
         if params["trade_type"] == "NATIVE":
-            code_url = "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(8)[:7]
+            code_url = "weixin://wxpay/bizpayurl?pr=" + "".join(random.choices(ALNUM, k=7))
         order = Order(merchant.mch_id, params["out_trade_no"], params, total_fee, prepay_id, code_url)
         self.orders[(merchant.mch_id, order.out_trade_no)] = order
         return order
@@ -585,11 +589,11 @@ class Sim:
             self.set_refund_state(refund, "SUCCESS", notify=True)
 
     def set_refund_state(self, refund, state, notify):
+        """The refund's final state (SUCCESS, CHANGE or REFUNDCLOSE)."""
         refund.state = state
+        refund.recv_account = REFUND_RECV_ACCOUNT
         if state == "SUCCESS" and refund.success_time is None:
             refund.success_time = dashed_time(time.time())
-        if state != "PROCESSING":
-            refund.recv_account = REFUND_RECV_ACCOUNT
         if notify:
             self.notifier.send("refund", refund.mch_id, refund.out_refund_no, refund.notify_url,
                                self.refund_notification(refund))
@@ -735,7 +739,7 @@ class Notifier:
         when no HTTP answer came back within the timeout."""
         try:
             return await asyncio.wait_for(self.exchange(url, body), NOTIFY_TIMEOUT)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
             return 0, ("%s: %s" % (type(e).__name__, e)).encode()
 
     async def exchange(self, url, body):
@@ -751,7 +755,7 @@ class Notifier:
                 target += "?" + u.query
             writer.write(("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
                           "Connection: close\r\n\r\n" % (target, u.netloc, len(body))).encode() + body)
-            status = int((await reader.readline()).split(b" ", 2)[1])
+            status = parse_status_line(await reader.readline())
             length = None
             while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
                 name, _, value = line.partition(b":")
@@ -767,6 +771,13 @@ class Notifier:
     def cancel_all(self):
         for task in list(self.tasks):
             task.cancel()
+
+
+def parse_status_line(line):
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", line)
+    if not match:
+        raise ValueError("not an HTTP answer: %r" % line[:80])
+    return int(match.group(1))
 
 
 def reply_is_success(reply):
@@ -805,12 +816,13 @@ class Faults:
 # ------------------------------------------------------------------ HTTP
 
 class Request:
-    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive")
+    __slots__ = ("method", "path", "query", "headers", "length", "body", "keep_alive")
 
-    def __init__(self, method, target, version, headers):
+    def __init__(self, method, target, version, headers, length):
         self.method = method
         self.path, _, self.query = target.partition("?")
         self.headers = headers
+        self.length = length      # of the body, from Content-Length
         self.body = b""
         connection = headers.get("connection", "").lower()
         self.keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
@@ -927,15 +939,15 @@ class HttpConnection(asyncio.Protocol):
                 return None
             self.pending = parse_head(bytes(self.buffer[:end]))
             del self.buffer[:end + 4]
-            length = self.pending.length
-            if self.pending.request.headers.get("expect", "").lower() == "100-continue" and len(self.buffer) < length:
+            # curl waits for this before sending a large body.
+            if self.pending.headers.get("expect", "").lower() == "100-continue" and \
+                    len(self.buffer) < self.pending.length:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        length = self.pending.length
-        if len(self.buffer) < length:
+        request = self.pending
+        if len(self.buffer) < request.length:
             return None
-        request = self.pending.request
-        request.body = bytes(self.buffer[:length])
-        del self.buffer[:length]
+        request.body = bytes(self.buffer[:request.length])
+        del self.buffer[:request.length]
         self.pending = None
         return request
 
@@ -961,13 +973,6 @@ class HttpError(Exception):
         self.status, self.message = status, message
 
 
-class PendingRequest:
-    __slots__ = ("request", "length")
-
-    def __init__(self, request, length):
-        self.request, self.length = request, length
-
-
 def parse_head(head):
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
@@ -982,11 +987,11 @@ def parse_head(head):
     if "transfer-encoding" in headers:
         raise HttpError(501, "only Content-Length bodies are supported")
     length = headers.get("content-length", "0")
-    if not length.isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", length):
         raise HttpError(400, "bad Content-Length")
     if int(length) > MAX_BODY:
         raise HttpError(413, "request body over 1 MB")
-    return PendingRequest(Request(parts[0], parts[1], parts[2], headers), int(length))
+    return Request(parts[0], parts[1], parts[2], headers, int(length))
 
 
 # ---------------------------------------------------------------- control
@@ -1007,10 +1012,11 @@ class Server:
     """Routes requests: API endpoints through faults to Sim, /_sim/ to the
     control handlers; keeps the statistics."""
 
-    def __init__(self, args, sim, notifier):
+    def __init__(self, args, sim, notifier, log):
         self.args = args
         self.sim = sim
         self.notifier = notifier
+        self.log = log
         self.faults = Faults()
         self.live = set()
         self.reset_stats()
@@ -1032,10 +1038,6 @@ class Server:
     def reset_stats(self):
         self.stats = {"connections": 0, "tls_handshakes": 0, "tls_resumed": 0, "requests_total": 0, "requests": {}}
         self.notifier.count = 0
-
-    def log(self, message):
-        if not self.args.quiet:
-            print(message, flush=True)
 
     def dispatch(self, request, peer_cn):
         """A Response, or an awaitable of one when the answer is delayed."""
@@ -1081,7 +1083,7 @@ class Server:
             return json_response(200, handler(payload, query))
         except ControlError as e:
             return json_response(e.status, {"error": e.message})
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, AttributeError) as e:   # ill-typed JSON values
             return json_response(400, {"error": str(e)})
 
     # --------------------------------------------------- control handlers
@@ -1103,8 +1105,8 @@ class Server:
         sign_type = p.get("sign_type") or "MD5"
         if sign_type not in SIGN_TYPES:
             raise ControlError(400, "sign_type must be MD5 or HMAC-SHA256")
-        cert, key = self.sim.add_merchant(Merchant(str(p["mch_id"]), p["appid"], p["api_key"], sign_type,
-                                                   p.get("notify_url")))
+        cert, key = self.sim.add_merchant(Merchant(str(p["mch_id"]), str(p["appid"]), str(p["api_key"]),
+                                                   sign_type, p.get("notify_url")))
         return {"cert_pem": cert, "key_pem": key}
 
     def c_pay(self, p, _):
@@ -1139,8 +1141,8 @@ class Server:
 
     def c_refund_state(self, p, _):
         need(p, "mch_id", "out_refund_no", "state")
-        if p["state"] not in REFUND_STATES:
-            raise ControlError(400, "state must be one of %s" % ", ".join(REFUND_STATES))
+        if p["state"] not in REFUND_FINAL_STATES:
+            raise ControlError(400, "state must be one of %s" % ", ".join(REFUND_FINAL_STATES))
         refund = self.refund(p["mch_id"], p["out_refund_no"])
         self.sim.set_refund_state(refund, p["state"], bool(p.get("notify")))
         return dataclasses.asdict(refund)
@@ -1225,14 +1227,15 @@ async def run(args):
     for spec in args.merchant:
         mch_id, appid, key = spec.split(":", 2)
         sim.add_merchant(Merchant(mch_id, appid, key))
-    server = Server(args, sim, notifier)
+    server = Server(args, sim, notifier, log)
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: HttpConnection(server), args.host, args.port,
                                         ssl=pki.server_context(), backlog=1024)
     port = listener.sockets[0].getsockname()[1]
     write_atomically(pki.path("pid"), "%d\n" % os.getpid())
     write_atomically(pki.path("port"), "%d\n" % port)
-    print("wxsim listening on https://%s:%d" % (args.host, port), flush=True)
+    host = "[%s]" % args.host if ":" in args.host else args.host
+    print("wxsim listening on https://%s:%d" % (host, port), flush=True)
 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
