@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite of pg_wxpay on this machine, setting up what is
 # missing: the core's unit tests under ASan/UBSan, a short libFuzzer pass
-# over the core, the simulator's own tests, then pg_regress and the TAP
-# tests against temporary instances, as the postgres user (initdb refuses
-# root).
+# over the core, the simulator's own tests, the regression suite once under
+# valgrind, then pg_regress and the TAP tests against temporary instances,
+# as the postgres user (initdb refuses root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -30,6 +30,9 @@ work=$(mktemp -d /tmp/wxpay-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 tar --exclude=.git -cf - . | tar -xf - -C "$work"
 chown -R postgres: "$work"
+
+echo "== pg_regress under valgrind"
+bash scripts/valgrind.sh
 
 echo "== pg_regress and TAP (make installcheck)"
 if ! runuser -u postgres -- make -s -C "$work" installcheck; then

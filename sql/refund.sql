@@ -36,6 +36,10 @@ SELECT wxpay_handle_refund_notify(pg_temp.refund_body(overlay(:'wechatpy_req_inf
 -- Tampered first block: decrypts to garbage that is not XML
 SELECT wxpay_handle_refund_notify(pg_temp.refund_body(overlay(:'wechatpy_req_info' placing 'AAAA' from 1 for 4)));
 SELECT wxpay_handle_refund_notify(pg_temp.refund_body('WBzGpzQuNpcFxIlFjUUD9Cu8k64/SIERgxT2leZdH4LL2pb+JPMCit+b2zIy2yIkHKW7OavuV/ysmp419fOa//sNqQ8QZ/QqGG7L7Ft26zOJT8KKGtIQhQk/aqUrb9asj3LpNFyDkPu7x8bcK2r8Fg=='));
+-- Decrypts under the key, but names a refund this merchant does not have
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base)
+VALUES ('12345679', 'wx4f4bc4dec97d474b', 'OF4Ne3znh8KqL0V4NqmALQa0uXMYKcEk', 'http://127.0.0.1:9');
+SELECT wxpay_handle_refund_notify(pg_temp.refund_body(:'wechatpy_req_info', '12345679'));
 SELECT state FROM wxpay.refunds WHERE out_refund_no = '1234';
 
 SET timezone = 'UTC';

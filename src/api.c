@@ -631,32 +631,64 @@ wxpay_unifiedorder(PG_FUNCTION_ARGS)
  *--------------------------------------------------------------------
  */
 
-static void
-check_prepay_id(const char *prepay_id)
-{
-	check_pattern("prepay_id", prepay_id, "^[0-9A-Za-z_-]{1,64}$",
-				  "Pass the prepay_id returned by wxpay_unifiedorder.");
-}
-
-/* Sign list with the merchant's algorithm; return it with the signature. */
-static Jsonb *
-signed_client_params(MemoryContext caller, const WxMerchant *m,
-					 WxParamList *list, const char *sign_name)
-{
-	char	   *sign = wxpay_sign_list(list, m->sign_type, m->api_key, strlen(m->api_key));
-	Jsonb	   *result;
-
-	wxpay_list_add_cstr(list, sign_name, sign);
-	MemoryContextSwitchTo(caller);
-	result = wxpay_list_to_jsonb(list);
-	SPI_finish();
-	return result;
-}
-
 static char *
 unix_seconds(void)
 {
 	return psprintf("%ld", (long) timestamptz_to_time_t(GetCurrentTimestamp()));
+}
+
+/* The fields the client needs, before signing. */
+typedef void (*ClientFields) (const WxMerchant *m, const char *prepay_id,
+							  WxParamList *list);
+
+static void
+app_fields(const WxMerchant *m, const char *prepay_id, WxParamList *list)
+{
+	wxpay_list_add_cstr(list, "appid", m->appid);
+	wxpay_list_add_cstr(list, "partnerid", m->mch_id);
+	wxpay_list_add_cstr(list, "prepayid", prepay_id);
+	wxpay_list_add_cstr(list, "package", "Sign=WXPay");
+	wxpay_list_add_cstr(list, "noncestr", wxpay_make_nonce(32));
+	wxpay_list_add_cstr(list, "timestamp", unix_seconds());
+}
+
+static void
+jsapi_fields(const WxMerchant *m, const char *prepay_id, WxParamList *list)
+{
+	wxpay_list_add_cstr(list, "appId", m->appid);
+	wxpay_list_add_cstr(list, "timeStamp", unix_seconds());
+	wxpay_list_add_cstr(list, "nonceStr", wxpay_make_nonce(32));
+	wxpay_list_add_cstr(list, "package", psprintf("prepay_id=%s", prepay_id));
+	wxpay_list_add_cstr(list, "signType", wx_sign_type_name(m->sign_type));
+}
+
+/*
+ * Client parameters for (mch_id, prepay_id): the fields, signed with the
+ * merchant's algorithm under sign_name.  The same algorithm as the
+ * unifiedorder call is required by WeChat Pay.
+ */
+static Jsonb *
+client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_name)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *prepay_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	WxMerchant *m;
+	WxParamList list;
+	Jsonb	   *result;
+
+	check_pattern("prepay_id", prepay_id, "^[0-9A-Za-z_-]{1,64}$",
+				  "Pass the prepay_id returned by wxpay_unifiedorder.");
+	SPI_connect();
+	m = wxpay_merchant_get(mch_id);
+	wxpay_list_init(&list, 7);
+	fields(m, prepay_id, &list);
+	wxpay_list_add_cstr(&list, sign_name,
+						wxpay_sign_list(&list, m->sign_type, m->api_key, strlen(m->api_key)));
+	MemoryContextSwitchTo(caller);
+	result = wxpay_list_to_jsonb(&list);
+	SPI_finish();
+	return result;
 }
 
 /*
@@ -665,23 +697,7 @@ unix_seconds(void)
 Datum
 wxpay_app_params(PG_FUNCTION_ARGS)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	char	   *mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *prepay_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	WxMerchant *m;
-	WxParamList list;
-
-	check_prepay_id(prepay_id);
-	SPI_connect();
-	m = wxpay_merchant_get(mch_id);
-	wxpay_list_init(&list, 7);
-	wxpay_list_add_cstr(&list, "appid", m->appid);
-	wxpay_list_add_cstr(&list, "partnerid", m->mch_id);
-	wxpay_list_add_cstr(&list, "prepayid", prepay_id);
-	wxpay_list_add_cstr(&list, "package", "Sign=WXPay");
-	wxpay_list_add_cstr(&list, "noncestr", wxpay_make_nonce(32));
-	wxpay_list_add_cstr(&list, "timestamp", unix_seconds());
-	PG_RETURN_JSONB_P(signed_client_params(caller, m, &list, "sign"));
+	PG_RETURN_JSONB_P(client_params(fcinfo, app_fields, "sign"));
 }
 
 /*
@@ -691,20 +707,5 @@ wxpay_app_params(PG_FUNCTION_ARGS)
 Datum
 wxpay_jsapi_params(PG_FUNCTION_ARGS)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	char	   *mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *prepay_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	WxMerchant *m;
-	WxParamList list;
-
-	check_prepay_id(prepay_id);
-	SPI_connect();
-	m = wxpay_merchant_get(mch_id);
-	wxpay_list_init(&list, 6);
-	wxpay_list_add_cstr(&list, "appId", m->appid);
-	wxpay_list_add_cstr(&list, "timeStamp", unix_seconds());
-	wxpay_list_add_cstr(&list, "nonceStr", wxpay_make_nonce(32));
-	wxpay_list_add_cstr(&list, "package", psprintf("prepay_id=%s", prepay_id));
-	wxpay_list_add_cstr(&list, "signType", wx_sign_type_name(m->sign_type));
-	PG_RETURN_JSONB_P(signed_client_params(caller, m, &list, "paySign"));
+	PG_RETURN_JSONB_P(client_params(fcinfo, jsapi_fields, "paySign"));
 }

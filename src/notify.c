@@ -33,27 +33,58 @@ wxpay_notify_reject(NotifyOutcome *out, char *reason)
 	out->reason = reason;
 }
 
+/*
+ * The checks every notification starts with: it parses, says SUCCESS, and
+ * comes from a known merchant with its own appid.  Returns the merchant,
+ * or NULL with out rejected.
+ */
+WxMerchant *
+wxpay_notify_sender(const char *body, size_t len, WxParamList *fields,
+					NotifyOutcome *out)
+{
+	WxXmlError	err;
+	WxMerchant *m;
+
+	if (wxpay_xml_parse(body, len, fields, NULL, &err) != WX_XML_OK)
+	{
+		wxpay_notify_reject(out, psprintf("malformed body: %s", err.message));
+		return NULL;
+	}
+	out->mch_id = (char *) wxpay_list_get(fields, "mch_id");
+	if (!wxpay_list_is(fields, "return_code", "SUCCESS"))
+		wxpay_notify_reject(out, pstrdup("return_code is not SUCCESS"));
+	else if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
+		wxpay_notify_reject(out, pstrdup("unknown merchant"));
+	else if (!wxpay_list_is(fields, "appid", m->appid))
+		wxpay_notify_reject(out, pstrdup("appid does not belong to the merchant"));
+	else
+		return m;
+	return NULL;
+}
+
+/* Record what applying a notification's report did. */
+void
+wxpay_notify_applied(NotifyOutcome *out, WxApplyResult result, char *reason)
+{
+	if (result == WX_APPLY_REJECTED)
+		wxpay_notify_reject(out, reason);
+	else
+		out->outcome = result == WX_APPLY_CHANGED ? "accepted" : "duplicate";
+}
+
 /* Judge a payment notification and apply it; fills out. */
 static void
 judge_payment(const char *body, size_t len, NotifyOutcome *out)
 {
 	WxParamList fields;
-	WxXmlError	err;
 	WxMerchant *m;
+	WxApplyResult result;
 	char	   *reason;
 
-	if (wxpay_xml_parse(body, len, &fields, NULL, &err) != WX_XML_OK)
-		return wxpay_notify_reject(out, psprintf("malformed body: %s", err.message));
-	out->mch_id = (char *) wxpay_list_get(&fields, "mch_id");
+	if ((m = wxpay_notify_sender(body, len, &fields, out)) == NULL)
+		return;
 	out->out_trade_no = (char *) wxpay_list_get(&fields, "out_trade_no");
 	out->transaction_id = (char *) wxpay_list_get(&fields, "transaction_id");
-
-	if (!wxpay_list_is(&fields, "return_code", "SUCCESS"))
-		return wxpay_notify_reject(out, pstrdup("return_code is not SUCCESS"));
-	if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
-		return wxpay_notify_reject(out, pstrdup("unknown merchant"));
-	if (!wxpay_list_is(&fields, "appid", m->appid))
-		return wxpay_notify_reject(out, pstrdup("appid does not belong to the merchant"));
 	if (!wxpay_verify_list(&fields, WX_SIGN_INVALID, m->api_key, strlen(m->api_key)))
 		return wxpay_notify_reject(out, pstrdup("signature does not verify"));
 	if (!wxpay_list_is(&fields, "result_code", "SUCCESS"))
@@ -61,24 +92,14 @@ judge_payment(const char *body, size_t len, NotifyOutcome *out)
 		const char *err_code = wxpay_list_get(&fields, "err_code");
 
 		return wxpay_notify_reject(out, psprintf("result_code is not SUCCESS (err_code %s)",
-									err_code ? err_code : "none"));
+												 err_code ? err_code : "none"));
 	}
 	if (out->out_trade_no == NULL)
 		return wxpay_notify_reject(out, pstrdup("out_trade_no is missing"));
-
-	switch (wxpay_apply_report(m->mch_id, out->out_trade_no, "SUCCESS", &fields,
-							   "notify", &reason))
-	{
-		case WX_APPLY_CHANGED:
-			out->outcome = "accepted";
-			break;
-		case WX_APPLY_UNCHANGED:
-			out->outcome = "duplicate";
-			break;
-		case WX_APPLY_REJECTED:
-			wxpay_notify_reject(out, reason);
-			break;
-	}
+	/* Apply first: the result and reason must be read after the call. */
+	result = wxpay_apply_report(m->mch_id, out->out_trade_no, "SUCCESS", &fields,
+								"notify", &reason);
+	wxpay_notify_applied(out, result, reason);
 }
 
 /*

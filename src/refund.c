@@ -465,21 +465,14 @@ judge_refund(const char *body, size_t len, NotifyOutcome *out)
 {
 	WxParamList outer;
 	WxParamList *fields;
-	WxXmlError	err;
 	WxMerchant *m;
 	const char *req_info;
 	WxRefundReport r;
+	WxApplyResult result;
 	char	   *reason = NULL;
 
-	if (wxpay_xml_parse(body, len, &outer, NULL, &err) != WX_XML_OK)
-		return wxpay_notify_reject(out, psprintf("malformed body: %s", err.message));
-	out->mch_id = (char *) wxpay_list_get(&outer, "mch_id");
-	if (!wxpay_list_is(&outer, "return_code", "SUCCESS"))
-		return wxpay_notify_reject(out, pstrdup("return_code is not SUCCESS"));
-	if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
-		return wxpay_notify_reject(out, pstrdup("unknown merchant"));
-	if (!wxpay_list_is(&outer, "appid", m->appid))
-		return wxpay_notify_reject(out, pstrdup("appid does not belong to the merchant"));
+	if ((m = wxpay_notify_sender(body, len, &outer, out)) == NULL)
+		return;
 	if ((req_info = wxpay_list_get(&outer, "req_info")) == NULL)
 		return wxpay_notify_reject(out, pstrdup("req_info is missing"));
 	if ((fields = decrypt_req_info(m->api_key, req_info, &reason)) == NULL)
@@ -500,19 +493,8 @@ judge_refund(const char *body, size_t len, NotifyOutcome *out)
 	if (strcmp(r.status, "SUCCESS") != 0 && strcmp(r.status, "CHANGE") != 0 &&
 		strcmp(r.status, "REFUNDCLOSE") != 0)
 		return wxpay_notify_reject(out, psprintf("unknown refund_status %s", r.status));
-
-	switch (wxpay_apply_refund_report(m->mch_id, &r, "notify", &reason))
-	{
-		case WX_APPLY_CHANGED:
-			out->outcome = "accepted";
-			break;
-		case WX_APPLY_UNCHANGED:
-			out->outcome = "duplicate";
-			break;
-		case WX_APPLY_REJECTED:
-			wxpay_notify_reject(out, reason);
-			break;
-	}
+	result = wxpay_apply_refund_report(m->mch_id, &r, "notify", &reason);
+	wxpay_notify_applied(out, result, reason);
 }
 
 /*

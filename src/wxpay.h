@@ -121,6 +121,10 @@ typedef struct NotifyOutcome
 typedef void (*NotifyJudge) (const char *body, size_t len, NotifyOutcome *out);
 
 extern void wxpay_notify_reject(NotifyOutcome *out, char *reason);
+extern WxMerchant *wxpay_notify_sender(const char *body, size_t len,
+									   WxParamList *fields, NotifyOutcome *out);
+extern void wxpay_notify_applied(NotifyOutcome *out, WxApplyResult result,
+								 char *reason);
 extern Datum wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
 									   NotifyJudge judge);
 
