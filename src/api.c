@@ -54,23 +54,31 @@ spi_check(int rc, int expected, const char *what)
 WxMerchant *
 wxpay_merchant_find(const char *mch_id)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[2] = {CStringGetTextDatum(mch_id), ObjectIdGetDatum(GetOuterUserId())};
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	WxMerchant *m;
 	char	   *sign_type;
 
 	/*
 	 * Inside these SECURITY DEFINER functions current_user is the owner; the
-	 * caller is the outer user (the session's role, or its SET ROLE).
+	 * caller is the outer user (the session's role, or its SET ROLE).  Saved:
+	 * every notification looks its merchant up.
 	 */
-	spi_check(SPI_execute_with_args("SELECT mch_id, appid, api_key, sign_type, notify_url,"
-									" api_base, ca_pem, cert_pem, key_pem,"
-									" allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
-									"  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
-									"  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
-									" FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
-									2, argtypes, args, NULL, true, 1),
-			  SPI_OK_SELECT, "reading the merchant");
+	if (plan == NULL)
+	{
+		Oid			argtypes[2] = {TEXTOID, OIDOID};
+
+		plan = SPI_prepare("SELECT mch_id, appid, api_key, sign_type, notify_url,"
+						   " api_base, ca_pem, cert_pem, key_pem,"
+						   " allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
+						   "  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
+						   "  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
+						   " FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
+						   2, argtypes);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the merchant lookup: %s", SPI_result_code_string(SPI_result));
+	}
+	spi_check(SPI_execute_plan(plan, args, NULL, true, 1), SPI_OK_SELECT, "reading the merchant");
 	if (SPI_processed == 0)
 		return NULL;
 
