@@ -1,6 +1,6 @@
-# Fault injection.  Reconciliation through a simulator that is down, slow
-# (past the timeout), resetting, forging signatures and appids, truncating
-# and bloating answers, while the postmaster restarts and the worker is
+# Fault injection.  Reconciliation through a WeChat Pay that is unreachable,
+# slow (past the timeout), resetting, forging signatures and appids,
+# truncating and bloating answers, while the postmaster restarts and the worker is
 # killed again and again; then a storm of 10,000 notifications, 8 copies
 # of each, from 8 concurrent clients.  Each part ends with the same audit.
 use strict;
@@ -40,6 +40,12 @@ $pay->('rec', grep { $_ % 2 } 1 .. 60);
 $sql->("ALTER SYSTEM SET wxpay.poll_interval = '100ms'; SELECT pg_reload_conf()");
 $sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no LIKE 'rec-%'");
 
+# Down: nothing listens where WeChat Pay should be.
+$sql->("UPDATE wxpay.merchants SET api_base = 'https://127.0.0.1:9' WHERE mch_id = '10000100'");
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM wxpay.orders WHERE out_trade_no LIKE 'rec-%' AND last_error LIKE '%Could%connect%'"),
+	'an unreachable WeChat Pay is recorded as the error');
+$sql->("UPDATE wxpay.merchants SET api_base = '$sim->{base}' WHERE mch_id = '10000100'");
 for my $mode (qw(reset badsign wrong_appid garbage http500 truncated oversize))
 {
 	$fault->(mode => $mode, count => -1);
