@@ -14,11 +14,14 @@
  *	 2. ask: the requests run concurrently on a libcurl multi handle, at
  *		most wxpay.max_concurrency at once, with CHECK_FOR_INTERRUPTS every
  *		100 ms so SIGTERM ends the worker promptly;
- *	 3. apply: a second transaction judges each answer like any other and
- *		applies it through wxpay_apply_report, one subtransaction per order
- *		so a poisoned row costs only its own attempt, and schedules the next
- *		query with a growing interval (poll_interval doubling, capped at 5
- *		minutes).  Orders past time_expire and at least five minutes old
+ *	 3. apply: finished answers are applied in short transactions while the
+ *		other requests are still in flight (the slots are refilled first, so
+ *		the network never idles while we write, and no transaction ever waits
+ *		on the network).  Each answer is judged like any other and applied
+ *		through wxpay_apply_report, one subtransaction per order so a
+ *		poisoned row costs only its own attempt, and the next query is
+ *		scheduled with a growing interval (poll_interval doubling, capped at
+ *		5 minutes).  Orders past time_expire and at least five minutes old
  *		are closed instead of queried.
  * All state is in wxpay.orders, so a restarted worker continues where the
  * last one stopped.  The round's memory is one context, reset every time.
@@ -289,9 +292,9 @@ start_job(WxJob *job)
 		elog(ERROR, "could not start libcurl transfer");
 }
 
-/* Collect finished transfers; returns how many finished. */
+/* Collect finished transfers into done; returns how many finished. */
 static int
-collect_finished(void)
+collect_finished(WxJob **done, int *ndone)
 {
 	CURLMsg    *msg;
 	int			queued;
@@ -309,35 +312,10 @@ collect_finished(void)
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &job->resp.status);
 		curl_multi_remove_handle(worker_multi, easy);
 		free_handles[nfree_handles++] = easy;
+		done[(*ndone)++] = job;
 		finished++;
 	}
 	return finished;
-}
-
-/* Step 2: run every request, at most wxpay.max_concurrency at once. */
-static void
-run_requests(WxJob *jobs, int njobs)
-{
-	int			next = 0;
-	int			active = 0;
-	int			running;
-
-	pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
-	while (next < njobs || active > 0)
-	{
-		while (active < wxpay_max_concurrency && next < njobs)
-		{
-			start_job(&jobs[next++]);
-			active++;
-		}
-		if (curl_multi_perform(worker_multi, &running) != CURLM_OK)
-			elog(ERROR, "libcurl multi interface failed");
-		active -= collect_finished();
-		if (active > 0 && curl_multi_poll(worker_multi, NULL, 0, 100, NULL) != CURLM_OK)
-			elog(ERROR, "libcurl multi interface failed");
-		CHECK_FOR_INTERRUPTS();
-	}
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 #define SCHEDULE(table, key) \
@@ -352,19 +330,28 @@ run_requests(WxJob *jobs, int njobs)
 static void
 schedule(const WxJob *job, const char *error, bool again_now)
 {
+	static SPIPlanPtr plans[2];
+	bool		refund = job->kind == JOB_REFUND;
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, BOOLOID};
 	Datum		values[5];
 	char		nulls[6] = "     ";
 
+	if (plans[refund] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(refund ? SCHEDULE("refunds", "out_refund_no") :
+									   SCHEDULE("orders", "out_trade_no"), 5, types);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the schedule update");
+		plans[refund] = plan;
+	}
 	values[0] = CStringGetTextDatum(job->mch_id);
 	values[1] = CStringGetTextDatum(job->key);
 	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	nulls[2] = error ? ' ' : 'n';
 	values[3] = Float8GetDatum(wxpay_poll_interval / 1000.0);
 	values[4] = BoolGetDatum(again_now);
-	if (SPI_execute_with_args(job->kind == JOB_REFUND ? SCHEDULE("refunds", "out_refund_no") :
-							  SCHEDULE("orders", "out_trade_no"),
-							  5, types, values, nulls, false, 1) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(plans[refund], values, nulls, false, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "could not schedule %s", job->key);
 }
 
@@ -495,6 +482,59 @@ apply_job_isolated(const WxJob *job)
 	CurrentResourceOwner = owner;
 }
 
+/* Step 3 for a chunk of finished jobs, in one short transaction. */
+static void
+apply_chunk(WxJob **done, int ndone)
+{
+	begin_transaction("wxpay: applying answers");
+	for (int i = 0; i < ndone; i++)
+		apply_job_isolated(done[i]);
+	end_transaction();
+}
+
+/*
+ * Steps 2 and 3: run every request, at most wxpay.max_concurrency at once,
+ * and apply answers in chunks of half the concurrency (or whatever is left
+ * when nothing is in flight).  Free slots are refilled before a chunk is
+ * applied, so requests stay in flight while we write.
+ */
+static void
+ask_and_apply(WxJob *jobs, int njobs)
+{
+	WxJob	  **done = palloc(sizeof(WxJob *) * njobs);
+	int			ndone = 0;
+	int			next = 0;
+	int			active = 0;
+	int			running;
+
+	for (;;)
+	{
+		int			chunk = Max(1, wxpay_max_concurrency / 2);
+
+		while (active < wxpay_max_concurrency && next < njobs)
+		{
+			start_job(&jobs[next++]);
+			active++;
+		}
+		pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
+		if (curl_multi_perform(worker_multi, &running) != CURLM_OK)
+			elog(ERROR, "libcurl multi interface failed");
+		active -= collect_finished(done, &ndone);
+		if (active < wxpay_max_concurrency && next < njobs)
+			continue;			/* refill before writing */
+		if (ndone >= chunk || (ndone > 0 && active == 0))
+		{
+			apply_chunk(done, ndone);
+			ndone = 0;
+		}
+		if (active == 0 && next == njobs && ndone == 0)
+			break;
+		if (active > 0 && curl_multi_poll(worker_multi, NULL, 0, 100, NULL) != CURLM_OK)
+			elog(ERROR, "libcurl multi interface failed");
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 /* Milliseconds until the next pending order or refund is due, at most poll_interval. */
 static long
 next_due_ms(void)
@@ -534,12 +574,7 @@ run_round(void)
 		sleep_ms = -1;
 	else
 	{
-		run_requests(jobs, njobs);
-
-		begin_transaction("wxpay: applying answers");
-		for (int i = 0; i < njobs; i++)
-			apply_job_isolated(&jobs[i]);
-		end_transaction();
+		ask_and_apply(jobs, njobs);
 		sleep_ms = njobs == WORKER_BATCH ? 0 : -1;
 	}
 	if (sleep_ms < 0)
