@@ -66,6 +66,7 @@ wxpay_change_source(PG_FUNCTION_ARGS)
 }
 
 /* Saved plans: notifications are a hot path. */
+static SPIPlanPtr probe_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr pay_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
@@ -240,6 +241,35 @@ apply_unpaid(const char *mch_id, const char *out_trade_no, const char *state,
 }
 
 /*
+ * Whether the order is already in the reported paid state with the
+ * reported transaction: most notifications are repeats, and a paid order
+ * never becomes unpaid, so this is decided without the row lock (and its
+ * WAL record).  Anything else takes the locked path, where concurrent
+ * first deliveries serialise.
+ */
+static bool
+already_paid(Datum *key, const char *trade_state, const WxParamList *fields)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	char	   *state;
+	char	   *txn;
+	const char *reported = wxpay_list_get(fields, "transaction_id");
+
+	if (SPI_execute_plan(saved_plan(&probe_plan,
+									"SELECT state, transaction_id FROM wxpay.orders"
+									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
+									2, types),
+						 key, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read order");
+	if (SPI_processed == 0 || reported == NULL)
+		return false;
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	txn = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return strcmp(state, trade_state) == 0 && txn != NULL && strcmp(txn, reported) == 0;
+}
+
+/*
  * Apply a verified report of trade_state to an order, under a row lock.
  * The caller is connected to SPI and has verified the report's signature
  * and merchant; fields are the report's fields.  On WX_APPLY_REJECTED,
@@ -262,6 +292,8 @@ wxpay_apply_report(const char *mch_id, const char *out_trade_no,
 	*reason = NULL;
 	values[0] = CStringGetTextDatum(mch_id);
 	values[1] = CStringGetTextDatum(out_trade_no);
+	if (is_paid_state(trade_state) && already_paid(values, trade_state, fields))
+		return WX_APPLY_UNCHANGED;
 	if (SPI_execute_plan(saved_plan(&lock_plan,
 									"SELECT state, total_fee::text, transaction_id FROM wxpay.orders"
 									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
