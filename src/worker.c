@@ -507,6 +507,8 @@ ask_and_apply(WxJob *jobs, int njobs)
 	int			active = 0;
 	int			running;
 
+	/* Keep one open connection per slot, or rounds pay new TLS handshakes. */
+	curl_multi_setopt(worker_multi, CURLMOPT_MAXCONNECTS, (long) wxpay_max_concurrency);
 	for (;;)
 	{
 		int			chunk = Max(1, wxpay_max_concurrency / 2);
