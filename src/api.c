@@ -56,6 +56,7 @@ wxpay_merchant_find(const char *mch_id)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[2] = {CStringGetTextDatum(mch_id), ObjectIdGetDatum(GetOuterUserId())};
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	WxMerchant *m;
 	char	   *sign_type;
 
@@ -64,21 +65,16 @@ wxpay_merchant_find(const char *mch_id)
 	 * caller is the outer user (the session's role, or its SET ROLE).  Saved:
 	 * every notification looks its merchant up.
 	 */
-	if (plan == NULL)
-	{
-		Oid			argtypes[2] = {TEXTOID, OIDOID};
-
-		plan = SPI_prepare("SELECT mch_id, appid, api_key, sign_type, notify_url,"
-						   " api_base, ca_pem, cert_pem, key_pem,"
-						   " allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
-						   "  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
-						   "  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
-						   " FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
-						   2, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the merchant lookup: %s", SPI_result_code_string(SPI_result));
-	}
-	spi_check(SPI_execute_plan(plan, args, NULL, true, 1), SPI_OK_SELECT, "reading the merchant");
+	spi_check(SPI_execute_plan(wxpay_saved_plan(&plan,
+												"SELECT mch_id, appid, api_key, sign_type, notify_url,"
+												" api_base, ca_pem, cert_pem, key_pem,"
+												" allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
+												"  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
+												"  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
+												" FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
+												2, argtypes),
+							   args, NULL, true, 1),
+			  SPI_OK_SELECT, "reading the merchant");
 	if (SPI_processed == 0)
 		return NULL;
 
@@ -500,6 +496,8 @@ record_order(const UnifiedOrder *uo)
 	Datum		values[12];
 	char		nulls[13] = "            ";
 	char	   *state;
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr existing_plan = NULL;
 
 	values[0] = CStringGetTextDatum(uo->mch_id);
 	values[1] = CStringGetTextDatum(uo->out_trade_no);
@@ -515,13 +513,15 @@ record_order(const UnifiedOrder *uo)
 	values[11] = Float8GetDatum((double) wxpay_order_ttl);
 
 	wxpay_set_change_source("unifiedorder");
-	spi_check(SPI_execute_with_args(ORDER_INSERT, 12, types, values, nulls, false, 1),
+	spi_check(SPI_execute_plan(wxpay_saved_plan(&insert_plan, ORDER_INSERT, 12, types),
+							   values, nulls, false, 1),
 			  SPI_OK_INSERT_RETURNING, "recording the order");
 	wxpay_set_change_source(NULL);
 	if (SPI_processed == 1)
 		return spi_column(1);
 
-	spi_check(SPI_execute_with_args(ORDER_EXISTING, 12, types, values, nulls, false, 1),
+	spi_check(SPI_execute_plan(wxpay_saved_plan(&existing_plan, ORDER_EXISTING, 12, types),
+							   values, nulls, false, 1),
 			  SPI_OK_SELECT, "reading the existing order");
 	if (SPI_processed != 1)
 		elog(ERROR, "order %s vanished while being re-entered", uo->out_trade_no);
@@ -546,17 +546,20 @@ store_prepay(const UnifiedOrder *uo, const WxParamList *resp)
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[5];
 	char		nulls[6] = "     ";
+	static SPIPlanPtr plan = NULL;
 
 	values[0] = CStringGetTextDatum(uo->mch_id);
 	values[1] = CStringGetTextDatum(uo->out_trade_no);
 	values[2] = text_or_null(resp, "prepay_id", nulls, 2);
 	values[3] = text_or_null(resp, "code_url", nulls, 3);
 	values[4] = text_or_null(resp, "mweb_url", nulls, 4);
-	spi_check(SPI_execute_with_args("UPDATE wxpay.orders SET prepay_id = $3, code_url = $4,"
-									" mweb_url = $5, prepay_at = pg_catalog.now()"
-									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
-									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
-									5, types, values, nulls, false, 1),
+	spi_check(SPI_execute_plan(wxpay_saved_plan(&plan,
+												"UPDATE wxpay.orders SET prepay_id = $3, code_url = $4,"
+												" mweb_url = $5, prepay_at = pg_catalog.now()"
+												" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+												" AND out_trade_no OPERATOR(pg_catalog.=) $2",
+												5, types),
+							   values, nulls, false, 1),
 			  SPI_OK_UPDATE, "storing the prepay_id");
 }
 

@@ -152,15 +152,11 @@ record_notification(const char *kind, text *body, const NotifyOutcome *out)
 		values[i] = strings[i] ? CStringGetTextDatum(strings[i]) : (Datum) 0;
 	}
 	values[1] = PointerGetDatum(body);
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("INSERT INTO wxpay.notifications"
-						   " (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason, out_refund_no)"
-						   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the notification insert");
-	}
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(wxpay_saved_plan(&plan,
+										  "INSERT INTO wxpay.notifications"
+										  " (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason, out_refund_no)"
+										  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8, types),
+						 values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the notification");
 }
 

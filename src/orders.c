@@ -71,8 +71,12 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr pay_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 
-static SPIPlanPtr
-saved_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+/*
+ * A plan prepared once per backend and kept: statements on hot paths are
+ * then neither parsed nor planned again.
+ */
+SPIPlanPtr
+wxpay_saved_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 {
 	if (*slot == NULL)
 	{
@@ -154,7 +158,7 @@ mark_paid(const char *mch_id, const char *out_trade_no, const WxParamList *field
 	values[2] = CStringGetTextDatum(transaction_id);
 	values[3] = CStringGetTextDatum(time_end);
 	values[4] = JsonbPGetDatum(payer_fields(fields));
-	if (SPI_execute_plan(saved_plan(&pay_plan,
+	if (SPI_execute_plan(wxpay_saved_plan(&pay_plan,
 									"UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = $3,"
 									" paid_at = pg_catalog.to_timestamp($4 OPERATOR(pg_catalog.||) '+08',"
 									"  'YYYYMMDDHH24MISSTZH'),"
@@ -176,7 +180,7 @@ set_state(const char *mch_id, const char *out_trade_no, const char *state)
 	values[0] = CStringGetTextDatum(mch_id);
 	values[1] = CStringGetTextDatum(out_trade_no);
 	values[2] = CStringGetTextDatum(state);
-	if (SPI_execute_plan(saved_plan(&state_plan,
+	if (SPI_execute_plan(wxpay_saved_plan(&state_plan,
 									"UPDATE wxpay.orders SET state = $3"
 									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
 									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
@@ -255,7 +259,7 @@ already_paid(Datum *key, const char *trade_state, const WxParamList *fields)
 	char	   *txn;
 	const char *reported = wxpay_list_get(fields, "transaction_id");
 
-	if (SPI_execute_plan(saved_plan(&probe_plan,
+	if (SPI_execute_plan(wxpay_saved_plan(&probe_plan,
 									"SELECT state, transaction_id FROM wxpay.orders"
 									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
 									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
@@ -294,7 +298,7 @@ wxpay_apply_report(const char *mch_id, const char *out_trade_no,
 	values[1] = CStringGetTextDatum(out_trade_no);
 	if (is_paid_state(trade_state) && already_paid(values, trade_state, fields))
 		return WX_APPLY_UNCHANGED;
-	if (SPI_execute_plan(saved_plan(&lock_plan,
+	if (SPI_execute_plan(wxpay_saved_plan(&lock_plan,
 									"SELECT state, total_fee::text, transaction_id FROM wxpay.orders"
 									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
 									" AND out_trade_no OPERATOR(pg_catalog.=) $2 FOR UPDATE",

@@ -336,22 +336,16 @@ schedule(const WxJob *job, const char *error, bool again_now)
 	Datum		values[5];
 	char		nulls[6] = "     ";
 
-	if (plans[refund] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(refund ? SCHEDULE("refunds", "out_refund_no") :
-									   SCHEDULE("orders", "out_trade_no"), 5, types);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the schedule update");
-		plans[refund] = plan;
-	}
 	values[0] = CStringGetTextDatum(job->mch_id);
 	values[1] = CStringGetTextDatum(job->key);
 	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	nulls[2] = error ? ' ' : 'n';
 	values[3] = Float8GetDatum(wxpay_poll_interval / 1000.0);
 	values[4] = BoolGetDatum(again_now);
-	if (SPI_execute_plan(plans[refund], values, nulls, false, 1) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(wxpay_saved_plan(&plans[refund],
+										  refund ? SCHEDULE("refunds", "out_refund_no") :
+										  SCHEDULE("orders", "out_trade_no"), 5, types),
+						 values, nulls, false, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "could not schedule %s", job->key);
 }
 

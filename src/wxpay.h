@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "utils/jsonb.h"
 
 #include "wx_sign.h"
@@ -66,6 +67,8 @@ extern void wxpay_worker_register(void);
 /* orders.c: who is writing to wxpay.orders */
 extern void wxpay_set_change_source(const char *source);
 extern void wxpay_orders_init(void);
+extern SPIPlanPtr wxpay_saved_plan(SPIPlanPtr *slot, const char *sql, int nargs,
+								   Oid *types);
 
 /* api.c: merchants and verified calls */
 typedef struct WxMerchant
