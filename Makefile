@@ -60,3 +60,7 @@ fuzz: $(addprefix test/fuzz/,$(FUZZ_TARGETS))
 		rm -rf $$work $$work.log; \
 	done
 	@echo "fuzzing finished without a crash"
+
+.PHONY: bench
+bench:
+	bash bench/run.sh
