@@ -60,7 +60,10 @@ def write(b, path):
         add("## Profiles")
         add("")
         add("Taken with `perf record -g` (1999 Hz) because a target was missed. \"Self\" is time in the "
-            "function itself; \"inclusive\" includes what it calls. The Debian postgres binary has no "
+            "function itself; \"inclusive\" includes what it calls. Call chains are walked with frame "
+            "pointers: a caller whose call was compiled as a tail call, or a frame inside a library built "
+            "without frame pointers (libc, libcrypto), drops out of a chain, so inclusive shares are lower "
+            "bounds (self times are exact). The Debian postgres binary has no "
             "symbols for its static functions, so some frames show as addresses.")
         add("")
         for title, text in b.profiles:
@@ -341,9 +344,10 @@ def sections(b):
                          % (busy, cores))]
             w = n.get("waits")
             if w:
-                s += ["", "**What the backends wait for.** During a further replay with late duplicates (%.0f/s), "
-                      "pg_stat_activity sampled every 5 ms found pgbench's backends: %s."
-                      % (w["tps"], ", ".join("%s %s" % (k, pct(v)) for v, k in w["waits"][:6]))]
+                s += ["", "**What the backends wait for.** During a further replay with late duplicates, "
+                      "pg_stat_activity sampled every 5 ms (which slows it down: %.0f/s) found pgbench's "
+                      "backends: %s."
+                      % (w["sampled_tps"], ", ".join("%s %s" % (k, pct(v)) for v, k in w["waits"][:6]))]
                 top = w["waits"][0][1] if w["waits"] else ""
                 if top == "Lock: object" and w["notify_waiters"] > 0.5:
                     s[-1] += (" The `Lock: object` waits are for the lock on object (pg_database, 0) in "
@@ -355,10 +359,11 @@ def sections(b):
                               "`pg_notify('wxpay_order_paid', ...)` on every SUCCESS transition, so every first "
                               "delivery of a payment is such a transaction." % w["notify_waiters"])
                 if w["without_notify"]:
-                    s += ["", "As a diagnostic, the same replay (new orders, late duplicates) with that `pg_notify` "
-                          "removed from the trigger, in this throwaway cluster and restored right after, reached "
-                          "**%.0f/s, %.2fx** the %.0f/s with it%s."
-                          % (w["without_notify"], w["without_notify"] / w["tps"], w["tps"],
+                    s += ["", "As a diagnostic, replays with late duplicates (fresh orders each) alternating with and "
+                          "without that `pg_notify` in the trigger (removed in this throwaway cluster for one "
+                          "replay at a time, restored right after): with it %s/s, without it %s/s, **%.2fx**%s."
+                          % (" and ".join("%.0f" % t for t in w["with"]),
+                             " and ".join("%.0f" % t for t in w["without"]), w["without_notify"] / w["tps"],
                              "" if w["without_notify"] < 5000 else ": the NOTIFY is what stands between the "
                              "extension and the target")]
             phrase = profile_phrase(b, "notify", (
@@ -397,7 +402,11 @@ def sections(b):
         for x in r["runs"]:
             ph = x["phases"]
             rows.append(("+%d ms" % x["latency_ms"], x["concurrency"], "{:,}".format(x["n"]), "%.2f" % x["elapsed"],
-                         "%.0f" % x["qps"], "%.0f" % x["raw"]["rps"] if x["raw"] else "",
+                         "%.0f" % x["qps"] + (" (median of %s)" % ", ".join("%.0f" % q for q in x["all_qps"])
+                                              if x.get("all_qps") else ""),
+                         ("%.0f" % x["raw"]["rps"] + (" (median of %s)" % ", ".join("%.0f" % q for q in
+                                                                                    sorted(x["all_raw"]))
+                                                      if x.get("all_raw") else "")) if x["raw"] else "",
                          "%.0f (%s)" % (x["limit"], pct(x["qps"] / x["limit"])) if x["limit"] else "",
                          "%s / %s / %s / %s" % (pct(ph.get("claim", 0)), pct(ph.get("network", 0)),
                                                 pct(ph.get("apply", 0)),
