@@ -260,10 +260,11 @@ def sections(b):
             ("the commit", "CommitTransactionCommand"), ("of which the WAL flush", "XLogFlush"),
             ("the HTTP call (wxpay_call)", "wxpay_call")))
         if phrase:
-            s += ["", "In the profile of the backend (below), as shares of its CPU: " + phrase + ". "
-                  "Statements that go through `SPI_execute_with_args` are parsed, analysed and planned on "
-                  "every call; kept with `SPI_prepare` + `SPI_keepplan`, as the notification path does, "
-                  "that part would go."]
+            replanned = b.prof["uo"]["incl"].get("SPI_execute_with_args", 0.0)
+            s += ["", "In the profile of the backend (below), as shares of its CPU: " + phrase + "." +
+                  (" Statements that go through `SPI_execute_with_args` are parsed, analysed and planned on "
+                   "every call; kept with `SPI_prepare` + `SPI_keepplan`, as the notification path does, "
+                   "that part would go." if replanned >= 5 else "")]
         noisy = max(x["ext_others"] for x in u["results"].values())
         if noisy > 0.25:
             s += ["", "Other work on the machine took up to %.2f cores during the extension's runs (table above, "
