@@ -196,6 +196,21 @@ wxpay_call(const WxMerchant *m, const char *path, WxParamList *req,
 	return resp;
 }
 
+/*
+ * The jsonb a function returns, built in the caller's memory before the
+ * SPI connection (and its memory) goes away.
+ */
+Jsonb *
+wxpay_spi_result(MemoryContext caller, const WxParamList *list)
+{
+	Jsonb	   *result;
+
+	MemoryContextSwitchTo(caller);
+	result = wxpay_list_to_jsonb(list);
+	SPI_finish();
+	return result;
+}
+
 /* A verified answer whose result_code is FAIL becomes an ERROR. */
 void
 wxpay_require_result(const WxParamList *resp, const char *path)
@@ -244,13 +259,15 @@ static const ExtraField extra_fields[] = {
 	{"notify_url", 256, false},
 };
 
-static void
-require_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+/* Every argument of a money function is required: NULL is an error. */
+void
+wxpay_require_args(FunctionCallInfo fcinfo, const char *const *names, int nargs)
 {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
+	for (int i = 0; i < nargs; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null", names[i])));
 }
 
 /*
@@ -293,9 +310,9 @@ matches(const char *value, const char *pattern)
 												CStringGetTextDatum(pattern)));
 }
 
-static void
-check_pattern(const char *name, const char *value, const char *pattern,
-			  const char *hint)
+void
+wxpay_check_pattern(const char *name, const char *value, const char *pattern,
+					const char *hint)
 {
 	if (!matches(value, pattern))
 		ereport(ERROR,
@@ -308,19 +325,19 @@ static void
 check_extra_value(const char *name, const char *value)
 {
 	if (strcmp(name, "time_start") == 0 || strcmp(name, "time_expire") == 0)
-		check_pattern(name, value, "^2[0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$",
+		wxpay_check_pattern(name, value, "^2[0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$",
 					  "Use yyyyMMddHHmmss in Beijing time (GMT+8).");
 	else if (strcmp(name, "limit_pay") == 0)
-		check_pattern(name, value, "^no_credit$", "The only value is no_credit.");
+		wxpay_check_pattern(name, value, "^no_credit$", "The only value is no_credit.");
 	else if (strcmp(name, "receipt") == 0)
-		check_pattern(name, value, "^Y$", "The only value is Y.");
+		wxpay_check_pattern(name, value, "^Y$", "The only value is Y.");
 	else if (strcmp(name, "fee_type") == 0)
-		check_pattern(name, value, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY.");
+		wxpay_check_pattern(name, value, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY.");
 	else if (strcmp(name, "notify_url") == 0)
-		check_pattern(name, value, "^https?://[^?#[:space:]]+$",
+		wxpay_check_pattern(name, value, "^https?://[^?#[:space:]]+$",
 					  "notify_url must be an absolute http(s) URL without a query string.");
 	else if (strcmp(name, "product_id") == 0 || strcmp(name, "device_info") == 0)
-		check_pattern(name, value, "^[0-9A-Za-z_.-]+$", "Use letters, digits, '_', '.' and '-'.");
+		wxpay_check_pattern(name, value, "^[0-9A-Za-z_.-]+$", "Use letters, digits, '_', '.' and '-'.");
 }
 
 /*
@@ -421,8 +438,7 @@ read_unifiedorder_args(FunctionCallInfo fcinfo, UnifiedOrder *uo)
 	static const char *const argnames[] = {"mch_id", "out_trade_no", "total_fee", "body",
 	"spbill_create_ip", "trade_type", "extra"};
 
-	for (int i = 0; i < lengthof(argnames); i++)
-		require_not_null(fcinfo, i, argnames[i]);
+	wxpay_require_args(fcinfo, argnames, lengthof(argnames));
 
 	uo->mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	uo->out_trade_no = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -436,11 +452,11 @@ read_unifiedorder_args(FunctionCallInfo fcinfo, UnifiedOrder *uo)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("total_fee must be a positive number of fen, not %d", uo->total_fee)));
-	check_pattern("out_trade_no", uo->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+	wxpay_check_pattern("out_trade_no", uo->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
 				  "Use 1 to 32 characters from 0-9, A-Z, a-z and _-|*@.");
 	check_text_value("body", uo->body, strlen(uo->body), 128);
 	check_ip(uo->client_ip);
-	check_pattern("trade_type", uo->trade_type, "^(APP|JSAPI|NATIVE|MWEB)$",
+	wxpay_check_pattern("trade_type", uo->trade_type, "^(APP|JSAPI|NATIVE|MWEB)$",
 				  "Use APP, JSAPI, NATIVE or MWEB.");
 	extra_to_list(uo->params, &uo->extra);
 	if (strcmp(uo->trade_type, "JSAPI") == 0)
@@ -605,7 +621,6 @@ wxpay_unifiedorder(PG_FUNCTION_ARGS)
 	WxParamList *resp;
 	WxParamList out;
 	const char *prepay_id;
-	Jsonb	   *result;
 
 	read_unifiedorder_args(fcinfo, &uo);
 
@@ -631,10 +646,7 @@ wxpay_unifiedorder(PG_FUNCTION_ARGS)
 		wxpay_list_add_cstr(&out, "code_url", wxpay_list_get(resp, "code_url"));
 	if (wxpay_list_get(resp, "mweb_url"))
 		wxpay_list_add_cstr(&out, "mweb_url", wxpay_list_get(resp, "mweb_url"));
-	MemoryContextSwitchTo(caller);
-	result = wxpay_list_to_jsonb(&out);
-	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &out));
 }
 
 /*--------------------------------------------------------------------
@@ -686,9 +698,8 @@ client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_nam
 	char	   *prepay_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	WxMerchant *m;
 	WxParamList list;
-	Jsonb	   *result;
 
-	check_pattern("prepay_id", prepay_id, "^[0-9A-Za-z_-]{1,64}$",
+	wxpay_check_pattern("prepay_id", prepay_id, "^[0-9A-Za-z_-]{1,64}$",
 				  "Pass the prepay_id returned by wxpay_unifiedorder.");
 	SPI_connect();
 	m = wxpay_merchant_get(mch_id);
@@ -696,10 +707,7 @@ client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_nam
 	fields(m, prepay_id, &list);
 	wxpay_list_add_cstr(&list, sign_name,
 						wxpay_sign_list(&list, m->sign_type, m->api_key, strlen(m->api_key)));
-	MemoryContextSwitchTo(caller);
-	result = wxpay_list_to_jsonb(&list);
-	SPI_finish();
-	return result;
+	return wxpay_spi_result(caller, &list);
 }
 
 /*

@@ -70,17 +70,6 @@ apply_or_error(const WxMerchant *m, const char *out_trade_no,
 				 errmsg("cannot apply WeChat Pay's answer to order %s: %s", out_trade_no, reason)));
 }
 
-static Jsonb *
-finish(MemoryContext caller, const WxParamList *resp)
-{
-	Jsonb	   *result;
-
-	MemoryContextSwitchTo(caller);
-	result = wxpay_list_to_jsonb(resp);
-	SPI_finish();
-	return result;
-}
-
 /*
  * wxpay_orderquery(mch_id text, out_trade_no text) -> jsonb
  */
@@ -98,7 +87,7 @@ wxpay_orderquery(PG_FUNCTION_ARGS)
 	local_state(mch_id, out_trade_no);
 	resp = query_order(m, out_trade_no);
 	apply_or_error(m, out_trade_no, wxpay_list_get(resp, "trade_state"), resp, "query");
-	PG_RETURN_JSONB_P(finish(caller, resp));
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, resp));
 }
 
 /*
@@ -146,5 +135,5 @@ wxpay_closeorder(PG_FUNCTION_ARGS)
 	if (!wxpay_list_is(resp, "err_code", "ORDERCLOSED"))
 		wxpay_require_result(resp, "/pay/closeorder");
 	apply_or_error(m, out_trade_no, "CLOSED", resp, "close");
-	PG_RETURN_JSONB_P(finish(caller, resp));
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, resp));
 }

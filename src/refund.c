@@ -44,19 +44,6 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 		elog(ERROR, "SPI failed on \"%.40s...\": %s", sql, SPI_result_code_string(rc));
 }
 
-static void
-check_matches(const char *name, const char *value, const char *pattern,
-			  const char *hint)
-{
-	if (!DatumGetBool(DirectFunctionCall2Coll(textregexeq, C_COLLATION_OID,
-											  CStringGetTextDatum(value),
-											  CStringGetTextDatum(pattern))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s \"%s\"", name, value),
-				 errhint("%s", hint)));
-}
-
 /*--------------------------------------------------------------------
  * Applying refund reports (query answers, notifications)
  *--------------------------------------------------------------------
@@ -199,15 +186,15 @@ read_refund_extra(Jsonb *extra, WxParamList *list)
 					 errmsg("unknown key \"%s\" in extra", name),
 					 errhint("Allowed: refund_desc, refund_account, notify_url, refund_fee_type.")));
 		if (strcmp(name, "refund_desc") == 0)
-			check_matches(name, value, "^[^[:cntrl:]]{1,80}$", "At most 80 bytes of text.");
+			wxpay_check_pattern(name, value, "^[^[:cntrl:]]{1,80}$", "At most 80 bytes of text.");
 		else if (strcmp(name, "refund_account") == 0)
-			check_matches(name, value, "^REFUND_SOURCE_(UNSETTLED|RECHARGE)_FUNDS$",
+			wxpay_check_pattern(name, value, "^REFUND_SOURCE_(UNSETTLED|RECHARGE)_FUNDS$",
 						  "Use REFUND_SOURCE_UNSETTLED_FUNDS or REFUND_SOURCE_RECHARGE_FUNDS.");
 		else if (strcmp(name, "notify_url") == 0)
-			check_matches(name, value, "^https?://[^?#[:space:]]{1,248}$",
+			wxpay_check_pattern(name, value, "^https?://[^?#[:space:]]{1,248}$",
 						  "An absolute http(s) URL without a query string.");
 		else
-			check_matches(name, value, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY.");
+			wxpay_check_pattern(name, value, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY.");
 		if (strcmp(name, "refund_desc") == 0 && strlen(value) > 80)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -220,11 +207,7 @@ read_refund_args(FunctionCallInfo fcinfo, RefundArgs *a)
 {
 	static const char *const names[] = {"mch_id", "out_trade_no", "out_refund_no", "refund_fee", "extra"};
 
-	for (int i = 0; i < lengthof(names); i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not be null", names[i])));
+	wxpay_require_args(fcinfo, names, lengthof(names));
 	a->mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	a->out_trade_no = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	a->out_refund_no = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -233,9 +216,9 @@ read_refund_args(FunctionCallInfo fcinfo, RefundArgs *a)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("refund_fee must be a positive number of fen, not %d", a->refund_fee)));
-	check_matches("out_trade_no", a->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+	wxpay_check_pattern("out_trade_no", a->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
 				  "Use the out_trade_no of a paid order.");
-	check_matches("out_refund_no", a->out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
+	wxpay_check_pattern("out_refund_no", a->out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
 				  "Use 1 to 64 characters from 0-9, A-Z, a-z and _-|*@.");
 	read_refund_extra(PG_GETARG_JSONB_P(4), &a->extra);
 	a->params = wxpay_list_to_jsonb(&a->extra);
@@ -345,7 +328,6 @@ wxpay_refund(PG_FUNCTION_ARGS)
 	WxParamList *resp;
 	int32		total_fee;
 	const char *refund_id;
-	Jsonb	   *result;
 
 	read_refund_args(fcinfo, &a);
 	SPI_connect();
@@ -375,10 +357,7 @@ wxpay_refund(PG_FUNCTION_ARGS)
 				 errmsg("WeChat Pay accepted refund %s with other details than requested", a.out_refund_no)));
 	store_acceptance(&a, refund_id);
 
-	MemoryContextSwitchTo(caller);
-	result = wxpay_list_to_jsonb(resp);
-	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, resp));
 }
 
 /*
@@ -395,9 +374,8 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 	WxParamList *resp;
 	WxRefundReport report;
 	char	   *reason;
-	Jsonb	   *result;
 
-	check_matches("out_refund_no", out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
+	wxpay_check_pattern("out_refund_no", out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
 				  "Use the out_refund_no given to wxpay_refund.");
 	SPI_connect();
 	m = wxpay_merchant_get(mch_id);
@@ -413,10 +391,7 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("cannot apply WeChat Pay's answer to refund %s: %s", out_refund_no, reason)));
-	MemoryContextSwitchTo(caller);
-	result = wxpay_list_to_jsonb(resp);
-	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, resp));
 }
 
 /*--------------------------------------------------------------------

@@ -93,6 +93,11 @@ extern char *wxpay_judge_response(const WxMerchant *m, const char *path,
 extern WxParamList *wxpay_call(const WxMerchant *m, const char *path,
 							   WxParamList *req, bool client_cert);
 extern void wxpay_require_result(const WxParamList *resp, const char *path);
+extern Jsonb *wxpay_spi_result(MemoryContext caller, const WxParamList *list);
+extern void wxpay_check_pattern(const char *name, const char *value,
+								const char *pattern, const char *hint);
+extern void wxpay_require_args(FunctionCallInfo fcinfo, const char *const *names,
+							   int nargs);
 extern char *wxpay_request_body(const WxMerchant *m, WxParamList *req,
 								size_t *len);
 
