@@ -19,6 +19,7 @@
 #include "wxpay.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "http.h"
 
 int			wxpay_http_timeout = 10000;
@@ -211,6 +212,21 @@ backend_handles(void)
 	}
 }
 
+/*
+ * Wait up to 100 ms for activity on multi's transfers, reporting the
+ * Extension wait event meanwhile so pg_stat_activity shows the wait.
+ */
+CURLMcode
+wxpay_http_poll(CURLM *multi)
+{
+	CURLMcode	mc;
+
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	mc = curl_multi_poll(multi, NULL, 0, 100, NULL);
+	pgstat_report_wait_end();
+	return mc;
+}
+
 /* Run the attached transfer to completion, checking for interrupts. */
 static CURLcode
 run_transfer(void)
@@ -224,7 +240,7 @@ run_transfer(void)
 	{
 		mc = curl_multi_perform(backend_multi, &running);
 		if (mc == CURLM_OK && running)
-			mc = curl_multi_poll(backend_multi, NULL, 0, 100, NULL);
+			mc = wxpay_http_poll(backend_multi);
 		if (mc != CURLM_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_SYSTEM_ERROR),

@@ -36,6 +36,7 @@ extern int	wxpay_connect_timeout;
 extern void wxpay_http_global_init(void);
 extern void wxpay_http_prepare(CURL *easy, const WxHttpRequest *req,
 							   WxHttpResponse *resp);
+extern CURLMcode wxpay_http_poll(CURLM *multi);
 extern char *wxpay_http_failure(const WxHttpRequest *req, CURLcode code,
 								const WxHttpResponse *resp);
 extern void wxpay_http_post(const WxHttpRequest *req, WxHttpResponse *resp);

@@ -525,21 +525,27 @@ ask_and_apply(WxJob *jobs, int njobs)
 		}
 		if (active == 0 && next == njobs && ndone == 0)
 			break;
-		if (active > 0 && curl_multi_poll(worker_multi, NULL, 0, 100, NULL) != CURLM_OK)
+		if (active > 0 && wxpay_http_poll(worker_multi) != CURLM_OK)
 			elog(ERROR, "libcurl multi interface failed");
 		CHECK_FOR_INTERRUPTS();
 	}
 }
 
-/* Milliseconds until the next pending order or refund is due, at most poll_interval. */
+/*
+ * Milliseconds until the next pending order or refund is due, at most
+ * poll_interval.  The clamping is done here, not with GREATEST in SQL:
+ * GREATEST ignores NULLs, so with nothing pending it would say "0 ms" and
+ * the worker would never sleep.
+ */
 static long
 next_due_ms(void)
 {
 	bool		isnull;
 	Datum		d;
+	int64		ms;
 
-	if (SPI_execute("SELECT GREATEST(0, pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM"
-					" pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now())))::int8 FROM"
+	if (SPI_execute("SELECT pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM"
+					" pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now()))::int8 FROM"
 					" (SELECT pg_catalog.min(next_query_at) FROM wxpay.orders"
 					"   WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING'])"
 					"  UNION ALL SELECT pg_catalog.min(next_query_at) FROM wxpay.refunds"
@@ -547,7 +553,10 @@ next_due_ms(void)
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not find the next due order");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? wxpay_poll_interval : Min(DatumGetInt64(d), (int64) wxpay_poll_interval);
+	if (isnull)
+		return wxpay_poll_interval;
+	ms = DatumGetInt64(d);
+	return (long) Max(0, Min(ms, (int64) wxpay_poll_interval));
 }
 
 /* One round; returns how long to sleep before the next. */
@@ -578,6 +587,13 @@ run_round(void)
 		begin_transaction("wxpay: scheduling");
 		sleep_ms = extension_ready() ? next_due_ms() : NOT_INSTALLED_SLEEP_MS;
 		end_transaction();
+		/*
+		 * Nothing claimed yet something due: those rows are locked by other
+		 * sessions (we skip locked rows).  Retry them a poll interval later
+		 * rather than spinning until the locks go.
+		 */
+		if (njobs == 0 && sleep_ms == 0)
+			sleep_ms = wxpay_poll_interval;
 	}
 	return sleep_ms;
 }
@@ -613,6 +629,8 @@ wxpay_worker_main(Datum main_arg)
 		sleep_ms = run_round();
 		if (sleep_ms > 0)
 		{
+			/* Shown in pg_stat_activity: wait_event "Extension", this query text. */
+			pgstat_report_activity(STATE_IDLE, "wxpay: idle until the next due order");
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);

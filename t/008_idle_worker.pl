@@ -1,0 +1,82 @@
+# An idle worker is idle: with the extension created and nothing pending it
+# sleeps (almost no CPU, a wait event in pg_stat_activity), and once an
+# order exists it still queries it on schedule.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use POSIX ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+use WxTest;
+
+my $sim = wx_sim();
+my $node = wx_node('idle', 'wxpay.poll_interval' => '1s');
+wx_merchant($node, $sim);
+my $sql = sub { $node->safe_psql('postgres', shift) };
+
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
+	'the worker is running');
+my $pid = $sql->("SELECT pid FROM pg_stat_activity WHERE backend_type = 'wxpay worker'");
+
+# utime + stime of a process, in seconds.
+my $ticks = POSIX::sysconf(POSIX::_SC_CLK_TCK());
+my $cpu = sub {
+	my $stat = slurp_file("/proc/$pid/stat");
+	$stat =~ s/^.*\)\s+//s;		# the command name may hold spaces
+	my @f = split /\s+/, $stat;
+	return ($f[11] + $f[12]) / $ticks;	# fields 14 and 15 of stat(5)
+};
+
+# Nothing pending: over 10 s the worker uses under 5% of a core.
+my ($cpu0, $t0) = ($cpu->(), time);
+# Poll the wait event meanwhile, so the test also shows what a DBA sees.
+my $seen_idle = 0;
+while (time - $t0 < 10)
+{
+	$seen_idle ||= $sql->("SELECT wait_event_type = 'Extension' AND query LIKE 'wxpay: idle%'"
+		. " FROM pg_stat_activity WHERE pid = $pid") eq 't';
+	select(undef, undef, undef, 0.5);
+}
+my ($used, $wall) = ($cpu->() - $cpu0, time - $t0);
+cmp_ok($used, '<', 0.05 * $wall, sprintf('idle worker used %.2f s of CPU in %.1f s', $used, $wall));
+ok($seen_idle, 'pg_stat_activity shows it waiting (Extension) and idle');
+is($sql->('SELECT pid FROM pg_stat_activity WHERE backend_type = \'wxpay worker\''), $pid,
+	'and it did not restart meanwhile');
+
+# One order: it is queried about poll_interval after creation, not slept past.
+$sql->("SELECT wxpay_unifiedorder('10000100', 'idle-1', 100, 'Idle', '203.0.113.7')");
+ok($node->poll_query_until('postgres',
+	"SELECT query_count >= 1 FROM wxpay.orders WHERE out_trade_no = 'idle-1'"),
+	'a new order is queried by the worker');
+my $delay = $sql->("SELECT EXTRACT(epoch FROM last_query_at - created_at) FROM wxpay.orders"
+	. " WHERE out_trade_no = 'idle-1'");
+cmp_ok($delay, '<', 3, "its first query came ${delay} s after creation, with poll_interval 1 s");
+
+# Paid without a notification, it is found on the next scheduled query.
+sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => 'idle-1', notify => JSON::PP::false });
+ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'idle-1'"),
+	'and a payment is reconciled after the idle period');
+
+# A due order whose row an application holds locked is retried later,
+# not spun on: the worker stays under 5% of a core meanwhile.
+$sql->("SELECT wxpay_unifiedorder('10000100', 'idle-2', 100, 'Idle', '203.0.113.7')");
+$sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no = 'idle-2'");
+my $locker = $node->background_psql('postgres');
+$locker->query_safe("BEGIN; SELECT 1 FROM wxpay.orders WHERE out_trade_no = 'idle-2' FOR UPDATE;");
+($cpu0, $t0) = ($cpu->(), time);
+sleep 1 while time - $t0 < 5;
+($used, $wall) = ($cpu->() - $cpu0, time - $t0);
+cmp_ok($used, '<', 0.05 * $wall, sprintf('with a due row locked, %.2f s of CPU in %.1f s', $used, $wall));
+$locker->query_safe('COMMIT');
+$locker->quit;
+ok($node->poll_query_until('postgres',
+	"SELECT query_count >= 1 FROM wxpay.orders WHERE out_trade_no = 'idle-2'"),
+	'the locked order is queried once it is released');
+
+$node->stop;
+done_testing();
