@@ -17,6 +17,26 @@ wxpay_call_init(WxCall *call, const WxEndpoint *endpoint, const WxMerchant *m)
 }
 
 /*
+ * Whether the merchant can make this call at all (a /secapi/ endpoint
+ * needs its client certificate); checked before anything is recorded.
+ */
+bool
+wxpay_endpoint_usable(const WxCall *call, WxFailure *fail)
+{
+	const WxEndpoint *ep = call->endpoint;
+	const WxMerchant *m = call->merchant;
+
+	if (ep->client_cert && (m->cert_pem == NULL || m->key_pem == NULL))
+	{
+		wxpay_fail(fail, WX_FAIL_LOCAL,
+				   psprintf("merchant %s has no client certificate for %s", m->mch_id, ep->path));
+		fail->hint = "Set cert_pem and key_pem in wxpay.merchants to apiclient_cert.pem and apiclient_key.pem.";
+		return false;
+	}
+	return true;
+}
+
+/*
  * The HTTP request for a call, in the current memory context: URL, signed
  * body, headers, trust.  False when it cannot be made.
  */
@@ -27,13 +47,8 @@ wxpay_endpoint_request(const WxCall *call, WxHttpRequest *req, WxFailure *fail)
 	const WxMerchant *m = call->merchant;
 	WxParamList fields;
 
-	if (ep->client_cert && (m->cert_pem == NULL || m->key_pem == NULL))
-	{
-		wxpay_fail(fail, WX_FAIL_LOCAL,
-				   psprintf("merchant %s has no client certificate for %s", m->mch_id, ep->path));
-		fail->hint = "Set cert_pem and key_pem in wxpay.merchants to apiclient_cert.pem and apiclient_key.pem.";
+	if (!wxpay_endpoint_usable(call, fail))
 		return false;
-	}
 	wxpay_list_init(&fields, 16);
 	ep->build(call, &fields);
 	ep->protocol->request(call, &fields, req);

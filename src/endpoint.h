@@ -115,6 +115,7 @@ extern const WxEndpoint wx_endpoint_refund;
 extern const WxEndpoint wx_endpoint_refundquery;
 
 /* endpoint.c: the pipeline */
+extern bool wxpay_endpoint_usable(const WxCall *call, WxFailure *fail);
 extern bool wxpay_endpoint_request(const WxCall *call, WxHttpRequest *req,
 								   WxFailure *fail);
 extern bool wxpay_endpoint_finish(const WxCall *call, WxHttpFailure transport,

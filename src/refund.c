@@ -380,15 +380,13 @@ wxpay_refund(PG_FUNCTION_ARGS)
 	WxRefundArgs a;
 	WxCall		call;
 	WxAnswer	answer;
+	WxFailure	fail;
 
 	read_refund_args(fcinfo, &a);
 	SPI_connect();
 	wxpay_call_init(&call, &wx_endpoint_refund, wxpay_merchant_get(a.mch_id, CurrentMemoryContext));
-	if (call.merchant->cert_pem == NULL || call.merchant->key_pem == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("merchant %s has no client certificate for refunds", a.mch_id),
-				 errhint("Set cert_pem and key_pem in wxpay.merchants to apiclient_cert.pem and apiclient_key.pem.")));
+	if (!wxpay_endpoint_usable(&call, &fail))
+		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
 	call.out_trade_no = a.out_trade_no;
 	call.out_refund_no = a.out_refund_no;
 	call.refund_fee = a.refund_fee;

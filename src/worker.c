@@ -6,11 +6,11 @@
  *
  * Each round has three steps, and no transaction or row lock is held
  * across the network:
- *	 1. claim: a short transaction picks due pending orders (and pending
- *		refunds, asked about with refundquery; see wxpay.order_state_pending) with
- *		FOR UPDATE SKIP LOCKED, pushes their next_query_at out by a lease
- *		(so a crash mid-round only delays them), loads their merchants and
- *		signs the requests, then commits;
+ *	 1. claim: a short transaction picks due pending orders and refunds
+ *		(wxpay.order_state_pending, wxpay.refund_state_pending) with FOR
+ *		UPDATE SKIP LOCKED, pushes their next_query_at out by a lease (so a
+ *		crash mid-round only delays them), loads their merchants and signs
+ *		the requests, then commits;
  *	 2. ask: the requests run concurrently on a libcurl multi handle, at
  *		most wxpay.max_concurrency at once, with CHECK_FOR_INTERRUPTS every
  *		100 ms so SIGTERM ends the worker promptly;
@@ -33,6 +33,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -46,7 +47,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "funcapi.h"
 
 #include "spi_util.h"
 #include "subxact.h"
@@ -404,11 +404,17 @@ apply_job(void *arg)
 	char	   *message;
 
 	if (job->error != NULL)
-		return schedule(job, job->error, false);
+	{
+		schedule(job, job->error, false);
+		return;
+	}
 	transport = wxpay_http_failure(&job->req, job->code, &job->resp, &message);
 	if (!wxpay_endpoint_finish(&job->call, transport, message, &job->resp, &answer, &fail))
-		return schedule(job, failure_text(&fail),
-						wxpay_failure_sqlstate(&fail) == ERRCODE_WXPAY_ORDER_PAID);
+	{
+		schedule(job, failure_text(&fail),
+				 wxpay_failure_sqlstate(&fail) == ERRCODE_WXPAY_ORDER_PAID);
+		return;
+	}
 	if (answer.changed)
 		log_change(job, &answer);
 	schedule(job, NULL, false);
