@@ -1,20 +1,28 @@
 # pg_wxpay: WeChat Pay merchant API v2 inside PostgreSQL
 
 EXTENSION = wxpay
+EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(srcdir)/wxpay.control)
 MODULE_big = wxpay
-DATA = wxpay--1.0.sql
+# 1.0 is the base script; every later version is an update script from it
+# (wxpay--A--B.sql), so a fresh install and an update run the same SQL.
+DATA = $(wildcard $(srcdir)/wxpay--*.sql)
 
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
 CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o
 # ... and the SQL glue around it, one file per concern.
-OBJS = $(CORE_OBJS) src/wxpay.o src/sign.o src/xml.o src/http.o src/orders.o src/api.o src/notify.o src/query.o src/refund.o src/worker.o
+OBJS = $(CORE_OBJS) src/wxpay.o src/params.o src/states.o src/args.o src/spi_util.o src/subxact.o src/merchant.o \
+	src/sign.o src/xml.o src/http.o src/remote_error.o src/proto_v2.o src/endpoint.o \
+	src/orders.o src/unifiedorder.o src/client_params.o src/notify.o src/query.o src/refund.o src/worker.o
 
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null || pkg-config --cflags libxml-2.0)
 XML2_LIBS := $(shell xml2-config --libs 2>/dev/null || pkg-config --libs libxml-2.0)
-PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS)
+PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS) -DWXPAY_EXTVERSION='"$(EXTVERSION)"'
+# Strict: every warning is an error.  The exceptions are idioms of
+# PostgreSQL's own headers and fmgr (unused fcinfo, partial initialisers).
+override PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lssl -lcrypto $(XML2_LIBS)
 
-REGRESS = install sign xml orders notify refund
+REGRESS = install sign xml orders notify refund states
 REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--encoding=UTF8 --no-locale

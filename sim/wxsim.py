@@ -1166,7 +1166,8 @@ class Server:
         return {"queue": self.faults.queue}
 
     def c_stats(self, _p, _q):
-        return {**self.stats, "notify_deliveries": self.notifier.count}
+        return {**self.stats, "notify_deliveries": self.notifier.count,
+                "notify_in_flight": len(self.notifier.tasks)}
 
     def c_stats_reset(self, _p, _q):
         self.reset_stats()

@@ -1,5 +1,15 @@
 -- Payment notifications: the genuine path, duplicates, and every rejection,
 -- each leaving the order untouched and the body on record.
+-- Each file starts from a fresh installation, so the files run in any order.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS wxpay CASCADE;
+CREATE EXTENSION wxpay;
+RESET client_min_messages;
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, notify_url, api_base)
+VALUES ('10000100', 'wxd930ea5d5a258f4f', '192006250b4c09247ec02edce69f6a2d',
+        'https://shop.example.com/wxpay/notify', 'http://127.0.0.1:9');
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, sign_type, api_base)
+VALUES ('10000200', 'wx2000', '192006250b4c09247ec02edce69f6a2d', 'HMAC-SHA256', 'http://127.0.0.1:9');
 \set key '192006250b4c09247ec02edce69f6a2d'
 -- A correctly signed notification body, as WeChat Pay would send it
 CREATE FUNCTION pg_temp.signed(fields jsonb, key text, sign_type text DEFAULT 'MD5')

@@ -1,4 +1,9 @@
 -- Signing: every vector from the API reference, verify, nonce, errors.
+-- Each file starts from a fresh installation, so the files run in any order.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS wxpay CASCADE;
+CREATE EXTENSION wxpay;
+RESET client_min_messages;
 \set key '192006250b4c09247ec02edce69f6a2d'
 \set official '{"appid": "wxd930ea5d5a258f4f", "mch_id": "10000100", "device_info": "1000", "body": "test", "nonce_str": "ibuaiVcKdpRxkhJA"}'
 

@@ -15,19 +15,21 @@
  * wxpay.notifications with its outcome, and the caller gets a reply to
  * send back; this function does not raise for anything a sender controls.
  */
-#include "wxpay.h"
+#include "endpoint.h"
 
-#include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
+
+#include "notify.h"
+#include "spi_util.h"
+#include "subxact.h"
 
 PG_FUNCTION_INFO_V1(wxpay_handle_notify);
 
+/* Mark a notification rejected, for reason. */
 void
-wxpay_notify_reject(NotifyOutcome *out, char *reason)
+wxpay_notify_reject(WxNotifyOutcome *out, char *reason)
 {
 	out->outcome = "rejected";
 	out->reason = reason;
@@ -40,7 +42,7 @@ wxpay_notify_reject(NotifyOutcome *out, char *reason)
  */
 WxMerchant *
 wxpay_notify_sender(const char *body, size_t len, WxParamList *fields,
-					NotifyOutcome *out)
+					WxNotifyOutcome *out)
 {
 	WxXmlError	err;
 	WxMerchant *m;
@@ -53,7 +55,7 @@ wxpay_notify_sender(const char *body, size_t len, WxParamList *fields,
 	out->mch_id = (char *) wxpay_list_get(fields, "mch_id");
 	if (!wxpay_list_is(fields, "return_code", "SUCCESS"))
 		wxpay_notify_reject(out, pstrdup("return_code is not SUCCESS"));
-	else if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id)) == NULL)
+	else if (out->mch_id == NULL || (m = wxpay_merchant_find(out->mch_id, CurrentMemoryContext)) == NULL)
 		wxpay_notify_reject(out, pstrdup("unknown merchant"));
 	else if (!wxpay_list_is(fields, "appid", m->appid))
 		wxpay_notify_reject(out, pstrdup("appid does not belong to the merchant"));
@@ -64,7 +66,7 @@ wxpay_notify_sender(const char *body, size_t len, WxParamList *fields,
 
 /* Record what applying a notification's report did. */
 void
-wxpay_notify_applied(NotifyOutcome *out, WxApplyResult result, char *reason)
+wxpay_notify_applied(WxNotifyOutcome *out, WxApplyResult result, char *reason)
 {
 	if (result == WX_APPLY_REJECTED)
 		wxpay_notify_reject(out, reason);
@@ -74,10 +76,11 @@ wxpay_notify_applied(NotifyOutcome *out, WxApplyResult result, char *reason)
 
 /* Judge a payment notification and apply it; fills out. */
 static void
-judge_payment(const char *body, size_t len, NotifyOutcome *out)
+judge_payment(const char *body, size_t len, WxNotifyOutcome *out)
 {
 	WxParamList fields;
 	WxMerchant *m;
+	WxPaymentReport report;
 	WxApplyResult result;
 	char	   *reason;
 
@@ -97,9 +100,27 @@ judge_payment(const char *body, size_t len, NotifyOutcome *out)
 	if (out->out_trade_no == NULL)
 		return wxpay_notify_reject(out, pstrdup("out_trade_no is missing"));
 	/* Apply first: the result and reason must be read after the call. */
-	result = wxpay_apply_report(m->mch_id, out->out_trade_no, "SUCCESS", &fields,
-								"notify", &reason);
+	wxpay_v2_payment_report(&fields, "SUCCESS", &report);
+	result = wxpay_apply_payment(m->mch_id, &report, "notify", &reason);
 	wxpay_notify_applied(out, result, reason);
+}
+
+/* A judge and its arguments, for wxpay_run_isolated. */
+typedef struct WxJudgement
+{
+	WxNotifyJudge judge;
+	const char *body;
+	size_t		len;
+	WxNotifyOutcome *out;
+} WxJudgement;
+
+/* wxpay_run_isolated's step: the judge itself. */
+static void
+run_judge(void *arg)
+{
+	WxJudgement *j = arg;
+
+	j->judge(j->body, j->len, j->out);
 }
 
 /*
@@ -107,37 +128,22 @@ judge_payment(const char *body, size_t len, NotifyOutcome *out)
  * it did and becomes a rejection with the error's message.
  */
 static void
-judge_in_subtransaction(NotifyJudge judge, const char *body, size_t len,
-						NotifyOutcome *out)
+judge_in_subtransaction(WxNotifyJudge judge, const char *body, size_t len,
+						WxNotifyOutcome *out)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	WxJudgement j = {judge, body, len, out};
+	ErrorData  *edata = wxpay_run_isolated(run_judge, &j);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		judge(body, len, out);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
 		memset(out, 0, sizeof(*out));
 		wxpay_notify_reject(out, psprintf("could not process: %s", edata->message));
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	CurrentResourceOwner = owner;
 }
 
+/* Store the body with its outcome in wxpay.notifications. */
 static void
-record_notification(const char *kind, text *body, const NotifyOutcome *out)
+record_notification(const char *kind, text *body, const WxNotifyOutcome *out)
 {
 	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[8];
@@ -152,17 +158,16 @@ record_notification(const char *kind, text *body, const NotifyOutcome *out)
 		values[i] = strings[i] ? CStringGetTextDatum(strings[i]) : (Datum) 0;
 	}
 	values[1] = PointerGetDatum(body);
-	if (SPI_execute_plan(wxpay_saved_plan(&plan,
-										  "INSERT INTO wxpay.notifications"
-										  " (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason, out_refund_no)"
-										  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8, types),
-						 values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the notification");
+	wxpay_spi_exec_plan(&plan,
+						"INSERT INTO wxpay.notifications"
+						" (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason, out_refund_no)"
+						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+						8, types, values, nulls, false, SPI_OK_INSERT);
 }
 
 /* The reply WeChat Pay expects: SUCCESS/OK, or FAIL with a reason. */
 static text *
-notify_reply(const NotifyOutcome *out)
+notify_reply(const WxNotifyOutcome *out)
 {
 	WxParamList reply;
 	size_t		len;
@@ -182,10 +187,10 @@ notify_reply(const NotifyOutcome *out)
  */
 Datum
 wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
-						  NotifyJudge judge)
+						  WxNotifyJudge judge)
 {
 	text	   *body;
-	NotifyOutcome out;
+	WxNotifyOutcome out;
 	text	   *reply;
 	MemoryContext caller = CurrentMemoryContext;
 

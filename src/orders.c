@@ -1,8 +1,10 @@
 /*
  * orders.c
- *	  Writing to wxpay.orders: applying verified reports (payment
- *	  notifications, query answers) under a row lock, and naming the source
- *	  of each change for order_events.
+ *	  Every write to wxpay.orders but the worker's schedule: new orders,
+ *	  prepay_ids, verified payment reports (notifications, query and close
+ *	  answers) applied under a row lock, refunds marking the order, and
+ *	  the source of each change for order_events.  Reports are protocol
+ *	  neutral (endpoint.h): nothing here reads WeChat Pay's field names.
  *
  * A report moves an order only along the state machine the trigger
  * enforces, and SUCCESS only with the amount the order was created with
@@ -15,12 +17,16 @@
  * value lives in C, not in a GUC, so SQL cannot forge it, and transaction
  * and subtransaction aborts reset it so it never outlives a failed write.
  */
-#include "wxpay.h"
+#include "endpoint.h"
 
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+
+#include "orders.h"
+#include "spi_util.h"
+#include "states.h"
 
 PG_FUNCTION_INFO_V1(wxpay_change_source);
 
@@ -71,37 +77,6 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr pay_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 
-/*
- * A plan prepared once per backend and kept: statements on hot paths are
- * then neither parsed nor planned again.
- */
-SPIPlanPtr
-wxpay_saved_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		*slot = plan;
-	}
-	return *slot;
-}
-
-static bool
-is_paid_state(const char *state)
-{
-	return strcmp(state, "SUCCESS") == 0 || strcmp(state, "REFUND") == 0;
-}
-
-static bool
-is_pending_state(const char *state)
-{
-	return strcmp(state, "NOTPAY") == 0 || strcmp(state, "USERPAYING") == 0 ||
-		strcmp(state, "PAYERROR") == 0;
-}
-
 /* A non-empty string of at most max_len ASCII digits. */
 static bool
 all_digits(const char *s, size_t max_len)
@@ -114,60 +89,33 @@ all_digits(const char *s, size_t max_len)
 	return n > 0;
 }
 
-/* The payer fields worth keeping from a verified report. */
-static Jsonb *
-payer_fields(const WxParamList *fields)
-{
-	static const char *const names[] = {"openid", "is_subscribe", "bank_type", "cash_fee",
-		"cash_fee_type", "fee_type", "coupon_fee", "coupon_count", "settlement_total_fee",
-	"trade_type", "device_info"};
-	WxParamList payer;
-
-	wxpay_list_init(&payer, lengthof(names));
-	for (int i = 0; i < lengthof(names); i++)
-	{
-		const WxParam *p = wx_params_find(fields->items, fields->count, names[i]);
-
-		if (p != NULL)
-			payer.items[payer.count++] = *p;
-	}
-	return wxpay_list_to_jsonb(&payer);
-}
-
 /* Move the locked order to SUCCESS with the report's payment fields. */
 static char *
-mark_paid(const char *mch_id, const char *out_trade_no, const WxParamList *fields,
-		  const char *order_fee)
+mark_paid(const char *mch_id, const WxPaymentReport *r, const char *order_fee)
 {
-	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
 	Datum		values[5];
-	const char *total_fee = wxpay_list_get(fields, "total_fee");
-	const char *transaction_id = wxpay_list_get(fields, "transaction_id");
-	const char *time_end = wxpay_list_get(fields, "time_end");
 
-	if (total_fee == NULL || !all_digits(total_fee, 10) || strcmp(total_fee, order_fee) != 0)
+	if (r->total_fee == NULL || !all_digits(r->total_fee, 10) || strcmp(r->total_fee, order_fee) != 0)
 		return psprintf("total_fee %s does not match the order's %s fen",
-						total_fee ? total_fee : "(missing)", order_fee);
-	if (transaction_id == NULL || !all_digits(transaction_id, 32))
+						r->total_fee ? r->total_fee : "(missing)", order_fee);
+	if (r->transaction_id == NULL || !all_digits(r->transaction_id, 32))
 		return pstrdup("transaction_id is missing or malformed");
-	if (time_end == NULL || strlen(time_end) != 14 || !all_digits(time_end, 14))
-		return pstrdup("time_end is missing or not yyyyMMddHHmmss");
+	if (r->paid_at == NULL)
+		return pstrdup("the payment time (time_end) is missing or malformed");
 
 	values[0] = CStringGetTextDatum(mch_id);
-	values[1] = CStringGetTextDatum(out_trade_no);
-	values[2] = CStringGetTextDatum(transaction_id);
-	values[3] = CStringGetTextDatum(time_end);
-	values[4] = JsonbPGetDatum(payer_fields(fields));
-	if (SPI_execute_plan(wxpay_saved_plan(&pay_plan,
-									"UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = $3,"
-									" paid_at = pg_catalog.to_timestamp($4 OPERATOR(pg_catalog.||) '+08',"
-									"  'YYYYMMDDHH24MISSTZH'),"
-									" payer = $5"
-									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
-									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
-									5, types),
-						 values, NULL, false, 1) != SPI_OK_UPDATE)
-		elog(ERROR, "could not mark order %s paid", out_trade_no);
+	values[1] = CStringGetTextDatum(r->out_trade_no);
+	values[2] = CStringGetTextDatum(r->transaction_id);
+	values[3] = DirectFunctionCall3(timestamptz_in, CStringGetDatum(r->paid_at),
+									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	values[4] = JsonbPGetDatum(r->payer);
+	wxpay_spi_exec_plan(&pay_plan,
+						"UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = $3,"
+						" paid_at = $4, payer = $5"
+						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
+						5, types, values, NULL, false, SPI_OK_UPDATE);
 	return NULL;
 }
 
@@ -180,24 +128,23 @@ set_state(const char *mch_id, const char *out_trade_no, const char *state)
 	values[0] = CStringGetTextDatum(mch_id);
 	values[1] = CStringGetTextDatum(out_trade_no);
 	values[2] = CStringGetTextDatum(state);
-	if (SPI_execute_plan(wxpay_saved_plan(&state_plan,
-									"UPDATE wxpay.orders SET state = $3"
-									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
-									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
-									3, types),
-						 values, NULL, false, 1) != SPI_OK_UPDATE)
-		elog(ERROR, "could not set order %s to %s", out_trade_no, state);
+	wxpay_spi_exec_plan(&state_plan,
+						"UPDATE wxpay.orders SET state = $3"
+						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
+						3, types, values, NULL, false, SPI_OK_UPDATE);
 }
 
 /* A report that the order is paid (SUCCESS, or REFUND after payment). */
 static WxApplyResult
-apply_paid(const char *mch_id, const char *out_trade_no, const char *state,
-		   const char *reported, const char *order_fee, const char *order_txn,
-		   const WxParamList *fields, char **reason)
+apply_paid(const char *mch_id, const WxPaymentReport *r, const char *state,
+		   const char *order_fee, const char *order_txn, char **reason)
 {
-	const char *txn = wxpay_list_get(fields, "transaction_id");
+	const char *out_trade_no = r->out_trade_no;
+	const char *reported = r->state;
+	const char *txn = r->transaction_id;
 
-	if (is_paid_state(state))
+	if (wx_order_state_paid(state))
 	{
 		if (txn == NULL || order_txn == NULL || strcmp(txn, order_txn) != 0)
 		{
@@ -212,7 +159,7 @@ apply_paid(const char *mch_id, const char *out_trade_no, const char *state,
 		}
 		return WX_APPLY_UNCHANGED;
 	}
-	if (!is_pending_state(state))
+	if (!wx_order_state_pending(state))
 	{
 		*reason = psprintf("WeChat Pay reports order paid but it is %s here: refund or reconcile by hand", state);
 		ereport(WARNING,
@@ -221,7 +168,7 @@ apply_paid(const char *mch_id, const char *out_trade_no, const char *state,
 				 errhint("The payer was charged: refund the payment or reconcile the order by hand.")));
 		return WX_APPLY_REJECTED;
 	}
-	if ((*reason = mark_paid(mch_id, out_trade_no, fields, order_fee)) != NULL)
+	if ((*reason = mark_paid(mch_id, r, order_fee)) != NULL)
 		return WX_APPLY_REJECTED;
 	if (strcmp(reported, "REFUND") == 0)
 		set_state(mch_id, out_trade_no, "REFUND");
@@ -235,7 +182,7 @@ apply_unpaid(const char *mch_id, const char *out_trade_no, const char *state,
 {
 	if (strcmp(state, reported) == 0)
 		return WX_APPLY_UNCHANGED;
-	if (!is_pending_state(state))
+	if (!wx_order_state_pending(state))
 	{
 		*reason = psprintf("WeChat Pay reports %s but the order is %s here", reported, state);
 		return WX_APPLY_REJECTED;
@@ -252,42 +199,36 @@ apply_unpaid(const char *mch_id, const char *out_trade_no, const char *state,
  * first deliveries serialise.
  */
 static bool
-already_paid(Datum *key, const char *trade_state, const WxParamList *fields)
+already_paid(Datum *key, const WxPaymentReport *r)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	char	   *state;
 	char	   *txn;
-	const char *reported = wxpay_list_get(fields, "transaction_id");
 
-	if (SPI_execute_plan(wxpay_saved_plan(&probe_plan,
-									"SELECT state, transaction_id FROM wxpay.orders"
-									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
-									" AND out_trade_no OPERATOR(pg_catalog.=) $2",
-									2, types),
-						 key, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read order");
-	if (SPI_processed == 0 || reported == NULL)
+	wxpay_spi_exec_plan(&probe_plan,
+						"SELECT state, transaction_id FROM wxpay.orders"
+						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
+						2, types, key, NULL, true, SPI_OK_SELECT);
+	if (SPI_processed == 0 || r->transaction_id == NULL)
 		return false;
-	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	txn = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	return strcmp(state, trade_state) == 0 && txn != NULL && strcmp(txn, reported) == 0;
+	state = wxpay_spi_value(0, 1);
+	txn = wxpay_spi_value(0, 2);
+	return strcmp(state, r->state) == 0 && txn != NULL && strcmp(txn, r->transaction_id) == 0;
 }
 
 /*
- * Apply a verified report of trade_state to an order, under a row lock.
- * The caller is connected to SPI and has verified the report's signature
- * and merchant; fields are the report's fields.  On WX_APPLY_REJECTED,
- * *reason says why and the order is untouched.
+ * Apply a verified payment report to its order, under a row lock.  The
+ * caller is connected to SPI and has verified the report's signature and
+ * merchant.  On WX_APPLY_REJECTED, *reason says why and the order is
+ * untouched.
  */
 WxApplyResult
-wxpay_apply_report(const char *mch_id, const char *out_trade_no,
-				   const char *trade_state, const WxParamList *fields,
-				   const char *source, char **reason)
+wxpay_apply_payment(const char *mch_id, const WxPaymentReport *r,
+					const char *source, char **reason)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
-	HeapTuple	row;
-	TupleDesc	desc;
 	char	   *state;
 	char	   *order_fee;
 	char	   *order_txn;
@@ -295,41 +236,143 @@ wxpay_apply_report(const char *mch_id, const char *out_trade_no,
 
 	*reason = NULL;
 	values[0] = CStringGetTextDatum(mch_id);
-	values[1] = CStringGetTextDatum(out_trade_no);
-	if (is_paid_state(trade_state) && already_paid(values, trade_state, fields))
+	values[1] = CStringGetTextDatum(r->out_trade_no);
+	if (wx_order_state_paid(r->state) && already_paid(values, r))
 		return WX_APPLY_UNCHANGED;
-	if (SPI_execute_plan(wxpay_saved_plan(&lock_plan,
-									"SELECT state, total_fee::text, transaction_id FROM wxpay.orders"
-									" WHERE mch_id OPERATOR(pg_catalog.=) $1"
-									" AND out_trade_no OPERATOR(pg_catalog.=) $2 FOR UPDATE",
-									2, types),
-						 values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock order %s", out_trade_no);
+	wxpay_spi_exec_plan(&lock_plan,
+						"SELECT state, total_fee::text, transaction_id FROM wxpay.orders"
+						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND out_trade_no OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+						2, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
-		*reason = psprintf("unknown order %s", out_trade_no);
+		*reason = psprintf("unknown order %s", r->out_trade_no);
 		return WX_APPLY_REJECTED;
 	}
-	row = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	state = SPI_getvalue(row, desc, 1);
-	order_fee = SPI_getvalue(row, desc, 2);
-	order_txn = SPI_getvalue(row, desc, 3);
+	state = wxpay_spi_value(0, 1);
+	order_fee = wxpay_spi_value(0, 2);
+	order_txn = wxpay_spi_value(0, 3);
 
 	wxpay_set_change_source(source);
-	if (is_paid_state(trade_state))
-		result = apply_paid(mch_id, out_trade_no, state, trade_state, order_fee,
-							order_txn, fields, reason);
-	else if (is_pending_state(trade_state) || strcmp(trade_state, "CLOSED") == 0 ||
-			 strcmp(trade_state, "REVOKED") == 0)
-		result = apply_unpaid(mch_id, out_trade_no, state, trade_state, reason);
-	else if (strcmp(trade_state, "ACCEPT") == 0)
+	if (wx_order_state_paid(r->state))
+		result = apply_paid(mch_id, r, state, order_fee, order_txn, reason);
+	else if (wx_order_state_valid(r->state))
+		result = apply_unpaid(mch_id, r->out_trade_no, state, r->state, reason);
+	else if (strcmp(r->state, "ACCEPT") == 0)
 		result = WX_APPLY_UNCHANGED;	/* accepted, debit pending: ask again */
 	else
 	{
-		*reason = psprintf("unknown trade_state %s", trade_state);
+		*reason = psprintf("unknown trade_state %s", r->state);
 		result = WX_APPLY_REJECTED;
 	}
 	wxpay_set_change_source(NULL);
 	return result;
+}
+
+#define ORDER_INSERT \
+	"INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee," \
+	" spbill_create_ip, attach, openid, product_id, params, time_expire)" \
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10," \
+	" COALESCE(pg_catalog.to_timestamp($11 OPERATOR(pg_catalog.||) '+08', 'YYYYMMDDHH24MISSTZH')," \
+	"  pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $12)))" \
+	" ON CONFLICT (mch_id, out_trade_no) DO NOTHING" \
+	" RETURNING pg_catalog.to_char(time_expire AT TIME ZONE INTERVAL '+08:00', 'YYYYMMDDHH24MISS')"
+
+#define ORDER_EXISTING \
+	"SELECT pg_catalog.to_char(time_expire AT TIME ZONE INTERVAL '+08:00', 'YYYYMMDDHH24MISS')," \
+	" state, trade_type OPERATOR(pg_catalog.=) $3 AND body OPERATOR(pg_catalog.=) $4" \
+	" AND total_fee OPERATOR(pg_catalog.=) $5 AND spbill_create_ip OPERATOR(pg_catalog.=) $6" \
+	" AND params OPERATOR(pg_catalog.=) $10" \
+	" FROM wxpay.orders WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_trade_no OPERATOR(pg_catalog.=) $2" \
+	" FOR UPDATE"
+
+/*
+ * Insert a new order, or re-enter an existing one when every parameter is
+ * identical (WeChat Pay's rule for a fresh prepay_id).  Returns the
+ * order's time_expire as yyyyMMddHHmmss in GMT+8.
+ */
+char *
+wxpay_order_record(const WxNewOrder *uo)
+{
+	Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, FLOAT8OID};
+	Datum		values[12];
+	char		nulls[13] = "            ";
+	char	   *state;
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr existing_plan = NULL;
+
+	values[0] = CStringGetTextDatum(uo->mch_id);
+	values[1] = CStringGetTextDatum(uo->out_trade_no);
+	values[2] = CStringGetTextDatum(uo->trade_type);
+	values[3] = CStringGetTextDatum(uo->body);
+	values[4] = Int32GetDatum(uo->total_fee);
+	values[5] = CStringGetTextDatum(uo->client_ip);
+	values[6] = wxpay_text_or_null(uo->attach, nulls, 6);
+	values[7] = wxpay_text_or_null(uo->openid, nulls, 7);
+	values[8] = wxpay_text_or_null(uo->product_id, nulls, 8);
+	values[9] = JsonbPGetDatum(uo->params);
+	values[10] = wxpay_text_or_null(uo->time_expire, nulls, 10);
+	values[11] = Float8GetDatum((double) wxpay_order_ttl);
+
+	wxpay_set_change_source("unifiedorder");
+	wxpay_spi_exec_plan(&insert_plan, ORDER_INSERT, 12, types, values, nulls, false,
+						SPI_OK_INSERT_RETURNING);
+	wxpay_set_change_source(NULL);
+	if (SPI_processed == 1)
+		return wxpay_spi_value(0, 1);
+
+	wxpay_spi_exec_plan(&existing_plan, ORDER_EXISTING, 12, types, values, nulls, false,
+						SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "order %s vanished while being re-entered", uo->out_trade_no);
+	state = wxpay_spi_value(0, 2);
+	if (!wx_order_state_pending(state))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("order %s of merchant %s is already %s", uo->out_trade_no, uo->mch_id, state),
+				 errhint("A new payment needs a new out_trade_no.")));
+	if (strcmp(wxpay_spi_value(0, 3), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("order %s of merchant %s exists with different parameters", uo->out_trade_no, uo->mch_id),
+				 errdetail("WeChat Pay accepts a repeated out_trade_no only with identical parameters."),
+				 errhint("Use a new out_trade_no for a different amount or description.")));
+	return wxpay_spi_value(0, 1);
+}
+
+/* Keep a prepay_id (and code_url or mweb_url) on its order. */
+void
+wxpay_order_store_prepay(const char *mch_id, const WxPaymentReport *r)
+{
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[6] = "     ";
+	static SPIPlanPtr plan = NULL;
+
+	values[0] = CStringGetTextDatum(mch_id);
+	values[1] = CStringGetTextDatum(r->out_trade_no);
+	values[2] = wxpay_text_or_null(r->prepay_id, nulls, 2);
+	values[3] = wxpay_text_or_null(r->code_url, nulls, 3);
+	values[4] = wxpay_text_or_null(r->mweb_url, nulls, 4);
+	wxpay_spi_exec_plan(&plan,
+						"UPDATE wxpay.orders SET prepay_id = $3, code_url = $4,"
+						" mweb_url = $5, prepay_at = pg_catalog.now()"
+						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
+						5, types, values, nulls, false, SPI_OK_UPDATE);
+}
+
+/* A refund WeChat Pay accepted marks its paid order REFUND. */
+void
+wxpay_order_mark_refunded(const char *mch_id, const char *out_trade_no)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(out_trade_no)};
+
+	wxpay_set_change_source("refund");
+	wxpay_spi_exec("UPDATE wxpay.orders SET state = 'REFUND' WHERE mch_id OPERATOR(pg_catalog.=) $1"
+				   " AND out_trade_no OPERATOR(pg_catalog.=) $2 AND state OPERATOR(pg_catalog.=) 'SUCCESS'",
+				   2, types, values, NULL, false, SPI_OK_UPDATE);
+	wxpay_set_change_source(NULL);
 }

@@ -14,13 +14,17 @@
  * req_info decrypting (PKCS#7 intact) under the merchant's key and on
  * naming a refund of ours with its amount.
  */
-#include "wxpay.h"
+#include "endpoint.h"
 
-#include "catalog/pg_collation.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "args.h"
+#include "orders.h"
+#include "notify.h"
+#include "spi_util.h"
+#include "states.h"
 #include "wx_aes.h"
 
 PG_FUNCTION_INFO_V1(wxpay_refund);
@@ -28,32 +32,10 @@ PG_FUNCTION_INFO_V1(wxpay_refundquery);
 PG_FUNCTION_INFO_V1(wxpay_handle_refund_notify);
 PG_FUNCTION_INFO_V1(wxpay_refund_decrypt);
 
-static char *
-spi_value(int row, int col)
-{
-	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
-}
-
-static void
-spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
-		 const char *nulls, bool read_only, int expected)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
-
-	if (rc != expected)
-		elog(ERROR, "SPI failed on \"%.40s...\": %s", sql, SPI_result_code_string(rc));
-}
-
 /*--------------------------------------------------------------------
  * Applying refund reports (query answers, notifications)
  *--------------------------------------------------------------------
  */
-
-static bool
-refund_final(const char *state)
-{
-	return strcmp(state, "SUCCESS") == 0 || strcmp(state, "REFUNDCLOSE") == 0;
-}
 
 /*
  * Apply a verified report of a refund's status under a row lock.  The
@@ -72,7 +54,7 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	*reason = NULL;
 	values[0] = CStringGetTextDatum(mch_id);
 	values[1] = CStringGetTextDatum(r->out_refund_no);
-	spi_exec("SELECT state, out_trade_no, refund_fee::text, refund_id FROM wxpay.refunds"
+	wxpay_spi_exec("SELECT state, out_trade_no, refund_fee::text, refund_id FROM wxpay.refunds"
 			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2"
 			 " FOR UPDATE", 2, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -80,13 +62,13 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 		*reason = psprintf("unknown refund %s", r->out_refund_no);
 		return WX_APPLY_REJECTED;
 	}
-	state = spi_value(0, 1);
-	refund_id = spi_value(0, 4);
-	if ((r->out_trade_no && strcmp(r->out_trade_no, spi_value(0, 2)) != 0) ||
-		(r->refund_fee && strcmp(r->refund_fee, spi_value(0, 3)) != 0))
+	state = wxpay_spi_value(0, 1);
+	refund_id = wxpay_spi_value(0, 4);
+	if ((r->out_trade_no && strcmp(r->out_trade_no, wxpay_spi_value(0, 2)) != 0) ||
+		(r->refund_fee && strcmp(r->refund_fee, wxpay_spi_value(0, 3)) != 0))
 	{
 		*reason = psprintf("refund %s is for order %s and %s fen, not as reported",
-						   r->out_refund_no, spi_value(0, 2), spi_value(0, 3));
+						   r->out_refund_no, wxpay_spi_value(0, 2), wxpay_spi_value(0, 3));
 		return WX_APPLY_REJECTED;
 	}
 	if (refund_id && r->refund_id && strcmp(refund_id, r->refund_id) != 0)
@@ -96,7 +78,7 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	}
 	if (strcmp(state, r->status) == 0)
 		return WX_APPLY_UNCHANGED;
-	if (refund_final(state) || strcmp(r->status, "PROCESSING") == 0)
+	if (wx_refund_state_final(state) || strcmp(r->status, "PROCESSING") == 0)
 	{
 		*reason = psprintf("refund %s is %s here; WeChat Pay reports %s", r->out_refund_no, state, r->status);
 		return WX_APPLY_REJECTED;
@@ -112,8 +94,8 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	values[6] = r->account ? CStringGetTextDatum(r->account) : (Datum) 0;
 	nulls[6] = r->account ? ' ' : 'n';
 	wxpay_set_change_source(source);
-	spi_exec("UPDATE wxpay.refunds SET state = $3, refund_id = COALESCE(refund_id, $4),"
-			 " success_time = pg_catalog.to_timestamp($5 OPERATOR(pg_catalog.||) ' +08', 'YYYY-MM-DD HH24:MI:SS TZH'),"
+	wxpay_spi_exec("UPDATE wxpay.refunds SET state = $3, refund_id = COALESCE(refund_id, $4),"
+			 " success_time = $5::pg_catalog.timestamptz,"
 			 " refund_recv_accout = $6, refund_account = $7"
 			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2",
 			 7, types, values, nulls, false, SPI_OK_UPDATE);
@@ -121,13 +103,27 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	return WX_APPLY_CHANGED;
 }
 
+/* yyyy-MM-dd HH:mm:ss in Beijing time as timestamptz text, or NULL. */
+static const char *
+refund_time(const char *t)
+{
+	static const char shape[] = "dddd-dd-dd dd:dd:dd";
+
+	if (t == NULL || strlen(t) != strlen(shape))
+		return NULL;
+	for (int i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i])
+			return NULL;
+	return psprintf("%s+08", t);
+}
+
 /*
  * Find a refund in a verified refundquery answer (indexed fields
  * out_refund_no_$n, refund_status_$n, ...).  Returns false if absent.
  */
-bool
-wxpay_refundquery_report(const WxParamList *resp, const char *out_refund_no,
-						 WxRefundReport *r)
+static bool
+refundquery_report(const WxParamList *resp, const char *out_refund_no,
+				   WxRefundReport *r)
 {
 	for (int n = 0; n < 50; n++)
 	{
@@ -143,7 +139,7 @@ wxpay_refundquery_report(const WxParamList *resp, const char *out_refund_no,
 		r->refund_fee = wxpay_list_get(resp, psprintf("refund_fee_%d", n));
 		r->refund_id = wxpay_list_get(resp, psprintf("refund_id_%d", n));
 		r->status = wxpay_list_get(resp, psprintf("refund_status_%d", n));
-		r->success_time = wxpay_list_get(resp, psprintf("refund_success_time_%d", n));
+		r->success_time = refund_time(wxpay_list_get(resp, psprintf("refund_success_time_%d", n)));
 		r->recv_accout = wxpay_list_get(resp, psprintf("refund_recv_accout_%d", n));
 		r->account = wxpay_list_get(resp, psprintf("refund_account_%d", n));
 		return r->status != NULL;
@@ -151,12 +147,56 @@ wxpay_refundquery_report(const WxParamList *resp, const char *out_refund_no,
 	return false;
 }
 
+/* The refundquery endpoint names the refund by out_refund_no. */
+static void
+build_refundquery(const WxCall *call, WxParamList *req)
+{
+	wxpay_list_add_cstr(req, "out_refund_no", call->out_refund_no);
+}
+
+/* A refundquery answer: this refund's refund_status_$n. */
+static bool
+read_refundquery(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	if (!wxpay_v2_result(call->endpoint, &answer->fields, fail))
+		return false;
+	if (!refundquery_report(&answer->fields, call->out_refund_no, &answer->refund))
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("WeChat Pay answered /pay/refundquery without refund %s", call->out_refund_no));
+	if (!wx_refund_state_valid(answer->refund.status))
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("unknown refund_status %s", answer->refund.status));
+	return true;
+}
+
+/* Apply a refundquery report to the refund. */
+static bool
+apply_refundquery(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	char	   *reason;
+	WxApplyResult result = wxpay_apply_refund_report(call->merchant->mch_id, &answer->refund,
+													 "query", &reason);
+
+	return wxpay_apply_outcome(result, reason, answer, fail);
+}
+
+const WxEndpoint wx_endpoint_refundquery = {
+	.protocol = &wx_protocol_v2,
+	.name = "refundquery",
+	.path = "/pay/refundquery",
+	.client_cert = false,
+	.build = build_refundquery,
+	.read = read_refundquery,
+	.apply = apply_refundquery,
+};
+
 /*--------------------------------------------------------------------
  * wxpay_refund
  *--------------------------------------------------------------------
  */
 
-typedef struct RefundArgs
+/* A validated wxpay_refund call. */
+typedef struct WxRefundArgs
 {
 	char	   *mch_id;
 	char	   *out_trade_no;
@@ -164,46 +204,20 @@ typedef struct RefundArgs
 	int32		refund_fee;
 	WxParamList extra;
 	Jsonb	   *params;
-} RefundArgs;
+} WxRefundArgs;
 
+/* The optional fields a refund request may carry. */
+static const WxOptionalField refund_fields[] = {
+	{"refund_desc", 80},
+	{"refund_account", 32, "^REFUND_SOURCE_(UNSETTLED|RECHARGE)_FUNDS$",
+	"Use REFUND_SOURCE_UNSETTLED_FUNDS or REFUND_SOURCE_RECHARGE_FUNDS."},
+	{"notify_url", 256, "^https?://[^?#[:space:]]+$", "An absolute http(s) URL without a query string."},
+	{"refund_fee_type", 16, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY."},
+};
+
+/* Read and validate the arguments of wxpay_refund. */
 static void
-read_refund_extra(Jsonb *extra, WxParamList *list)
-{
-	static const char *const allowed[] = {"refund_desc", "refund_account", "notify_url", "refund_fee_type"};
-
-	wxpay_list_from_jsonb(extra, list, "extra");
-	for (int i = 0; i < list->count; i++)
-	{
-		const char *name = list->items[i].name;
-		const char *value = pnstrdup(list->items[i].value, list->items[i].value_len);
-		bool		known = false;
-
-		for (int k = 0; k < lengthof(allowed); k++)
-			known |= strcmp(name, allowed[k]) == 0;
-		if (!known)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown key \"%s\" in extra", name),
-					 errhint("Allowed: refund_desc, refund_account, notify_url, refund_fee_type.")));
-		if (strcmp(name, "refund_desc") == 0)
-			wxpay_check_pattern(name, value, "^[^[:cntrl:]]{1,80}$", "At most 80 bytes of text.");
-		else if (strcmp(name, "refund_account") == 0)
-			wxpay_check_pattern(name, value, "^REFUND_SOURCE_(UNSETTLED|RECHARGE)_FUNDS$",
-						  "Use REFUND_SOURCE_UNSETTLED_FUNDS or REFUND_SOURCE_RECHARGE_FUNDS.");
-		else if (strcmp(name, "notify_url") == 0)
-			wxpay_check_pattern(name, value, "^https?://[^?#[:space:]]{1,248}$",
-						  "An absolute http(s) URL without a query string.");
-		else
-			wxpay_check_pattern(name, value, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY.");
-		if (strcmp(name, "refund_desc") == 0 && strlen(value) > 80)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("refund_desc is %zu bytes long, the limit is 80 bytes", strlen(value))));
-	}
-}
-
-static void
-read_refund_args(FunctionCallInfo fcinfo, RefundArgs *a)
+read_refund_args(FunctionCallInfo fcinfo, WxRefundArgs *a)
 {
 	static const char *const names[] = {"mch_id", "out_trade_no", "out_refund_no", "refund_fee", "extra"};
 
@@ -220,7 +234,7 @@ read_refund_args(FunctionCallInfo fcinfo, RefundArgs *a)
 				  "Use the out_trade_no of a paid order.");
 	wxpay_check_pattern("out_refund_no", a->out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
 				  "Use 1 to 64 characters from 0-9, A-Z, a-z and _-|*@.");
-	read_refund_extra(PG_GETARG_JSONB_P(4), &a->extra);
+	wxpay_extra_to_list(PG_GETARG_JSONB_P(4), refund_fields, lengthof(refund_fields), &a->extra);
 	a->params = wxpay_list_to_jsonb(&a->extra);
 }
 
@@ -230,7 +244,7 @@ read_refund_args(FunctionCallInfo fcinfo, RefundArgs *a)
  * Returns the order's total_fee.
  */
 static int32
-record_refund(const RefundArgs *a)
+record_refund(const WxRefundArgs *a)
 {
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, JSONBOID};
 	Datum		values[5];
@@ -244,28 +258,28 @@ record_refund(const RefundArgs *a)
 	values[3] = Int32GetDatum(a->refund_fee);
 	values[4] = JsonbPGetDatum(a->params);
 
-	spi_exec("SELECT state, total_fee FROM wxpay.orders WHERE mch_id OPERATOR(pg_catalog.=) $1"
+	wxpay_spi_exec("SELECT state, total_fee FROM wxpay.orders WHERE mch_id OPERATOR(pg_catalog.=) $1"
 			 " AND out_trade_no OPERATOR(pg_catalog.=) $2 FOR UPDATE",
 			 2, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown order %s of merchant %s", a->out_trade_no, a->mch_id)));
-	state = spi_value(0, 1);
-	total_fee = pg_strtoint32(spi_value(0, 2));
-	if (strcmp(state, "SUCCESS") != 0 && strcmp(state, "REFUND") != 0)
+	state = wxpay_spi_value(0, 1);
+	total_fee = pg_strtoint32(wxpay_spi_value(0, 2));
+	if (!wx_order_state_paid(state))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("order %s of merchant %s is %s, not paid: there is nothing to refund",
 						a->out_trade_no, a->mch_id, state)));
 
-	spi_exec("SELECT out_trade_no OPERATOR(pg_catalog.=) $2 AND refund_fee OPERATOR(pg_catalog.=) $4"
+	wxpay_spi_exec("SELECT out_trade_no OPERATOR(pg_catalog.=) $2 AND refund_fee OPERATOR(pg_catalog.=) $4"
 			 " AND params OPERATOR(pg_catalog.=) $5 FROM wxpay.refunds"
 			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $3",
 			 5, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
-		if (strcmp(spi_value(0, 1), "t") != 0)
+		if (strcmp(wxpay_spi_value(0, 1), "t") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("refund %s of merchant %s exists with different parameters", a->out_refund_no, a->mch_id),
@@ -274,11 +288,11 @@ record_refund(const RefundArgs *a)
 	}
 
 	/* Closed refunds returned nothing; every other one counts. */
-	spi_exec("SELECT COALESCE(pg_catalog.sum(refund_fee), 0) FROM wxpay.refunds"
+	wxpay_spi_exec("SELECT COALESCE(pg_catalog.sum(refund_fee), 0) FROM wxpay.refunds"
 			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_trade_no OPERATOR(pg_catalog.=) $2"
-			 " AND state OPERATOR(pg_catalog.<>) 'REFUNDCLOSE'",
+			 " AND wxpay.refund_state_counts(state)",
 			 2, types, values, NULL, false, SPI_OK_SELECT);
-	refunded = pg_strtoint64(spi_value(0, 1));
+	refunded = pg_strtoint64(wxpay_spi_value(0, 1));
 	if (refunded + a->refund_fee > total_fee)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -287,7 +301,7 @@ record_refund(const RefundArgs *a)
 				 errdetail("%lld fen are refunded or being refunded already.", (long long) refunded)));
 
 	wxpay_set_change_source("refund");
-	spi_exec("INSERT INTO wxpay.refunds (mch_id, out_trade_no, out_refund_no, refund_fee, params, total_fee)"
+	wxpay_spi_exec("INSERT INTO wxpay.refunds (mch_id, out_trade_no, out_refund_no, refund_fee, params, total_fee)"
 			 " VALUES ($1, $2, $3, $4, $5, $6)",
 			 6, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT4OID, JSONBOID, INT4OID},
 			 (Datum[]) {values[0], values[1], values[2], values[3], values[4], Int32GetDatum(total_fee)},
@@ -296,24 +310,65 @@ record_refund(const RefundArgs *a)
 	return total_fee;
 }
 
-/* After WeChat Pay accepted: the refund_id, and the order is REFUND. */
+/* The refund request: its own fields, then what extra carries. */
 static void
-store_acceptance(const RefundArgs *a, const char *refund_id)
+build_refund(const WxCall *call, WxParamList *req)
 {
-	Datum		values[3] = {CStringGetTextDatum(a->mch_id), CStringGetTextDatum(a->out_refund_no),
-	CStringGetTextDatum(a->out_trade_no)};
+	wxpay_list_append(req, call->fields);
+	wxpay_list_add_cstr(req, "out_trade_no", call->out_trade_no);
+	wxpay_list_add_cstr(req, "out_refund_no", call->out_refund_no);
+	wxpay_list_add_cstr(req, "total_fee", psprintf("%d", call->total_fee));
+	wxpay_list_add_cstr(req, "refund_fee", psprintf("%d", call->refund_fee));
+}
+
+/* An accepted refund: the same refund, with WeChat's refund_id. */
+static bool
+read_refund(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	const WxParamList *resp = &answer->fields;
+
+	if (!wxpay_v2_result(call->endpoint, resp, fail))
+		return false;
+	memset(&answer->refund, 0, sizeof(answer->refund));
+	answer->refund.refund_id = wxpay_list_get(resp, "refund_id");
+	if (!wxpay_list_is(resp, "out_refund_no", call->out_refund_no) ||
+		!wxpay_list_is(resp, "refund_fee", psprintf("%d", call->refund_fee)) ||
+		answer->refund.refund_id == NULL)
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("WeChat Pay accepted refund %s with other details than requested",
+								   call->out_refund_no));
+	answer->refund.out_refund_no = call->out_refund_no;
+	answer->refund.out_trade_no = call->out_trade_no;
+	answer->refund.status = "PROCESSING";
+	return true;
+}
+
+/* After WeChat Pay accepted: the refund_id, and the order is REFUND. */
+static bool
+store_acceptance(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	Datum		values[3] = {CStringGetTextDatum(call->merchant->mch_id),
+		CStringGetTextDatum(call->out_refund_no),
+	CStringGetTextDatum(answer->refund.refund_id)};
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-	spi_exec("UPDATE wxpay.refunds SET refund_id = $3 WHERE mch_id OPERATOR(pg_catalog.=) $1"
-			 " AND out_refund_no OPERATOR(pg_catalog.=) $2 AND refund_id IS NULL",
-			 3, types, (Datum[]) {values[0], values[1], CStringGetTextDatum(refund_id)},
-			 NULL, false, SPI_OK_UPDATE);
-	wxpay_set_change_source("refund");
-	spi_exec("UPDATE wxpay.orders SET state = 'REFUND' WHERE mch_id OPERATOR(pg_catalog.=) $1"
-			 " AND out_trade_no OPERATOR(pg_catalog.=) $3 AND state OPERATOR(pg_catalog.=) 'SUCCESS'",
-			 3, types, values, NULL, false, SPI_OK_UPDATE);
-	wxpay_set_change_source(NULL);
+	wxpay_spi_exec("UPDATE wxpay.refunds SET refund_id = $3 WHERE mch_id OPERATOR(pg_catalog.=) $1"
+				   " AND out_refund_no OPERATOR(pg_catalog.=) $2 AND refund_id IS NULL",
+				   3, types, values, NULL, false, SPI_OK_UPDATE);
+	wxpay_order_mark_refunded(call->merchant->mch_id, call->out_trade_no);
+	answer->changed = true;
+	return true;
 }
+
+const WxEndpoint wx_endpoint_refund = {
+	.protocol = &wx_protocol_v2,
+	.name = "refund",
+	.path = "/secapi/pay/refund",
+	.client_cert = true,
+	.build = build_refund,
+	.read = read_refund,
+	.apply = store_acceptance,
+};
 
 /*
  * wxpay_refund(mch_id, out_trade_no, out_refund_no, refund_fee, extra) -> jsonb
@@ -322,42 +377,23 @@ Datum
 wxpay_refund(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	RefundArgs	a;
-	WxMerchant *m;
-	WxParamList req;
-	WxParamList *resp;
-	int32		total_fee;
-	const char *refund_id;
+	WxRefundArgs a;
+	WxCall		call;
+	WxAnswer	answer;
+	WxFailure	fail;
 
 	read_refund_args(fcinfo, &a);
 	SPI_connect();
-	m = wxpay_merchant_get(a.mch_id);
-	if (m->cert_pem == NULL || m->key_pem == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("merchant %s has no client certificate for refunds", a.mch_id),
-				 errhint("Set cert_pem and key_pem in wxpay.merchants to apiclient_cert.pem and apiclient_key.pem.")));
-	total_fee = record_refund(&a);
-
-	wxpay_list_init(&req, a.extra.count + 12);
-	for (int i = 0; i < a.extra.count; i++)
-		req.items[req.count++] = a.extra.items[i];
-	wxpay_list_add_cstr(&req, "out_trade_no", a.out_trade_no);
-	wxpay_list_add_cstr(&req, "out_refund_no", a.out_refund_no);
-	wxpay_list_add_cstr(&req, "total_fee", psprintf("%d", total_fee));
-	wxpay_list_add_cstr(&req, "refund_fee", psprintf("%d", a.refund_fee));
-	resp = wxpay_call(m, "/secapi/pay/refund", &req, true);
-	wxpay_require_result(resp, "/secapi/pay/refund");
-
-	refund_id = wxpay_list_get(resp, "refund_id");
-	if (!wxpay_list_is(resp, "out_refund_no", a.out_refund_no) ||
-		!wxpay_list_is(resp, "refund_fee", psprintf("%d", a.refund_fee)) || refund_id == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("WeChat Pay accepted refund %s with other details than requested", a.out_refund_no)));
-	store_acceptance(&a, refund_id);
-
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, resp));
+	wxpay_call_init(&call, &wx_endpoint_refund, wxpay_merchant_get(a.mch_id, CurrentMemoryContext));
+	if (!wxpay_endpoint_usable(&call, &fail))
+		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
+	call.out_trade_no = a.out_trade_no;
+	call.out_refund_no = a.out_refund_no;
+	call.refund_fee = a.refund_fee;
+	call.total_fee = record_refund(&a);
+	call.fields = &a.extra;
+	wxpay_endpoint_call(&call, &answer);
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
 }
 
 /*
@@ -369,29 +405,16 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *out_refund_no = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	WxMerchant *m;
-	WxParamList req;
-	WxParamList *resp;
-	WxRefundReport report;
-	char	   *reason;
+	WxCall		call;
+	WxAnswer	answer;
 
 	wxpay_check_pattern("out_refund_no", out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
-				  "Use the out_refund_no given to wxpay_refund.");
+						"Use the out_refund_no given to wxpay_refund.");
 	SPI_connect();
-	m = wxpay_merchant_get(mch_id);
-	wxpay_list_init(&req, 8);
-	wxpay_list_add_cstr(&req, "out_refund_no", out_refund_no);
-	resp = wxpay_call(m, "/pay/refundquery", &req, false);
-	wxpay_require_result(resp, "/pay/refundquery");
-	if (!wxpay_refundquery_report(resp, out_refund_no, &report))
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("WeChat Pay answered /pay/refundquery without refund %s", out_refund_no)));
-	if (wxpay_apply_refund_report(m->mch_id, &report, "query", &reason) == WX_APPLY_REJECTED)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("cannot apply WeChat Pay's answer to refund %s: %s", out_refund_no, reason)));
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, resp));
+	wxpay_call_init(&call, &wx_endpoint_refundquery, wxpay_merchant_get(mch_id, CurrentMemoryContext));
+	call.out_refund_no = out_refund_no;
+	wxpay_endpoint_call(&call, &answer);
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
 }
 
 /*--------------------------------------------------------------------
@@ -435,8 +458,9 @@ decrypt_req_info(const char *api_key, const char *req_info, char **reason)
 	return fields;
 }
 
+/* Judge a refund notification and apply it; fills out. */
 static void
-judge_refund(const char *body, size_t len, NotifyOutcome *out)
+judge_refund(const char *body, size_t len, WxNotifyOutcome *out)
 {
 	WxParamList outer;
 	WxParamList *fields;
@@ -460,13 +484,12 @@ judge_refund(const char *body, size_t len, NotifyOutcome *out)
 	r.refund_fee = wxpay_list_get(fields, "refund_fee");
 	r.refund_id = wxpay_list_get(fields, "refund_id");
 	r.status = wxpay_list_get(fields, "refund_status");
-	r.success_time = wxpay_list_get(fields, "success_time");
+	r.success_time = refund_time(wxpay_list_get(fields, "success_time"));
 	r.recv_accout = wxpay_list_get(fields, "refund_recv_accout");
 	r.account = wxpay_list_get(fields, "refund_account");
 	if (r.out_refund_no == NULL || r.out_trade_no == NULL || r.refund_fee == NULL || r.status == NULL)
 		return wxpay_notify_reject(out, pstrdup("req_info lacks out_refund_no, out_trade_no, refund_fee or refund_status"));
-	if (strcmp(r.status, "SUCCESS") != 0 && strcmp(r.status, "CHANGE") != 0 &&
-		strcmp(r.status, "REFUNDCLOSE") != 0)
+	if (!wx_refund_state_valid(r.status))
 		return wxpay_notify_reject(out, psprintf("unknown refund_status %s", r.status));
 	result = wxpay_apply_refund_report(m->mch_id, &r, "notify", &reason);
 	wxpay_notify_applied(out, result, reason);

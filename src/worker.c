@@ -6,19 +6,19 @@
  *
  * Each round has three steps, and no transaction or row lock is held
  * across the network:
- *	 1. claim: a short transaction picks due NOTPAY/USERPAYING orders (and
- *		PROCESSING or CHANGE refunds, asked about with refundquery) with
- *		FOR UPDATE SKIP LOCKED, pushes their next_query_at out by a lease
- *		(so a crash mid-round only delays them), loads their merchants and
- *		signs the requests, then commits;
+ *	 1. claim: a short transaction picks due pending orders and refunds
+ *		(wxpay.order_state_pending, wxpay.refund_state_pending) with FOR
+ *		UPDATE SKIP LOCKED, pushes their next_query_at out by a lease (so a
+ *		crash mid-round only delays them), loads their merchants and signs
+ *		the requests, then commits;
  *	 2. ask: the requests run concurrently on a libcurl multi handle, at
  *		most wxpay.max_concurrency at once, with CHECK_FOR_INTERRUPTS every
  *		100 ms so SIGTERM ends the worker promptly;
  *	 3. apply: finished answers are applied in short transactions while the
  *		other requests are still in flight (the slots are refilled first, so
  *		the network never idles while we write, and no transaction ever waits
- *		on the network).  Each answer is judged like any other and applied
- *		through wxpay_apply_report, one subtransaction per order so a
+ *		on the network).  Each answer goes through the same endpoint pipeline
+ *		as the SQL functions' (endpoint.c), one subtransaction per row so a
  *		poisoned row costs only its own attempt, and the next query is
  *		scheduled with a growing interval (poll_interval doubling, capped at
  *		5 minutes).  Orders past time_expire and at least five minutes old
@@ -26,13 +26,14 @@
  * All state is in wxpay.orders, so a restarted worker continues where the
  * last one stopped.  The round's memory is one context, reset every time.
  */
-#include "wxpay.h"
+#include "endpoint.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -47,32 +48,25 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "http.h"
+#include "spi_util.h"
+#include "subxact.h"
 
 PGDLLEXPORT void wxpay_worker_main(Datum main_arg);
+
+PG_FUNCTION_INFO_V1(wxpay_worker_queries);
 
 /* Orders claimed per round; a full batch means another round at once. */
 #define WORKER_BATCH 1000
 /* Sleep while the extension is not installed in wxpay.database. */
 #define NOT_INSTALLED_SLEEP_MS 5000
 
-/* What a job asks. */
-typedef enum WxJobKind
-{
-	JOB_QUERY,					/* orderquery for a pending order */
-	JOB_CLOSE,					/* closeorder for an expired one */
-	JOB_REFUND					/* refundquery for a refund in progress */
-} WxJobKind;
-
-static const char *const job_paths[] = {"/pay/orderquery", "/pay/closeorder", "/pay/refundquery"};
-
-/* One claimed order or refund and its request. */
+/* One claimed order or refund: the call to make about it, and its transfer. */
 typedef struct WxJob
 {
-	WxJobKind	kind;
+	WxCall		call;
 	char	   *mch_id;
 	char	   *key;			/* out_trade_no, or out_refund_no */
-	WxMerchant *merchant;
+	char	   *error;			/* set when no request could be made */
 	WxHttpRequest req;
 	WxHttpResponse resp;
 	CURLcode	code;
@@ -124,8 +118,39 @@ end_transaction(void)
 }
 
 /*
- * Whether the extension is installed and its orders table can be read
- * without waiting: a DROP EXTENSION in progress is never blocked by us.
+ * Whether the installed schema is the one this library was built for.  An
+ * upgraded library waits (and says so once) until ALTER EXTENSION wxpay
+ * UPDATE brings the schema along: its SQL names objects the old one lacks.
+ */
+static bool
+schema_matches(void)
+{
+	static bool warned = false;
+	char	   *installed;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension"
+					" WHERE extname OPERATOR(pg_catalog.=) 'wxpay'", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return false;
+	installed = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (strcmp(installed, WXPAY_EXTVERSION) == 0)
+	{
+		warned = false;
+		return true;
+	}
+	if (!warned)
+		ereport(LOG,
+				(errmsg("wxpay worker waits: the installed extension is version %s, this library is %s",
+						installed, WXPAY_EXTVERSION),
+				 errhint("Run ALTER EXTENSION wxpay UPDATE in database \"%s\".", wxpay_database)));
+	warned = true;
+	return false;
+}
+
+/*
+ * Whether the extension is installed, at this library's version, and its
+ * orders table can be read without waiting: a DROP EXTENSION in progress
+ * is never blocked by us.
  */
 static bool
 extension_ready(void)
@@ -137,62 +162,53 @@ extension_ready(void)
 		return false;
 	nsp = get_namespace_oid("wxpay", true);
 	orders = OidIsValid(nsp) ? get_relname_relid("orders", nsp) : InvalidOid;
-	return OidIsValid(orders) && ConditionalLockRelationOid(orders, AccessShareLock);
+	return OidIsValid(orders) && ConditionalLockRelationOid(orders, AccessShareLock) &&
+		schema_matches();
 }
 
-static char *
-copy_or_null(const char *s)
-{
-	return s ? pstrdup(s) : NULL;
-}
-
-/* A merchant in the round's memory, loaded once per round. */
+/*
+ * A merchant in the round's memory, loaded once per round; NULL if it is
+ * gone.  The worker acts for every merchant: allowed_roles limits the
+ * application roles, not the extension's own reconciliation.
+ */
 static WxMerchant *
 round_merchant(List **cache, const char *mch_id)
 {
 	ListCell   *lc;
 	WxMerchant *found;
-	WxMerchant *copy;
 	MemoryContext old;
 
 	foreach(lc, *cache)
 		if (strcmp(((WxMerchant *) lfirst(lc))->mch_id, mch_id) == 0)
 			return lfirst(lc);
-	found = wxpay_merchant_get(mch_id);
+	if ((found = wxpay_merchant_find(mch_id, round_cxt)) == NULL)
+		return NULL;
 	old = MemoryContextSwitchTo(round_cxt);
-	copy = palloc(sizeof(WxMerchant));
-	*copy = *found;
-	copy->mch_id = pstrdup(found->mch_id);
-	copy->appid = pstrdup(found->appid);
-	copy->api_key = pstrdup(found->api_key);
-	copy->notify_url = copy_or_null(found->notify_url);
-	copy->api_base = pstrdup(found->api_base);
-	copy->ca_pem = copy_or_null(found->ca_pem);
-	copy->cert_pem = copy_or_null(found->cert_pem);
-	copy->key_pem = copy_or_null(found->key_pem);
-	*cache = lappend(*cache, copy);
+	*cache = lappend(*cache, found);
 	MemoryContextSwitchTo(old);
-	return copy;
+	return found;
 }
 
-/* Sign the job's request in the round's memory. */
+/* Make the job's request in the round's memory, or say why it cannot be. */
 static void
-prepare_job(WxJob *job)
+prepare_job(WxJob *job, const WxMerchant *m)
 {
-	WxParamList req;
+	WxFailure	fail;
+	MemoryContext old = MemoryContextSwitchTo(round_cxt);
 
-	wxpay_list_init(&req, 8);
-	wxpay_list_add_cstr(&req, job->kind == JOB_REFUND ? "out_refund_no" : "out_trade_no", job->key);
-	job->req.url = psprintf("%s%s", job->merchant->api_base, job_paths[job->kind]);
-	job->req.body = wxpay_request_body(job->merchant, &req, &job->req.body_len);
-	job->req.ca_pem = job->merchant->ca_pem;
+	job->call.merchant = m;
+	if (m == NULL)
+		job->error = psprintf("merchant %s is not in wxpay.merchants", job->mch_id);
+	else if (!wxpay_endpoint_request(&job->call, &job->req, &fail))
+		job->error = fail.message;
+	MemoryContextSwitchTo(old);
 }
 
 #define CLAIM_ORDERS \
 	"UPDATE wxpay.orders o SET next_query_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
 	"  pg_catalog.make_interval(secs => $2)" \
 	" FROM (SELECT mch_id, out_trade_no FROM wxpay.orders" \
-	"        WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING'])" \
+	"        WHERE wxpay.order_state_pending(state)" \
 	"          AND next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
 	"        ORDER BY next_query_at LIMIT $1 FOR UPDATE SKIP LOCKED) due" \
 	" WHERE o.mch_id OPERATOR(pg_catalog.=) due.mch_id" \
@@ -205,7 +221,7 @@ prepare_job(WxJob *job)
 	"UPDATE wxpay.refunds r SET next_query_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
 	"  pg_catalog.make_interval(secs => $2)" \
 	" FROM (SELECT mch_id, out_refund_no FROM wxpay.refunds" \
-	"        WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['PROCESSING', 'CHANGE'])" \
+	"        WHERE wxpay.refund_state_pending(state)" \
 	"          AND next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
 	"        ORDER BY next_query_at LIMIT $1 FOR UPDATE SKIP LOCKED) due" \
 	" WHERE r.mch_id OPERATOR(pg_catalog.=) due.mch_id" \
@@ -235,8 +251,13 @@ claim(const char *sql, int limit, bool refunds, WxJob *jobs, int njobs)
 
 		job->mch_id = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 1));
 		job->key = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 2));
-		job->kind = refunds ? JOB_REFUND :
-			DatumGetBool(SPI_getbinval(row, desc, 3, &isnull)) ? JOB_CLOSE : JOB_QUERY;
+		job->call.endpoint = refunds ? &wx_endpoint_refundquery :
+			DatumGetBool(SPI_getbinval(row, desc, 3, &isnull)) ? &wx_endpoint_closeorder :
+			&wx_endpoint_orderquery;
+		if (refunds)
+			job->call.out_refund_no = job->key;
+		else
+			job->call.out_trade_no = job->key;
 	}
 	return njobs;
 }
@@ -251,14 +272,7 @@ claim_jobs(int *njobs)
 	*njobs = claim(CLAIM_ORDERS, WORKER_BATCH, false, jobs, 0);
 	*njobs = claim(CLAIM_REFUNDS, WORKER_BATCH - *njobs, true, jobs, *njobs);
 	for (int i = 0; i < *njobs; i++)
-	{
-		MemoryContext old;
-
-		jobs[i].merchant = round_merchant(&merchants, jobs[i].mch_id);
-		old = MemoryContextSwitchTo(round_cxt);
-		prepare_job(&jobs[i]);
-		MemoryContextSwitchTo(old);
-	}
+		prepare_job(&jobs[i], round_merchant(&merchants, jobs[i].mch_id));
 	return jobs;
 }
 
@@ -286,7 +300,7 @@ start_job(WxJob *job)
 {
 	CURL	   *easy = take_handle();
 
-	wxpay_http_prepare(easy, &job->req, &job->resp);
+	wxpay_http_prepare(easy, &job->req, &job->resp, round_cxt);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, job);
 	if (curl_multi_add_handle(worker_multi, easy) != CURLM_OK)
 		elog(ERROR, "could not start libcurl transfer");
@@ -311,6 +325,7 @@ collect_finished(WxJob **done, int *ndone)
 		job->code = msg->data.result;
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &job->resp.status);
 		curl_multi_remove_handle(worker_multi, easy);
+		wxpay_http_release(&job->resp);
 		free_handles[nfree_handles++] = easy;
 		done[(*ndone)++] = job;
 		finished++;
@@ -331,7 +346,7 @@ static void
 schedule(const WxJob *job, const char *error, bool again_now)
 {
 	static SPIPlanPtr plans[2];
-	bool		refund = job->kind == JOB_REFUND;
+	bool		refund = job->call.endpoint == &wx_endpoint_refundquery;
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, BOOLOID};
 	Datum		values[5];
 	char		nulls[6] = "     ";
@@ -349,131 +364,78 @@ schedule(const WxJob *job, const char *error, bool again_now)
 		elog(ERROR, "could not schedule %s", job->key);
 }
 
+/* What went wrong, for last_error: the message and WeChat's description. */
+static char *
+failure_text(const WxFailure *fail)
+{
+	if (fail->err_code_des != NULL)
+		return psprintf("%s (%s)", fail->message, fail->err_code_des);
+	return fail->message;
+}
+
+/* A LOG line for every row the worker moved. */
 static void
-apply_report(const WxJob *job, const char *trade_state, const WxParamList *fields,
-			 const char *source, char **error)
+log_change(const WxJob *job, const WxAnswer *answer)
 {
-	if (wxpay_apply_report(job->mch_id, job->key, trade_state, fields,
-						   source, error) == WX_APPLY_CHANGED)
-		ereport(LOG,
-				(errmsg("wxpay: order %s of merchant %s reconciled to %s (%s)",
-						job->key, job->mch_id, trade_state, source)));
-}
+	const WxEndpoint *ep = job->call.endpoint;
 
-/* The error text of a FAIL result: err_code and its description. */
-static char *
-result_error(const WxParamList *resp)
-{
-	const char *code = wxpay_list_get(resp, "err_code");
-	const char *des = wxpay_list_get(resp, "err_code_des");
-
-	return psprintf("%s: %s", code ? code : "result_code FAIL", des ? des : "");
-}
-
-/* A closeorder answer: CLOSED, or paid after all (query it next). */
-static char *
-apply_close(const WxJob *job, const WxParamList *resp, bool *again_now)
-{
-	char	   *error = NULL;
-
-	if (wxpay_list_is(resp, "result_code", "SUCCESS") ||
-		wxpay_list_is(resp, "err_code", "ORDERCLOSED") ||
-		wxpay_list_is(resp, "err_code", "ORDERNOTEXIST"))
-		apply_report(job, "CLOSED", resp, "close", &error);
-	else if (wxpay_list_is(resp, "err_code", "ORDERPAID"))
-	{
-		error = pstrdup("ORDERPAID: closing refused, querying");
-		*again_now = true;
-	}
-	else
-		error = result_error(resp);
-	return error;
-}
-
-/* An orderquery answer: decided by trade_state, never by result_code. */
-static char *
-apply_query(const WxJob *job, const WxParamList *resp)
-{
-	char	   *error = NULL;
-
-	if (!wxpay_list_is(resp, "result_code", "SUCCESS"))
-		return result_error(resp);
-	if (!wxpay_list_is(resp, "out_trade_no", job->key) ||
-		wxpay_list_get(resp, "trade_state") == NULL)
-		return pstrdup("answer lacks this order's out_trade_no or trade_state");
-	apply_report(job, wxpay_list_get(resp, "trade_state"), resp, "query", &error);
-	return error;
-}
-
-/* A refundquery answer: the refund's refund_status_$n. */
-static char *
-apply_refund(const WxJob *job, const WxParamList *resp)
-{
-	WxRefundReport report;
-	char	   *error = NULL;
-
-	if (!wxpay_list_is(resp, "result_code", "SUCCESS"))
-		return result_error(resp);
-	if (!wxpay_refundquery_report(resp, job->key, &report))
-		return pstrdup("answer lacks this refund");
-	if (wxpay_apply_refund_report(job->mch_id, &report, "query", &error) == WX_APPLY_CHANGED)
+	if (ep == &wx_endpoint_refundquery)
 		ereport(LOG,
 				(errmsg("wxpay: refund %s of merchant %s reconciled to %s (query)",
-						job->key, job->mch_id, report.status)));
-	return error;
+						job->key, job->mch_id, answer->refund.status)));
+	else
+		ereport(LOG,
+				(errmsg("wxpay: order %s of merchant %s reconciled to %s (%s)",
+						job->key, job->mch_id, answer->payment.state,
+						ep == &wx_endpoint_closeorder ? "close" : "query")));
 }
 
-/* Step 3 for one job: judge its answer, apply it, schedule the next look. */
+/*
+ * Step 3 for one job: judge its answer, apply it, schedule the next look.
+ * A close refused because the order was paid is followed by a query now.
+ */
 static void
-apply_job(const WxJob *job)
+apply_job(void *arg)
 {
-	WxParamList resp;
-	bool		again_now = false;
-	char	   *error = wxpay_http_failure(&job->req, job->code, &job->resp);
+	WxJob	   *job = arg;
+	WxAnswer	answer;
+	WxFailure	fail;
+	WxHttpFailure transport;
+	char	   *message;
 
-	if (error == NULL)
-		error = wxpay_judge_response(job->merchant, job_paths[job->kind],
-									 job->resp.body ? job->resp.body : "",
-									 job->resp.len, &resp);
-	if (error == NULL)
-		error = job->kind == JOB_CLOSE ? apply_close(job, &resp, &again_now) :
-			job->kind == JOB_REFUND ? apply_refund(job, &resp) : apply_query(job, &resp);
-	schedule(job, error, again_now);
+	if (job->error != NULL)
+	{
+		schedule(job, job->error, false);
+		return;
+	}
+	transport = wxpay_http_failure(&job->req, job->code, &job->resp, &message);
+	if (!wxpay_endpoint_finish(&job->call, transport, message, &job->resp, &answer, &fail))
+	{
+		schedule(job, failure_text(&fail),
+				 wxpay_failure_sqlstate(&fail) == ERRCODE_WXPAY_ORDER_PAID);
+		return;
+	}
+	if (answer.changed)
+		log_change(job, &answer);
+	schedule(job, NULL, false);
 }
 
 /*
  * Apply one job in a subtransaction; an error inside it is recorded as
- * the order's last_error and costs only this attempt.
+ * the row's last_error and costs only this attempt.
  */
 static void
-apply_job_isolated(const WxJob *job)
+apply_job_isolated(WxJob *job)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = wxpay_run_isolated(apply_job, job);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		apply_job(job);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
 		ereport(WARNING,
 				(errmsg("wxpay: could not apply the answer for %s: %s",
 						job->key, edata->message)));
 		schedule(job, edata->message, false);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
 }
 
 /* Step 3 for a chunk of finished jobs, in one short transaction. */
@@ -509,8 +471,15 @@ ask_and_apply(WxJob *jobs, int njobs)
 
 		while (active < wxpay_max_concurrency && next < njobs)
 		{
-			start_job(&jobs[next++]);
-			active++;
+			WxJob	   *job = &jobs[next++];
+
+			if (job->error != NULL)
+				done[ndone++] = job;	/* nothing to send: recorded as it is */
+			else
+			{
+				start_job(job);
+				active++;
+			}
 		}
 		pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
 		if (curl_multi_perform(worker_multi, &running) != CURLM_OK)
@@ -531,6 +500,14 @@ ask_and_apply(WxJob *jobs, int njobs)
 	}
 }
 
+#define NEXT_DUE \
+	"SELECT pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM" \
+	" pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now()))::int8 FROM" \
+	" (SELECT pg_catalog.min(next_query_at) FROM wxpay.orders" \
+	"   WHERE wxpay.order_state_pending(state)" \
+	"  UNION ALL SELECT pg_catalog.min(next_query_at) FROM wxpay.refunds" \
+	"   WHERE wxpay.refund_state_pending(state)) s(due)"
+
 /*
  * Milliseconds until the next pending order or refund is due, at most
  * poll_interval.  The clamping is done here, not with GREATEST in SQL:
@@ -544,13 +521,7 @@ next_due_ms(void)
 	Datum		d;
 	int64		ms;
 
-	if (SPI_execute("SELECT pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM"
-					" pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now()))::int8 FROM"
-					" (SELECT pg_catalog.min(next_query_at) FROM wxpay.orders"
-					"   WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['NOTPAY', 'USERPAYING'])"
-					"  UNION ALL SELECT pg_catalog.min(next_query_at) FROM wxpay.refunds"
-					"   WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['PROCESSING', 'CHANGE'])) s(due)",
-					true, 1) != SPI_OK_SELECT)
+	if (SPI_execute(NEXT_DUE, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not find the next due order");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
@@ -559,18 +530,23 @@ next_due_ms(void)
 	return (long) Max(0, Min(ms, (int64) wxpay_poll_interval));
 }
 
-/* One round; returns how long to sleep before the next. */
+/*
+ * One round; returns how long to sleep before the next, and in *idle what
+ * pg_stat_activity shows meanwhile.
+ */
 static long
-run_round(void)
+run_round(const char **idle)
 {
 	WxJob	   *jobs;
 	int			njobs;
 	long		sleep_ms;
 
+	*idle = "wxpay: idle until the next due order";
 	begin_transaction("wxpay: claiming due orders");
 	if (!extension_ready())
 	{
 		end_transaction();
+		*idle = "wxpay: idle, waiting for the extension (CREATE or ALTER EXTENSION wxpay)";
 		return NOT_INSTALLED_SLEEP_MS;
 	}
 	jobs = claim_jobs(&njobs);
@@ -598,6 +574,39 @@ run_round(void)
 	return sleep_ms;
 }
 
+/*
+ * wxpay.worker_queries() -> setof (name, query, argtypes): the statements
+ * that scan for due work, so a test can EXPLAIN them as they are.
+ */
+Datum
+wxpay_worker_queries(PG_FUNCTION_ARGS)
+{
+	static const struct
+	{
+		const char *name;
+		const char *sql;
+		const char *argtypes;
+	}			queries[] = {
+		{"claim_orders", CLAIM_ORDERS, "integer, double precision"},
+		{"claim_refunds", CLAIM_REFUNDS, "integer, double precision"},
+		{"next_due", NEXT_DUE, ""},
+	};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (size_t i = 0; i < lengthof(queries); i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = CStringGetTextDatum(queries[i].name);
+		values[1] = CStringGetTextDatum(queries[i].sql);
+		values[2] = CStringGetTextDatum(queries[i].argtypes);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
 void
 wxpay_worker_main(Datum main_arg)
 {
@@ -617,6 +626,7 @@ wxpay_worker_main(Datum main_arg)
 	for (;;)
 	{
 		long		sleep_ms;
+		const char *idle;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -626,11 +636,11 @@ wxpay_worker_main(Datum main_arg)
 		}
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
-		sleep_ms = run_round();
+		sleep_ms = run_round(&idle);
 		if (sleep_ms > 0)
 		{
 			/* Shown in pg_stat_activity: wait_event "Extension", this query text. */
-			pgstat_report_activity(STATE_IDLE, "wxpay: idle until the next due order");
+			pgstat_report_activity(STATE_IDLE, idle);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);

@@ -21,6 +21,11 @@ char	   *wxpay_database = NULL;
 int			wxpay_poll_interval = 30000;
 int			wxpay_max_concurrency = 16;
 
+/* Whether this process loaded the library from shared_preload_libraries. */
+static bool preloaded = false;
+
+PG_FUNCTION_INFO_V1(wxpay_preloaded);
+
 void		_PG_init(void);
 
 static void
@@ -50,14 +55,6 @@ define_settings(void)
 							PGC_USERSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
-	DefineCustomStringVariable("wxpay.database",
-							   "Database the wxpay worker reconciles orders in.",
-							   NULL,
-							   &wxpay_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
 	DefineCustomIntVariable("wxpay.poll_interval",
 							"Delay before the worker first queries a new order; later queries back off from it, up to 5 minutes.",
 							NULL,
@@ -74,7 +71,31 @@ define_settings(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while preloading: defined
+	 * later (CREATE EXTENSION without preload) it would end the session.
+	 * Only the worker reads it.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("wxpay.database",
+								   "Database the wxpay worker reconciles orders in.",
+								   NULL,
+								   &wxpay_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("wxpay");
+}
+
+/*
+ * wxpay.preloaded() -> boolean.  Backends inherit the postmaster's copy of
+ * the library, so in a preloaded server every backend says true.
+ */
+Datum
+wxpay_preloaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(preloaded);
 }
 
 void
@@ -82,6 +103,7 @@ _PG_init(void)
 {
 	if (IsBinaryUpgrade)
 		return;
+	preloaded = process_shared_preload_libraries_in_progress;
 	define_settings();
 	wxpay_orders_init();
 	if (process_shared_preload_libraries_in_progress)

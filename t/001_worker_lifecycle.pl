@@ -25,14 +25,19 @@ ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
 	'worker shows in pg_stat_activity as "wxpay worker"');
 
-# Without the extension it waits quietly: no errors, no restarts.
+# Without the extension it waits quietly: no errors, no restarts.  Its
+# sleep shows in pg_stat_activity once it has looked (and found nothing).
 my $pid = $worker_pid->();
-sleep 1;
+ok($node->poll_query_until('postgres',
+	"SELECT query LIKE 'wxpay: idle, waiting for the extension%' FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
+	'worker sleeps while the extension is not created, and says so in pg_stat_activity');
 is($worker_pid->(), $pid, 'worker waits while the extension is not created');
 ok(!$node->log_contains(qr/ERROR|FATAL/), 'and logs no error meanwhile');
 
 $node->safe_psql('postgres', 'CREATE EXTENSION wxpay');
-sleep 1;
+ok($node->poll_query_until('postgres',
+	"SELECT query = 'wxpay: idle until the next due order' FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
+	'worker takes up the extension once it exists');
 is($worker_pid->(), $pid, 'worker keeps running once the extension exists');
 
 # A restart or a failed worker never holds up DROP EXTENSION.

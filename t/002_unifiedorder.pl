@@ -51,15 +51,17 @@ like($sql->("SELECT wxpay_unifiedorder('10000100', 'uo-native', 1, 'Shop-QR', '2
 like($sql->("SELECT wxpay_unifiedorder('10000100', 'uo-mweb', 1, 'Shop-H5', '203.0.113.7', 'MWEB', '{\"scene_info\": {\"h5_info\": {\"type\": \"Wap\", \"wap_url\": \"https://m.example.com\", \"wap_name\": \"shop\"}}}') ->> 'mweb_url'"),
 	qr/^https:\/\//, 'MWEB order returns an mweb_url');
 
-# Faults: each is a clear error and nothing is recorded.
+# Faults: each is a clear error with the contract's SQLSTATE (WX007: an
+# answer that cannot be trusted; WX001: no answer, retry with identical
+# parameters), and nothing is recorded.
 my %faults = (
-	badsign => [ '38000', qr/signature that does not verify/ ],
-	wrong_appid => [ '38000', qr/another merchant/ ],
-	garbage => [ '38000', qr/not valid XML/ ],
-	http500 => [ '08006', qr/HTTP status 500/ ],
-	reset => [ '08006', qr/failed/ ],
-	truncated => [ '08006', qr/failed/ ],
-	oversize => [ '08006', qr/exceeds/ ],
+	badsign => [ 'WX007', qr/signature that does not verify/ ],
+	wrong_appid => [ 'WX007', qr/another merchant/ ],
+	garbage => [ 'WX007', qr/not valid XML/ ],
+	http500 => [ 'WX001', qr/HTTP status 500/ ],
+	reset => [ 'WX001', qr/failed/ ],
+	truncated => [ 'WX001', qr/failed/ ],
+	oversize => [ 'WX001', qr/exceeds/ ],
 );
 for my $mode (sort keys %faults)
 {
@@ -99,11 +101,11 @@ my $other_ca = slurp_file("$sim->{dir}/other-ca.pem");
 $other_ca =~ s/'/''/g;
 $sql->("UPDATE wxpay.merchants SET ca_pem = '$other_ca' WHERE mch_id = '10000100'");
 ($state, $err) = sql_error($node, "SELECT wxpay_unifiedorder('10000100', 'tls-1', 1, 'TLS', '203.0.113.7')");
-is($state, '08006', 'untrusted server certificate is refused');
+is($state, 'WX007', 'untrusted server certificate is refused (WX007)');
 like($err, qr/certificate/i, 'and the message says it is the certificate');
 $sql->("UPDATE wxpay.merchants SET ca_pem = NULL WHERE mch_id = '10000100'");
 ($state) = sql_error($node, "SELECT wxpay_unifiedorder('10000100', 'tls-2', 1, 'TLS', '203.0.113.7')");
-is($state, '08006', 'the simulator CA is not in the system store either');
+is($state, 'WX007', 'the simulator CA is not in the system store either');
 my $ca = $sim->{ca_pem};
 $ca =~ s/'/''/g;
 $sql->("UPDATE wxpay.merchants SET ca_pem = '$ca' WHERE mch_id = '10000100'");

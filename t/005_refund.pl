@@ -76,11 +76,16 @@ $paid_order->('rf-2');
 sim_call($sim, 'POST', '/_sim/faults', { mode => 'delay', delay_ms => 2000, count => 1, path => '/secapi/pay/refund' });
 my ($state) = sql_error($node, "SET statement_timeout = '500ms'; SELECT wxpay_refund('10000100', 'rf-2', 'rf-2-a', 60)");
 is($state, '57014', 'a refund cut short by statement_timeout leaves nothing here');
-sleep 2;
+# Wait until the simulator has made the refund our side gave up on.
+for (1 .. 200)
+{
+	last if @{ sim_call($sim, 'GET', '/_sim/orders?mch_id=10000100&out_trade_no=rf-2')->{refunds} };
+	select(undef, undef, undef, 0.05);
+}
 my $msg;
 ($state, $msg) = sql_error($node, "SELECT wxpay_refund('10000100', 'rf-2', 'rf-2-b', 60)");
-is($state, '38000', 'WeChat Pay refuses what would exceed the order');
-like($msg, qr/NOTENOUGH/, 'with NOTENOUGH');
+is($state, 'WX004', 'WeChat Pay refuses what would exceed the order (WX004, not enough)');
+like($msg, qr/DETAIL:\s+err_code: NOTENOUGH, err_code_des: /, 'with NOTENOUGH in the DETAIL\'s fixed form');
 like($sql->("SELECT wxpay_refund('10000100', 'rf-2', 'rf-2-a', 60) ->> 'result_code'"), qr/SUCCESS/,
 	'the cut-short refund is completed by retrying its out_refund_no');
 

@@ -38,8 +38,13 @@ is($state->('q-2'), 'NOTPAY', 'and not applied');
 $sql->("INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)"
 	. " VALUES ('10000100', 'q-unknown', 'APP', 'Local only', 1, '1.2.3.4')");
 ($code, $msg) = sql_error($node, "SELECT wxpay_orderquery('10000100', 'q-unknown')");
-is($code, '38000', 'ORDERNOTEXIST is an error');
-like($msg, qr/ORDERNOTEXIST/, 'that names the err_code');
+is($code, 'WX005', 'ORDERNOTEXIST is an error (WX005, not found)');
+like($msg, qr/DETAIL:\s+err_code: ORDERNOTEXIST/, 'that names the err_code in the DETAIL');
+# Closing an order WeChat Pay never had closes it here, for the SQL
+# function as for the worker (one reading of the answer).
+is($sql->("SELECT wxpay_closeorder('10000100', 'q-unknown') ->> 'err_code'"), 'ORDERNOTEXIST',
+	'closeorder of an order WeChat Pay never had answers ORDERNOTEXIST');
+is($state->('q-unknown'), 'CLOSED', 'and the order is CLOSED here');
 ($code) = sql_error($node, "SELECT wxpay_orderquery('10000100', 'q-nowhere')");
 is($code, '22023', 'an order unknown here is a bad argument');
 
@@ -57,8 +62,8 @@ is($sql->("SELECT wxpay_closeorder('10000100', 'c-1') ->> 'err_code'"), 'ORDERCL
 $order->('c-2');
 $pay->('c-2');
 ($code, $msg) = sql_error($node, "SELECT wxpay_closeorder('10000100', 'c-2')");
-is($code, '55000', 'ORDERPAID is an error');
-like($msg, qr/was paid.*trade_state SUCCESS/s, 'that says the order was paid');
+is($code, 'WX002', 'ORDERPAID is an error (WX002, order paid)');
+like($msg, qr/err_code: ORDERPAID.*HINT:.*wxpay_orderquery records the payment/s, 'that says the order was paid and what to do');
 ($code) = sql_error($node, "SELECT wxpay_closeorder('10000100', 'q-1')");
 is($code, '55000', 'an order paid here cannot be closed');
 

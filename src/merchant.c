@@ -1,0 +1,77 @@
+/*
+ * merchant.c
+ *	  Loading merchants from wxpay.merchants, and who may act for them.
+ */
+#include "wxpay.h"
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "spi_util.h"
+
+/*
+ * Load a merchant into cxt, or NULL if there is none.  The caller must be
+ * connected to SPI.
+ */
+WxMerchant *
+wxpay_merchant_find(const char *mch_id, MemoryContext cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {CStringGetTextDatum(mch_id), ObjectIdGetDatum(GetOuterUserId())};
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	WxMerchant *m;
+	char	   *sign_type;
+	MemoryContext old;
+
+	/*
+	 * Inside these SECURITY DEFINER functions current_user is the owner; the
+	 * caller is the outer user (the session's role, or its SET ROLE).  Saved:
+	 * every notification looks its merchant up.
+	 */
+	wxpay_spi_exec_plan(&plan,
+						"SELECT mch_id, appid, api_key, sign_type, notify_url,"
+						" api_base, ca_pem, cert_pem, key_pem,"
+						" allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
+						"  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
+						"  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
+						" FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
+						2, argtypes, args, NULL, true, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return NULL;
+
+	old = MemoryContextSwitchTo(cxt);
+	m = palloc0(sizeof(WxMerchant));
+	m->mch_id = wxpay_spi_value(0, 1);
+	m->appid = wxpay_spi_value(0, 2);
+	m->api_key = wxpay_spi_value(0, 3);
+	sign_type = wxpay_spi_value(0, 4);
+	m->sign_type = wx_sign_type_parse(sign_type, strlen(sign_type));
+	m->notify_url = wxpay_spi_value(0, 5);
+	m->api_base = wxpay_spi_value(0, 6);
+	m->ca_pem = wxpay_spi_value(0, 7);
+	m->cert_pem = wxpay_spi_value(0, 8);
+	m->key_pem = wxpay_spi_value(0, 9);
+	m->caller_allowed = strcmp(wxpay_spi_value(0, 10), "t") == 0;
+	MemoryContextSwitchTo(old);
+	return m;
+}
+
+/* A merchant the caller may act for, in cxt; anything else is an ERROR. */
+WxMerchant *
+wxpay_merchant_get(const char *mch_id, MemoryContext cxt)
+{
+	WxMerchant *m = wxpay_merchant_find(mch_id, cxt);
+
+	if (m == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown merchant \"%s\"", mch_id),
+				 errhint("Merchants are rows of wxpay.merchants.")));
+	if (!m->caller_allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not act for merchant \"%s\"",
+						GetUserNameFromId(GetOuterUserId(), false), mch_id),
+				 errhint("The merchant's allowed_roles in wxpay.merchants lists who may.")));
+	return m;
+}

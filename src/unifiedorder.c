@@ -1,0 +1,247 @@
+/*
+ * unifiedorder.c
+ *	  The unifiedorder endpoint and wxpay_unifiedorder: validate locally,
+ *	  record the order, ask WeChat Pay for a prepay_id, store it.
+ *
+ * The order row is written before the request, so a payment can never
+ * arrive for an order we do not know; re-entering an order with identical
+ * parameters gets WeChat Pay's prepay_id again, as its rules allow.
+ */
+#include "endpoint.h"
+
+#include <arpa/inet.h>
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "args.h"
+#include "orders.h"
+#include "spi_util.h"
+#include "states.h"
+
+PG_FUNCTION_INFO_V1(wxpay_unifiedorder);
+
+/* The optional fields a unifiedorder request may carry. */
+static const WxOptionalField unifiedorder_fields[] = {
+	{"openid", 128},
+	{"product_id", 32, "^[0-9A-Za-z_.-]+$", "Use letters, digits, '_', '.' and '-'."},
+	{"attach", 127},
+	{"detail", 6000, NULL, NULL, true},
+	{"time_start", 14, "^2[0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$",
+	"Use yyyyMMddHHmmss in Beijing time (GMT+8)."},
+	{"time_expire", 14, "^2[0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$",
+	"Use yyyyMMddHHmmss in Beijing time (GMT+8)."},
+	{"limit_pay", 32, "^no_credit$", "The only value is no_credit."},
+	{"goods_tag", 32},
+	{"fee_type", 16, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY."},
+	{"device_info", 32, "^[0-9A-Za-z_.-]+$", "Use letters, digits, '_', '.' and '-'."},
+	{"scene_info", 256, NULL, NULL, true},
+	{"receipt", 8, "^Y$", "The only value is Y."},
+	{"notify_url", 256, "^https?://[^?#[:space:]]+$",
+	"notify_url must be an absolute http(s) URL without a query string."},
+};
+
+/* A validated unifiedorder call. */
+typedef struct WxUnifiedOrder
+{
+	char	   *mch_id;
+	char	   *out_trade_no;
+	int32		total_fee;
+	char	   *body;
+	char	   *client_ip;
+	char	   *trade_type;
+	WxParamList extra;
+	Jsonb	   *params;			/* extra as stored on the order */
+} WxUnifiedOrder;
+
+/* spbill_create_ip: an IPv4 or IPv6 address. */
+static void
+check_ip(const char *ip)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (strlen(ip) > 64 ||
+		(inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid spbill_create_ip \"%s\"", ip),
+				 errhint("Use the client's IPv4 or IPv6 address (the server's for NATIVE).")));
+}
+
+/* A field extra must carry for this trade_type. */
+static void
+require_extra(const WxUnifiedOrder *uo, const char *field)
+{
+	if (wx_params_find(uo->extra.items, uo->extra.count, field) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trade_type %s requires extra.%s", uo->trade_type, field)));
+}
+
+/* Read and validate the arguments of wxpay_unifiedorder. */
+static void
+read_unifiedorder_args(FunctionCallInfo fcinfo, WxUnifiedOrder *uo)
+{
+	static const char *const argnames[] = {"mch_id", "out_trade_no", "total_fee", "body",
+	"spbill_create_ip", "trade_type", "extra"};
+
+	wxpay_require_args(fcinfo, argnames, lengthof(argnames));
+
+	uo->mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	uo->out_trade_no = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	uo->total_fee = PG_GETARG_INT32(2);
+	uo->body = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	uo->client_ip = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	uo->trade_type = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	uo->params = PG_GETARG_JSONB_P(6);
+
+	if (uo->total_fee <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("total_fee must be a positive number of fen, not %d", uo->total_fee)));
+	wxpay_check_pattern("out_trade_no", uo->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+				  "Use 1 to 32 characters from 0-9, A-Z, a-z and _-|*@.");
+	wxpay_check_text_value("body", uo->body, strlen(uo->body), 128);
+	check_ip(uo->client_ip);
+	wxpay_check_pattern("trade_type", uo->trade_type, "^(APP|JSAPI|NATIVE|MWEB)$",
+				  "Use APP, JSAPI, NATIVE or MWEB.");
+	wxpay_extra_to_list(uo->params, unifiedorder_fields, lengthof(unifiedorder_fields), &uo->extra);
+	if (strcmp(uo->trade_type, "JSAPI") == 0)
+		require_extra(uo, "openid");
+	else if (strcmp(uo->trade_type, "NATIVE") == 0)
+		require_extra(uo, "product_id");
+	else if (strcmp(uo->trade_type, "MWEB") == 0)
+		require_extra(uo, "scene_info");
+	uo->params = wxpay_list_to_jsonb(&uo->extra);
+}
+
+/*
+ * Record the order (or re-enter an identical one) before anything is sent;
+ * returns its time_expire as yyyyMMddHHmmss in GMT+8.
+ */
+static char *
+record_order(const WxUnifiedOrder *uo)
+{
+	WxNewOrder	o;
+
+	o.mch_id = uo->mch_id;
+	o.out_trade_no = uo->out_trade_no;
+	o.trade_type = uo->trade_type;
+	o.body = uo->body;
+	o.total_fee = uo->total_fee;
+	o.client_ip = uo->client_ip;
+	o.attach = wxpay_list_get(&uo->extra, "attach");
+	o.openid = wxpay_list_get(&uo->extra, "openid");
+	o.product_id = wxpay_list_get(&uo->extra, "product_id");
+	o.params = uo->params;
+	o.time_expire = wxpay_list_get(&uo->extra, "time_expire");
+	return wxpay_order_record(&o);
+}
+
+/* The endpoint's apply step: keep the prepay_id and URLs on the order. */
+static bool
+store_prepay(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	wxpay_order_store_prepay(call->merchant->mch_id, &answer->payment);
+	return true;
+}
+
+/* The request fields were assembled by wxpay_unifiedorder. */
+static void
+build_copy(const WxCall *call, WxParamList *req)
+{
+	wxpay_list_append(req, call->fields);
+}
+
+/* An answer with a prepay_id for the requested trade_type. */
+static bool
+read_prepay(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	const WxParamList *resp = &answer->fields;
+	const char *prepay_id = wxpay_list_get(resp, "prepay_id");
+
+	if (!wxpay_v2_result(call->endpoint, resp, fail))
+		return false;
+	if (prepay_id == NULL || prepay_id[0] == '\0' ||
+		!wxpay_list_is(resp, "trade_type", wxpay_list_get(call->fields, "trade_type")))
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("WeChat Pay answered /pay/unifiedorder without a prepay_id for trade_type %s",
+								   wxpay_list_get(call->fields, "trade_type")));
+	answer->payment.out_trade_no = call->out_trade_no;
+	answer->payment.prepay_id = prepay_id;
+	answer->payment.code_url = wxpay_list_get(resp, "code_url");
+	answer->payment.mweb_url = wxpay_list_get(resp, "mweb_url");
+	return true;
+}
+
+const WxEndpoint wx_endpoint_unifiedorder = {
+	.protocol = &wx_protocol_v2,
+	.name = "unifiedorder",
+	.path = "/pay/unifiedorder",
+	.client_cert = false,
+	.build = build_copy,
+	.read = read_prepay,
+	.apply = store_prepay,
+};
+
+/* The unifiedorder request: required fields, then the optional ones. */
+static void
+build_unifiedorder_request(const WxUnifiedOrder *uo, const WxMerchant *m,
+						   const char *time_expire, WxParamList *req)
+{
+	const char *notify_url = wxpay_list_get(&uo->extra, "notify_url");
+
+	if (notify_url == NULL)
+		notify_url = m->notify_url;
+	if (notify_url == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("merchant %s has no notify_url and extra.notify_url is not given", m->mch_id)));
+
+	wxpay_list_init(req, uo->extra.count + 16);
+	for (int i = 0; i < uo->extra.count; i++)
+		if (strcmp(uo->extra.items[i].name, "notify_url") != 0 &&
+			strcmp(uo->extra.items[i].name, "time_expire") != 0)
+			req->items[req->count++] = uo->extra.items[i];
+	wxpay_list_add_cstr(req, "body", uo->body);
+	wxpay_list_add_cstr(req, "out_trade_no", uo->out_trade_no);
+	wxpay_list_add_cstr(req, "total_fee", psprintf("%d", uo->total_fee));
+	wxpay_list_add_cstr(req, "spbill_create_ip", uo->client_ip);
+	wxpay_list_add_cstr(req, "notify_url", notify_url);
+	wxpay_list_add_cstr(req, "trade_type", uo->trade_type);
+	wxpay_list_add_cstr(req, "time_expire", time_expire);
+}
+
+/*
+ * wxpay_unifiedorder(mch_id, out_trade_no, total_fee, body,
+ *					  spbill_create_ip, trade_type, extra) -> jsonb
+ */
+Datum
+wxpay_unifiedorder(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	WxUnifiedOrder uo;
+	WxParamList req;
+	WxParamList out;
+	WxCall		call;
+	WxAnswer	answer;
+
+	read_unifiedorder_args(fcinfo, &uo);
+
+	SPI_connect();
+	wxpay_call_init(&call, &wx_endpoint_unifiedorder, wxpay_merchant_get(uo.mch_id, CurrentMemoryContext));
+	build_unifiedorder_request(&uo, call.merchant, record_order(&uo), &req);
+	call.out_trade_no = uo.out_trade_no;
+	call.fields = &req;
+	wxpay_endpoint_call(&call, &answer);
+
+	wxpay_list_init(&out, 4);
+	wxpay_list_add_cstr(&out, "prepay_id", answer.payment.prepay_id);
+	wxpay_list_add_cstr(&out, "trade_type", uo.trade_type);
+	if (answer.payment.code_url)
+		wxpay_list_add_cstr(&out, "code_url", answer.payment.code_url);
+	if (answer.payment.mweb_url)
+		wxpay_list_add_cstr(&out, "mweb_url", answer.payment.mweb_url);
+	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &out));
+}

@@ -1,0 +1,286 @@
+/* wxpay--1.0--1.1.sql: pg_wxpay 1.0 to 1.1 */
+
+\echo Use "ALTER EXTENSION wxpay UPDATE TO '1.1'" to load this file. \quit
+
+----------------------------------------------------------------------
+-- One state vocabulary.  Which order and refund states exist, which are
+-- pending (the worker follows them), paid, refundable or final is said
+-- here once; CHECKs, partial indexes, views, the worker's claims and the
+-- C code (through wxpay.state_vocabulary(), compared by a regression test)
+-- all use these.  They are plain SQL so the planner inlines them, and an
+-- index predicate written with one matches a query written with it.
+----------------------------------------------------------------------
+
+CREATE FUNCTION wxpay.order_states()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{NOTPAY,USERPAYING,PAYERROR,SUCCESS,REFUND,CLOSED,REVOKED}'::text[] $$;
+COMMENT ON FUNCTION wxpay.order_states() IS
+'every order state: WeChat Pay''s trade_state words (ACCEPT is reported but never stored)';
+
+-- PAYERROR is pending: the payer may still pay the same prepay_id, so the
+-- worker keeps asking and closes it at time_expire like any unpaid order.
+CREATE FUNCTION wxpay.order_state_pending(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT state OPERATOR(pg_catalog.=) ANY ('{NOTPAY,USERPAYING,PAYERROR}'::text[]) $$;
+COMMENT ON FUNCTION wxpay.order_state_pending(text) IS
+'unpaid and still payable: the worker queries it, and closes it once expired';
+
+CREATE FUNCTION wxpay.order_state_paid(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT state OPERATOR(pg_catalog.=) ANY ('{SUCCESS,REFUND}'::text[]) $$;
+COMMENT ON FUNCTION wxpay.order_state_paid(text) IS
+'paid (REFUND: paid, then refunded in part or whole); such an order can be refunded';
+
+CREATE FUNCTION wxpay.order_state_final(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT state OPERATOR(pg_catalog.=) ANY ('{REFUND,CLOSED,REVOKED}'::text[]) $$;
+COMMENT ON FUNCTION wxpay.order_state_final(text) IS
+'no transition leaves this state';
+
+CREATE FUNCTION wxpay.refund_states()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{PROCESSING,CHANGE,SUCCESS,REFUNDCLOSE}'::text[] $$;
+COMMENT ON FUNCTION wxpay.refund_states() IS 'every refund state: WeChat Pay''s refund_status words';
+
+-- CHANGE (the bank card refused the money) is settled by hand on the
+-- merchant platform and then becomes SUCCESS: the worker keeps asking.
+CREATE FUNCTION wxpay.refund_state_pending(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT state OPERATOR(pg_catalog.=) ANY ('{PROCESSING,CHANGE}'::text[]) $$;
+COMMENT ON FUNCTION wxpay.refund_state_pending(text) IS 'not settled yet: the worker queries it';
+
+CREATE FUNCTION wxpay.refund_state_final(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT state OPERATOR(pg_catalog.=) ANY ('{SUCCESS,REFUNDCLOSE}'::text[]) $$;
+COMMENT ON FUNCTION wxpay.refund_state_final(text) IS 'no transition leaves this state';
+
+-- A closed refund returned nothing; every other one counts against the order.
+CREATE FUNCTION wxpay.refund_state_counts(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT state OPERATOR(pg_catalog.<>) 'REFUNDCLOSE' $$;
+COMMENT ON FUNCTION wxpay.refund_state_counts(text) IS
+'whether the refund counts against what is left to refund of its order';
+
+-- The same lists as the C code has them, for the test that compares them.
+CREATE FUNCTION wxpay.state_vocabulary()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_state_vocabulary'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wxpay.state_vocabulary() IS
+'the state lists compiled into the C code: must equal the SQL functions above';
+
+-- Whether this process has the library loaded from shared_preload_libraries.
+CREATE FUNCTION wxpay.preloaded()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'wxpay_preloaded'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wxpay.preloaded() IS
+'whether wxpay is in shared_preload_libraries, which the worker (reconciliation) needs';
+
+----------------------------------------------------------------------
+-- Every constraint has a name that says what it keeps; the state checks
+-- use the vocabulary.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_mch_id_check TO merchants_mch_id_format;
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_appid_check TO merchants_appid_format;
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_api_key_check TO merchants_api_key_format;
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_sign_type_check TO merchants_sign_type_valid;
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_notify_url_check TO merchants_notify_url_format;
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_api_base_check TO merchants_api_base_format;
+ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_check TO merchants_cert_and_key_together;
+
+ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_mch_id_fkey TO orders_merchant_fkey;
+ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_out_trade_no_check TO orders_out_trade_no_format;
+ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_trade_type_check TO orders_trade_type_valid;
+ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_body_check TO orders_body_length;
+ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_total_fee_check TO orders_total_fee_positive;
+ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_check TO orders_paid_has_transaction;
+ALTER TABLE wxpay.orders DROP CONSTRAINT orders_state_check;
+ALTER TABLE wxpay.orders ADD CONSTRAINT orders_state_valid
+	CHECK (state OPERATOR(pg_catalog.=) ANY (wxpay.order_states()));
+ALTER TABLE wxpay.orders DROP CONSTRAINT orders_paid_has_transaction;
+ALTER TABLE wxpay.orders ADD CONSTRAINT orders_paid_has_transaction
+	CHECK (NOT wxpay.order_state_paid(state) OR (transaction_id IS NOT NULL AND paid_at IS NOT NULL));
+
+ALTER TABLE wxpay.order_events RENAME CONSTRAINT order_events_source_check TO order_events_source_valid;
+ALTER TABLE wxpay.order_events RENAME CONSTRAINT order_events_mch_id_out_trade_no_fkey TO order_events_order_fkey;
+
+ALTER TABLE wxpay.notifications RENAME CONSTRAINT notifications_kind_check TO notifications_kind_valid;
+ALTER TABLE wxpay.notifications RENAME CONSTRAINT notifications_outcome_check TO notifications_outcome_valid;
+
+ALTER TABLE wxpay.refunds RENAME CONSTRAINT refunds_out_refund_no_check TO refunds_out_refund_no_format;
+ALTER TABLE wxpay.refunds RENAME CONSTRAINT refunds_refund_fee_check TO refunds_refund_fee_positive;
+ALTER TABLE wxpay.refunds RENAME CONSTRAINT refunds_total_fee_check TO refunds_total_fee_positive;
+ALTER TABLE wxpay.refunds RENAME CONSTRAINT refunds_check TO refunds_within_total;
+ALTER TABLE wxpay.refunds RENAME CONSTRAINT refunds_mch_id_out_trade_no_fkey TO refunds_order_fkey;
+ALTER TABLE wxpay.refunds DROP CONSTRAINT refunds_state_check;
+ALTER TABLE wxpay.refunds ADD CONSTRAINT refunds_state_valid
+	CHECK (state OPERATOR(pg_catalog.=) ANY (wxpay.refund_states()));
+
+ALTER TABLE wxpay.refund_events RENAME CONSTRAINT refund_events_source_check TO refund_events_source_valid;
+ALTER TABLE wxpay.refund_events RENAME CONSTRAINT refund_events_mch_id_out_refund_no_fkey TO refund_events_refund_fkey;
+
+----------------------------------------------------------------------
+-- The worker's claims use these, with the same predicates: PAYERROR
+-- orders and CHANGE refunds are followed too, and no claim scans a table.
+----------------------------------------------------------------------
+
+DROP INDEX wxpay.orders_pending_idx;
+CREATE INDEX orders_pending_idx ON wxpay.orders (next_query_at)
+	WHERE wxpay.order_state_pending(state);
+DROP INDEX wxpay.refunds_processing_idx;
+CREATE INDEX refunds_pending_idx ON wxpay.refunds (next_query_at)
+	WHERE wxpay.refund_state_pending(state);
+
+----------------------------------------------------------------------
+-- The state machines, with the vocabulary in their hints.  The allowed
+-- transitions are said here and nowhere else.
+----------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION wxpay.orders_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	allowed constant jsonb := '{
+		"NOTPAY":     ["USERPAYING", "SUCCESS", "CLOSED", "PAYERROR", "REVOKED"],
+		"USERPAYING": ["NOTPAY", "SUCCESS", "CLOSED", "PAYERROR", "REVOKED"],
+		"PAYERROR":   ["NOTPAY", "USERPAYING", "SUCCESS", "CLOSED", "REVOKED"],
+		"SUCCESS":    ["REFUND"],
+		"REFUND":     [],
+		"CLOSED":     [],
+		"REVOKED":    []
+	}';
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		IF NEW.state <> 'NOTPAY' OR NEW.transaction_id IS NOT NULL OR NEW.paid_at IS NOT NULL THEN
+			RAISE EXCEPTION 'a new order must start unpaid, in state NOTPAY'
+				USING ERRCODE = '23514';
+		END IF;
+		RETURN NEW;
+	END IF;
+
+	IF NEW.mch_id <> OLD.mch_id OR NEW.out_trade_no <> OLD.out_trade_no THEN
+		RAISE EXCEPTION 'mch_id and out_trade_no of an order never change'
+			USING ERRCODE = '23514';
+	END IF;
+	IF NEW.total_fee <> OLD.total_fee THEN
+		RAISE EXCEPTION 'total_fee of order % never changes (% -> %)', OLD.out_trade_no, OLD.total_fee, NEW.total_fee
+			USING ERRCODE = '23514', HINT = 'A different amount needs a new out_trade_no.';
+	END IF;
+	IF OLD.transaction_id IS NOT NULL AND NEW.transaction_id IS DISTINCT FROM OLD.transaction_id THEN
+		RAISE EXCEPTION 'transaction_id of order % never changes once set', OLD.out_trade_no
+			USING ERRCODE = '23514';
+	END IF;
+	IF OLD.paid_at IS NOT NULL AND NEW.paid_at IS DISTINCT FROM OLD.paid_at THEN
+		RAISE EXCEPTION 'paid_at of order % never changes once set', OLD.out_trade_no
+			USING ERRCODE = '23514';
+	END IF;
+	IF NEW.state <> OLD.state AND NOT (allowed -> OLD.state) ? NEW.state THEN
+		RAISE EXCEPTION 'order % cannot go from % to %', OLD.out_trade_no, OLD.state, NEW.state
+			USING ERRCODE = '23514',
+			HINT = CASE WHEN wxpay.order_state_final(OLD.state) THEN OLD.state || ' is final.'
+						ELSE 'Allowed: ' || (allowed -> OLD.state)::text END;
+	END IF;
+	NEW.updated_at := now();
+	RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wxpay.refunds_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	allowed constant jsonb := '{
+		"PROCESSING":  ["SUCCESS", "CHANGE", "REFUNDCLOSE"],
+		"CHANGE":      ["SUCCESS", "REFUNDCLOSE"],
+		"SUCCESS":     [],
+		"REFUNDCLOSE": []
+	}';
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		IF NEW.state <> 'PROCESSING' THEN
+			RAISE EXCEPTION 'a new refund must start in state PROCESSING' USING ERRCODE = '23514';
+		END IF;
+		RETURN NEW;
+	END IF;
+	IF NEW.mch_id <> OLD.mch_id OR NEW.out_refund_no <> OLD.out_refund_no
+	   OR NEW.out_trade_no <> OLD.out_trade_no OR NEW.refund_fee <> OLD.refund_fee
+	   OR NEW.total_fee <> OLD.total_fee OR NEW.params <> OLD.params THEN
+		RAISE EXCEPTION 'the parameters of refund % never change', OLD.out_refund_no
+			USING ERRCODE = '23514', HINT = 'A different refund needs a new out_refund_no.';
+	END IF;
+	IF OLD.refund_id IS NOT NULL AND NEW.refund_id IS DISTINCT FROM OLD.refund_id THEN
+		RAISE EXCEPTION 'refund_id of refund % never changes once set', OLD.out_refund_no
+			USING ERRCODE = '23514';
+	END IF;
+	IF NEW.state <> OLD.state AND NOT (allowed -> OLD.state) ? NEW.state THEN
+		RAISE EXCEPTION 'refund % cannot go from % to %', OLD.out_refund_no, OLD.state, NEW.state
+			USING ERRCODE = '23514',
+			HINT = CASE WHEN wxpay.refund_state_final(OLD.state) THEN OLD.state || ' is final.'
+						ELSE 'Allowed: ' || (allowed -> OLD.state)::text END;
+	END IF;
+	NEW.updated_at := now();
+	RETURN NEW;
+END
+$$;
+
+----------------------------------------------------------------------
+-- The worker: what it follows, and whether it runs at all.
+----------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW wxpay.worker_status AS
+	SELECT mch_id, out_trade_no, state, total_fee, created_at, time_expire,
+		   CASE WHEN time_expire OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'close' ELSE 'query' END AS next_action,
+		   next_query_at, query_count, last_query_at, last_error
+	  FROM wxpay.orders
+	 WHERE wxpay.order_state_pending(state)
+	 ORDER BY next_query_at;
+
+CREATE VIEW wxpay.worker AS
+	SELECT wxpay.preloaded() AS preloaded,
+		   pg_catalog.current_setting('wxpay.database', true) AS database,
+		   a.pid IS NOT NULL AS running,
+		   a.pid, a.backend_start, a.state, a.wait_event_type, a.wait_event, a.query AS activity
+	  FROM (SELECT 1) one
+	  LEFT JOIN pg_catalog.pg_stat_activity a
+		ON a.backend_type OPERATOR(pg_catalog.=) 'wxpay worker';
+REVOKE ALL ON wxpay.worker FROM PUBLIC;
+COMMENT ON VIEW wxpay.worker IS
+'whether the reconciling worker is configured (preloaded) and running, and what it is doing';
+
+-- Said at CREATE EXTENSION and ALTER EXTENSION UPDATE: without the worker
+-- nothing reconciles, so lost notifications stay lost until someone asks.
+DO $$
+BEGIN
+	IF NOT wxpay.preloaded() THEN
+		RAISE WARNING 'wxpay is not in shared_preload_libraries: orders will not be reconciled in the background'
+			USING HINT = 'Everything else works. For the worker, add wxpay to shared_preload_libraries and restart the server.';
+	ELSIF pg_catalog.current_setting('wxpay.database', true) OPERATOR(pg_catalog.<>) pg_catalog.current_database() THEN
+		RAISE NOTICE 'the wxpay worker reconciles database "%", not this one',
+			pg_catalog.current_setting('wxpay.database', true)
+			USING HINT = 'Set wxpay.database to this database and restart the server, or use wxpay in that database.';
+	END IF;
+END
+$$;
+
+-- The worker's scans for due work, as it runs them: a test EXPLAINs each.
+CREATE FUNCTION wxpay.worker_queries(OUT name text, OUT query text, OUT argtypes text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'wxpay_worker_queries'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION wxpay.worker_queries() FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.worker_queries() IS
+'the SQL the worker uses to find due orders and refunds, for EXPLAIN';
