@@ -284,3 +284,56 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 REVOKE ALL ON FUNCTION wxpay.worker_queries() FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.worker_queries() IS
 'the SQL the worker uses to find due orders and refunds, for EXPLAIN';
+
+----------------------------------------------------------------------
+-- Client parameters for the JS-SDK's wx.chooseWXPay, which wants the
+-- signed timeStamp as "timestamp".
+----------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.wxpay_jssdk_params(mch_id text, prepay_id text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_jssdk_params'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_jssdk_params(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_jssdk_params(text, text) IS
+'signed parameters for the JS-SDK''s wx.chooseWXPay: appId, timestamp, nonceStr, package, signType, paySign';
+
+----------------------------------------------------------------------
+-- Payments WeChat Pay reported that paid nothing here: a verified
+-- notification for an order we do not have (made in a transaction that
+-- rolled back, say), with another amount, or for an order closed here.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.notifications ADD COLUMN verified boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN wxpay.notifications.verified IS
+'whether the body was authentic (payments: signature verified; refunds: req_info decrypted), whatever its outcome';
+
+-- The handlers record it: new C symbols, so a 1.0 schema (new library,
+-- ALTER EXTENSION UPDATE not run yet) keeps recording without it.
+CREATE OR REPLACE FUNCTION @extschema@.wxpay_handle_notify(body text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_handle_notify_1_1'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+CREATE OR REPLACE FUNCTION @extschema@.wxpay_handle_refund_notify(body text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_handle_refund_notify_1_1'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE VIEW wxpay.unmatched_payments AS
+	SELECT mch_id, out_trade_no, transaction_id,
+		   (@extschema@.wxpay_from_xml(pg_catalog.min(body)) OPERATOR(pg_catalog.->>) 'total_fee') AS total_fee,
+		   pg_catalog.min(received_at) AS first_received_at, pg_catalog.max(received_at) AS last_received_at,
+		   pg_catalog.count(*) AS deliveries, pg_catalog.max(reason) AS reason
+	  FROM wxpay.notifications n
+	 WHERE kind OPERATOR(pg_catalog.=) 'pay' AND verified AND outcome OPERATOR(pg_catalog.=) 'rejected'
+	   AND NOT EXISTS (SELECT FROM wxpay.orders o
+						WHERE o.mch_id OPERATOR(pg_catalog.=) n.mch_id
+						  AND o.out_trade_no OPERATOR(pg_catalog.=) n.out_trade_no
+						  AND o.transaction_id OPERATOR(pg_catalog.=) n.transaction_id)
+	 GROUP BY mch_id, out_trade_no, transaction_id;
+REVOKE ALL ON wxpay.unmatched_payments FROM PUBLIC;
+COMMENT ON VIEW wxpay.unmatched_payments IS
+'authentic payments that paid no order here (unknown order, other amount, closed here): refund or reconcile by hand';

@@ -74,6 +74,13 @@ SELECT array_agg(k ORDER BY k) AS jsapi_keys, p ->> 'package' AS package, p ->> 
        p ->> 'paySign' = wxpay_sign(p - 'paySign', '192006250b4c09247ec02edce69f6a2d', 'HMAC-SHA256') AS verifies
   FROM (SELECT wxpay_jsapi_params('10000200', 'wx201411101639507cbf6ffd8b0779950874') AS p) s,
        jsonb_object_keys(p) k GROUP BY p;
+-- The JS-SDK's wx.chooseWXPay: the same fields and signature, with the
+-- signed timeStamp under "timestamp"
+SELECT array_agg(k ORDER BY k) AS jssdk_keys,
+       p ->> 'paySign' = wxpay_sign((p - 'paySign' - 'timestamp') || jsonb_build_object('timeStamp', p ->> 'timestamp'),
+                                    '192006250b4c09247ec02edce69f6a2d', 'HMAC-SHA256') AS signed_as_timeStamp
+  FROM (SELECT wxpay_jssdk_params('10000200', 'wx201411101639507cbf6ffd8b0779950874') AS p) s,
+       jsonb_object_keys(p) k GROUP BY p;
 SELECT (wxpay_app_params('10000200', 'wx1') ->> 'sign') ~ '^[0-9A-F]{64}$' AS app_hmac;
 \set VERBOSITY sqlstate
 SELECT wxpay_app_params('10000100', 'bad prepay id');

@@ -51,6 +51,17 @@ SELECT wxpay_from_xml('<xml><a>' || repeat('x', 1024 * 1024) || '</a></xml>');
 SELECT wxpay_to_xml('{"a<": "x"}');
 -- Just under the limit still parses
 SELECT length(wxpay_from_xml('<xml><a>' || repeat('x', 1024 * 1024 - 20) || '</a></xml>') ->> 'a') AS big_value;
+-- Text that looks like a DOCTYPE inside a value is a value: WeChat Pay
+-- returns attach unchanged, so such an order must stay confirmable
+SELECT wxpay_from_xml('<xml><attach><![CDATA[<!DOCTYPE html>]]></attach></xml>') AS doctype_in_cdata;
+SELECT wxpay_from_xml(wxpay_to_xml('{"attach": "<!DOCTYPE html><!ENTITY x \"y\">"}')) AS doctype_round_trip;
+-- ... but a DOCTYPE in the prolog is refused, after a BOM or a comment too
+SELECT wxpay_from_xml(E'\uFEFF<!-- c --><!doctype x><xml/>');
+-- Namespaces and attributes are refused: <x:total_fee> is not total_fee
+SELECT wxpay_from_xml('<xml><x:total_fee xmlns:x="urn:x">1</x:total_fee></xml>');
+SELECT wxpay_from_xml('<xml><total_fee currency="CNY">1</total_fee></xml>');
+-- Messages quoting long multi-byte names are cut on character boundaries
+SELECT wxpay_from_xml('<xml><' || repeat('名', 22) || '>1</' || repeat('名', 22) || '><' || repeat('名', 22) || '>2</' || repeat('名', 22) || '></xml>');
 -- libxml2's global state is handed back intact to core's XML functions
 SELECT xpath('/a/text()', '<a>still works</a>'::xml) AS core_xml_after_errors;
 SELECT '<!DOCTYPE a><a/>'::xml IS DOCUMENT AS core_xml_keeps_doctype_support;

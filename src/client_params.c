@@ -15,6 +15,7 @@
 
 PG_FUNCTION_INFO_V1(wxpay_app_params);
 PG_FUNCTION_INFO_V1(wxpay_jsapi_params);
+PG_FUNCTION_INFO_V1(wxpay_jssdk_params);
 
 /* Now, in Unix seconds, as the clients want it. */
 static char *
@@ -56,7 +57,8 @@ jsapi_fields(const WxMerchant *m, const char *prepay_id, WxParamList *list)
  * unifiedorder call is required by WeChat Pay.
  */
 static Jsonb *
-client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_name)
+client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_name,
+			  bool jssdk)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *mch_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -72,6 +74,10 @@ client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_nam
 	fields(m, prepay_id, &list);
 	wxpay_list_add_cstr(&list, sign_name,
 						wxpay_sign_list(&list, m->sign_type, m->api_key, strlen(m->api_key)));
+	/* wx.chooseWXPay takes the signed timeStamp under a lower-case name. */
+	for (int i = 0; jssdk && i < list.count; i++)
+		if (strcmp(list.items[i].name, "timeStamp") == 0)
+			list.items[i].name = "timestamp";
 	return wxpay_spi_result(caller, &list);
 }
 
@@ -81,7 +87,7 @@ client_params(FunctionCallInfo fcinfo, ClientFields fields, const char *sign_nam
 Datum
 wxpay_app_params(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_JSONB_P(client_params(fcinfo, app_fields, "sign"));
+	PG_RETURN_JSONB_P(client_params(fcinfo, app_fields, "sign", false));
 }
 
 /*
@@ -91,5 +97,16 @@ wxpay_app_params(PG_FUNCTION_ARGS)
 Datum
 wxpay_jsapi_params(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_JSONB_P(client_params(fcinfo, jsapi_fields, "paySign"));
+	PG_RETURN_JSONB_P(client_params(fcinfo, jsapi_fields, "paySign", false));
+}
+
+/*
+ * wxpay_jssdk_params(mch_id, prepay_id) -> jsonb, for the JS-SDK's
+ * wx.chooseWXPay: the JSAPI fields, signed the same way, with timestamp
+ * in lower case
+ */
+Datum
+wxpay_jssdk_params(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(client_params(fcinfo, jsapi_fields, "paySign", true));
 }

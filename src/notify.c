@@ -23,9 +23,10 @@
 
 #include "notify.h"
 #include "spi_util.h"
-#include "subxact.h"
+#include "txn.h"
 
 PG_FUNCTION_INFO_V1(wxpay_handle_notify);
+PG_FUNCTION_INFO_V1(wxpay_handle_notify_1_1);
 
 /* Mark a notification rejected, for reason. */
 void
@@ -90,6 +91,7 @@ judge_payment(const char *body, size_t len, WxNotifyOutcome *out)
 	out->transaction_id = (char *) wxpay_list_get(&fields, "transaction_id");
 	if (!wxpay_verify_list(&fields, WX_SIGN_INVALID, m->api_key, strlen(m->api_key)))
 		return wxpay_notify_reject(out, pstrdup("signature does not verify"));
+	out->verified = true;
 	if (!wxpay_list_is(&fields, "result_code", "SUCCESS"))
 	{
 		const char *err_code = wxpay_list_get(&fields, "err_code");
@@ -141,16 +143,29 @@ judge_in_subtransaction(WxNotifyJudge judge, const char *body, size_t len,
 	}
 }
 
+/* What to record: the body, its kind and its outcome. */
+typedef struct WxRecord
+{
+	const char *kind;
+	text	   *body;
+	const WxNotifyOutcome *out;
+	bool		schema_1_0;		/* called through 1.0's declaration */
+} WxRecord;
+
 /* Store the body with its outcome in wxpay.notifications. */
 static void
-record_notification(const char *kind, text *body, const WxNotifyOutcome *out)
+insert_notification(void *arg)
 {
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[9] = "        ";
+	const WxRecord *r = arg;
+	const char *kind = r->kind;
+	text	   *body = r->body;
+	const WxNotifyOutcome *out = r->out;
+	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[9];
+	char		nulls[10] = "         ";
 	const char *strings[8] = {kind, NULL, out->mch_id, out->out_trade_no,
 	out->transaction_id, out->outcome, out->reason, out->out_refund_no};
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 
 	for (int i = 0; i < 8; i++)
 	{
@@ -158,36 +173,66 @@ record_notification(const char *kind, text *body, const WxNotifyOutcome *out)
 		values[i] = strings[i] ? CStringGetTextDatum(strings[i]) : (Datum) 0;
 	}
 	values[1] = PointerGetDatum(body);
-	wxpay_spi_exec_plan(&plan,
-						"INSERT INTO wxpay.notifications"
-						" (kind, body, mch_id, out_trade_no, transaction_id, outcome, reason, out_refund_no)"
-						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-						8, types, values, nulls, false, SPI_OK_INSERT);
+	values[8] = BoolGetDatum(out->verified);
+	/* Until ALTER EXTENSION UPDATE, the 1.0 table has no verified column. */
+	if (r->schema_1_0)
+		wxpay_spi_exec_plan(&plans[0],
+							"INSERT INTO wxpay.notifications (kind, body, mch_id, out_trade_no,"
+							" transaction_id, outcome, reason, out_refund_no)"
+							" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							8, types, values, nulls, false, SPI_OK_INSERT);
+	else
+		wxpay_spi_exec_plan(&plans[1],
+							"INSERT INTO wxpay.notifications (kind, body, mch_id, out_trade_no,"
+							" transaction_id, outcome, reason, out_refund_no, verified)"
+							" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+							9, types, values, nulls, false, SPI_OK_INSERT);
 }
 
-/* The reply WeChat Pay expects: SUCCESS/OK, or FAIL with a reason. */
+/*
+ * Record the body whatever else went wrong: if the full row cannot be
+ * stored, the body is stored with the reason it could not be.
+ */
+static void
+record_notification(const char *kind, text *body, WxNotifyOutcome *out, bool schema_1_0)
+{
+	WxRecord	r = {kind, body, out, schema_1_0};
+	ErrorData  *edata = wxpay_run_isolated(insert_notification, &r);
+	WxNotifyOutcome bare;
+
+	if (edata == NULL)
+		return;
+	memset(&bare, 0, sizeof(bare));
+	wxpay_notify_reject(&bare, psprintf("could not record the details: %s", edata->message));
+	r.out = &bare;
+	insert_notification(&r);
+	*out = bare;
+}
+
+/*
+ * The reply WeChat Pay expects: SUCCESS/OK, or FAIL.  It is built from
+ * constants, so it cannot fail, and it tells a sender nothing about why a
+ * body was refused: the reason is in wxpay.notifications.
+ */
 static text *
 notify_reply(const WxNotifyOutcome *out)
 {
-	WxParamList reply;
-	size_t		len;
-	char	   *xml;
-	bool		ok = strcmp(out->outcome, "rejected") != 0;
-
-	wxpay_list_init(&reply, 2);
-	wxpay_list_add_cstr(&reply, "return_code", ok ? "SUCCESS" : "FAIL");
-	wxpay_list_add_cstr(&reply, "return_msg", ok ? "OK" : out->reason);
-	xml = wxpay_xml_from_list(&reply, &len);
-	return cstring_to_text_with_len(xml, len);
+	if (strcmp(out->outcome, "rejected") != 0)
+		return cstring_to_text("<xml><return_code><![CDATA[SUCCESS]]></return_code>"
+							   "<return_msg><![CDATA[OK]]></return_msg></xml>");
+	return cstring_to_text("<xml><return_code><![CDATA[FAIL]]></return_code>"
+						   "<return_msg><![CDATA[rejected]]></return_msg></xml>");
 }
 
 /*
  * Judge a notification body, record it with its outcome and return the
- * reply.  Shared by payment and refund notifications.
+ * reply.  Shared by payment and refund notifications; schema_1_0 when
+ * called through a 1.0 declaration (the library was upgraded, the schema
+ * not yet: notifications must keep working meanwhile).
  */
 Datum
 wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
-						  WxNotifyJudge judge)
+						  WxNotifyJudge judge, bool schema_1_0)
 {
 	text	   *body;
 	WxNotifyOutcome out;
@@ -199,7 +244,9 @@ wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
 
 	SPI_connect();
 	judge_in_subtransaction(judge, VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), &out);
-	record_notification(kind, body, &out);
+	if (out.outcome == NULL)
+		wxpay_notify_reject(&out, pstrdup("the judge reached no outcome"));
+	record_notification(kind, body, &out, schema_1_0);
 	MemoryContextSwitchTo(caller);
 	reply = notify_reply(&out);
 	SPI_finish();
@@ -208,9 +255,17 @@ wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
 
 /*
  * wxpay_handle_notify(body text) -> text, the HTTP response body to send
+ * (the 1.1 symbol; 1.0's declaration names wxpay_handle_notify)
  */
+Datum
+wxpay_handle_notify_1_1(PG_FUNCTION_ARGS)
+{
+	return wxpay_handle_notification(fcinfo, "pay", judge_payment, false);
+}
+
+/* wxpay_handle_notify as the 1.0 schema declares it */
 Datum
 wxpay_handle_notify(PG_FUNCTION_ARGS)
 {
-	return wxpay_handle_notification(fcinfo, "pay", judge_payment);
+	return wxpay_handle_notification(fcinfo, "pay", judge_payment, true);
 }

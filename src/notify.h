@@ -17,6 +17,7 @@ typedef struct WxNotifyOutcome
 	char	   *out_trade_no;
 	char	   *out_refund_no;
 	char	   *transaction_id;
+	bool		verified;		/* authentic: signed (payments) or decrypted (refunds) */
 } WxNotifyOutcome;
 
 typedef void (*WxNotifyJudge) (const char *body, size_t len, WxNotifyOutcome *out);
@@ -27,6 +28,6 @@ extern WxMerchant *wxpay_notify_sender(const char *body, size_t len,
 extern void wxpay_notify_applied(WxNotifyOutcome *out, WxApplyResult result,
 								 char *reason);
 extern Datum wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
-									   WxNotifyJudge judge);
+									   WxNotifyJudge judge, bool schema_1_0);
 
 #endif							/* WXPAY_NOTIFY_H */

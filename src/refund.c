@@ -18,24 +18,59 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/builtins.h"
 
 #include "args.h"
+#include "autonomous.h"
 #include "orders.h"
 #include "notify.h"
 #include "spi_util.h"
 #include "states.h"
+#include "txn.h"
 #include "wx_aes.h"
 
 PG_FUNCTION_INFO_V1(wxpay_refund);
 PG_FUNCTION_INFO_V1(wxpay_refundquery);
 PG_FUNCTION_INFO_V1(wxpay_handle_refund_notify);
+PG_FUNCTION_INFO_V1(wxpay_handle_refund_notify_1_1);
 PG_FUNCTION_INFO_V1(wxpay_refund_decrypt);
 
 /*--------------------------------------------------------------------
  * Applying refund reports (query answers, notifications)
  *--------------------------------------------------------------------
  */
+
+/*
+ * Lock the refund a report names and check that it is ours: the same
+ * order, amount and refund_id.  Returns its state, or NULL with *reason.
+ */
+static char *
+lock_matching_refund(const char *mch_id, const WxRefundReport *r, char **reason)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(r->out_refund_no)};
+	char	   *refund_id;
+
+	*reason = NULL;
+	wxpay_spi_exec("SELECT state, out_trade_no, refund_fee::text, refund_id FROM wxpay.refunds"
+				   " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2"
+				   " FOR UPDATE", 2, types, values, NULL, false, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		*reason = psprintf("unknown refund %s", r->out_refund_no);
+		return NULL;
+	}
+	refund_id = wxpay_spi_value(0, 4);
+	if ((r->out_trade_no && strcmp(r->out_trade_no, wxpay_spi_value(0, 2)) != 0) ||
+		(r->refund_fee && strcmp(r->refund_fee, wxpay_spi_value(0, 3)) != 0))
+		*reason = psprintf("refund %s is for order %s and %s fen, not as reported",
+						   r->out_refund_no, wxpay_spi_value(0, 2), wxpay_spi_value(0, 3));
+	else if (refund_id && r->refund_id && strcmp(refund_id, r->refund_id) != 0)
+		*reason = psprintf("refund %s has refund_id %s, not %s", r->out_refund_no, refund_id, r->refund_id);
+	return *reason ? NULL : wxpay_spi_value(0, 1);
+}
 
 /*
  * Apply a verified report of a refund's status under a row lock.  The
@@ -49,33 +84,11 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	Datum		values[7];
 	char		nulls[8] = "       ";
 	char	   *state;
-	char	   *refund_id;
 
-	*reason = NULL;
+	if ((state = lock_matching_refund(mch_id, r, reason)) == NULL)
+		return WX_APPLY_REJECTED;
 	values[0] = CStringGetTextDatum(mch_id);
 	values[1] = CStringGetTextDatum(r->out_refund_no);
-	wxpay_spi_exec("SELECT state, out_trade_no, refund_fee::text, refund_id FROM wxpay.refunds"
-			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2"
-			 " FOR UPDATE", 2, types, values, NULL, false, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-	{
-		*reason = psprintf("unknown refund %s", r->out_refund_no);
-		return WX_APPLY_REJECTED;
-	}
-	state = wxpay_spi_value(0, 1);
-	refund_id = wxpay_spi_value(0, 4);
-	if ((r->out_trade_no && strcmp(r->out_trade_no, wxpay_spi_value(0, 2)) != 0) ||
-		(r->refund_fee && strcmp(r->refund_fee, wxpay_spi_value(0, 3)) != 0))
-	{
-		*reason = psprintf("refund %s is for order %s and %s fen, not as reported",
-						   r->out_refund_no, wxpay_spi_value(0, 2), wxpay_spi_value(0, 3));
-		return WX_APPLY_REJECTED;
-	}
-	if (refund_id && r->refund_id && strcmp(refund_id, r->refund_id) != 0)
-	{
-		*reason = psprintf("refund %s has refund_id %s, not %s", r->out_refund_no, refund_id, r->refund_id);
-		return WX_APPLY_REJECTED;
-	}
 	if (strcmp(state, r->status) == 0)
 		return WX_APPLY_UNCHANGED;
 	if (wx_refund_state_final(state) || strcmp(r->status, "PROCESSING") == 0)
@@ -198,9 +211,9 @@ const WxEndpoint wx_endpoint_refundquery = {
 /* A validated wxpay_refund call. */
 typedef struct WxRefundArgs
 {
-	char	   *mch_id;
-	char	   *out_trade_no;
-	char	   *out_refund_no;
+	const char *mch_id;
+	const char *out_trade_no;
+	const char *out_refund_no;
 	int32		refund_fee;
 	WxParamList extra;
 	Jsonb	   *params;
@@ -274,7 +287,7 @@ record_refund(const WxRefundArgs *a)
 						a->out_trade_no, a->mch_id, state)));
 
 	wxpay_spi_exec("SELECT out_trade_no OPERATOR(pg_catalog.=) $2 AND refund_fee OPERATOR(pg_catalog.=) $4"
-			 " AND params OPERATOR(pg_catalog.=) $5 FROM wxpay.refunds"
+			 " AND params OPERATOR(pg_catalog.=) $5, state, last_error FROM wxpay.refunds"
 			 " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $3",
 			 5, types, values, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 1)
@@ -284,6 +297,12 @@ record_refund(const WxRefundArgs *a)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("refund %s of merchant %s exists with different parameters", a->out_refund_no, a->mch_id),
 					 errhint("A retry must repeat the original refund exactly; a new refund needs a new out_refund_no.")));
+		if (strcmp(wxpay_spi_value(0, 2), "REFUNDCLOSE") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("refund %s of merchant %s is closed", a->out_refund_no, a->mch_id),
+					 wxpay_spi_value(0, 3) ? errdetail("%s", wxpay_spi_value(0, 3)) : 0,
+					 errhint("A new attempt needs a new out_refund_no.")));
 		return total_fee;
 	}
 
@@ -371,15 +390,139 @@ const WxEndpoint wx_endpoint_refund = {
 };
 
 /*
+ * After a failed request: the reason on the refund, and a refund WeChat
+ * Pay definitely refused (not a retryable or unknown outcome) is closed,
+ * so its amount is free again.
+ */
+static void
+record_refund_failure(const WxRefundArgs *a, const WxFailure *fail)
+{
+	bool		refused = fail->kind == WX_FAIL_REMOTE && !wxpay_failure_retryable(fail);
+	char	   *text = fail->err_code_des ? psprintf("%s (%s)", fail->message, fail->err_code_des) :
+		fail->message;
+
+	wx_utf8_clip(text);
+	wxpay_set_change_source("refund");
+	wxpay_spi_exec("UPDATE wxpay.refunds SET last_error = $3,"
+				   " state = CASE WHEN $4 THEN 'REFUNDCLOSE' ELSE state END"
+				   " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2"
+				   " AND state OPERATOR(pg_catalog.=) 'PROCESSING'",
+				   4, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, BOOLOID},
+				   (Datum[]) {CStringGetTextDatum(a->mch_id), CStringGetTextDatum(a->out_refund_no),
+				   CStringGetTextDatum(text), BoolGetDatum(refused)},
+				   NULL, false, SPI_OK_UPDATE);
+	wxpay_set_change_source(NULL);
+}
+
+/* The step's arguments: the validated call, flat. */
+static Jsonb *
+refund_step_args(const WxRefundArgs *a)
+{
+	WxParamList args;
+
+	wxpay_list_init(&args, a->extra.count + 4);
+	wxpay_list_add_cstr(&args, "mch_id", a->mch_id);
+	wxpay_list_add_cstr(&args, "out_trade_no", a->out_trade_no);
+	wxpay_list_add_cstr(&args, "out_refund_no", a->out_refund_no);
+	wxpay_list_add_cstr(&args, "refund_fee", psprintf("%d", a->refund_fee));
+	wxpay_list_append(&args, &a->extra);
+	return wxpay_list_to_jsonb(&args);
+}
+
+/* The validated call back from the step's arguments. */
+static void
+refund_step_read(Jsonb *jb, WxRefundArgs *a)
+{
+	WxParamList args;
+
+	wxpay_list_from_jsonb(jb, &args, "refund arguments");
+	memset(a, 0, sizeof(*a));
+	wxpay_list_init(&a->extra, args.count);
+	for (int i = 0; i < args.count; i++)
+	{
+		const char *name = args.items[i].name;
+
+		if (strcmp(name, "mch_id") == 0)
+			a->mch_id = wxpay_list_get(&args, name);
+		else if (strcmp(name, "out_trade_no") == 0)
+			a->out_trade_no = wxpay_list_get(&args, name);
+		else if (strcmp(name, "out_refund_no") == 0)
+			a->out_refund_no = wxpay_list_get(&args, name);
+		else if (strcmp(name, "refund_fee") == 0)
+			a->refund_fee = pg_strtoint32(wxpay_list_get(&args, name));
+		else
+			wxpay_list_add(&a->extra, name, args.items[i].value, args.items[i].value_len);
+	}
+	a->params = wxpay_list_to_jsonb(&a->extra);
+}
+
+/*
+ * The refund, in its own process (autonomous.c): record it and commit,
+ * then ask WeChat Pay, then record the answer and commit.  The caller's
+ * transaction has no part in either, so a ROLLBACK there cannot lose the
+ * record of money that moved.
+ */
+Jsonb *
+wxpay_refund_step(Jsonb *args, MemoryContext cxt)
+{
+	WxRefundArgs a;
+	WxCall		call;
+	WxAnswer	answer;
+	WxFailure	fail;
+	WxHttpRequest req;
+	WxHttpResponse resp;
+	WxHttpFailure transport;
+	char	   *message;
+	Jsonb	   *result;
+
+	refund_step_read(args, &a);
+	wxpay_txn_begin("wxpay: recording a refund");
+	wxpay_call_init(&call, &wx_endpoint_refund, wxpay_merchant_find(a.mch_id, cxt));
+	if (call.merchant == NULL)
+		elog(ERROR, "merchant %s vanished", a.mch_id);
+	call.out_trade_no = a.out_trade_no;
+	call.out_refund_no = a.out_refund_no;
+	call.refund_fee = a.refund_fee;
+	call.total_fee = record_refund(&a);
+	call.fields = &a.extra;
+	MemoryContextSwitchTo(cxt);
+	if (!wxpay_endpoint_request(&call, &req, &fail))
+		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
+	wxpay_txn_commit();
+	MemoryContextSwitchTo(cxt);
+
+	pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
+	transport = wxpay_http_perform(&req, &resp, &message);
+
+	wxpay_txn_begin("wxpay: recording the refund's answer");
+	if (!wxpay_endpoint_finish(&call, transport, message, &resp, &answer, &fail))
+	{
+		WxFailure	kept;
+
+		record_refund_failure(&a, &fail);
+		wxpay_failure_copy(&kept, &fail, cxt);
+		wxpay_txn_commit();
+		MemoryContextSwitchTo(cxt);
+		wxpay_raise_failure(&kept, a.mch_id, req.url);
+	}
+	MemoryContextSwitchTo(cxt);
+	result = wxpay_list_to_jsonb(&answer.fields);
+	wxpay_txn_commit();
+	MemoryContextSwitchTo(cxt);
+	return result;
+}
+
+/*
  * wxpay_refund(mch_id, out_trade_no, out_refund_no, refund_fee, extra) -> jsonb
+ *
+ * Validated and checked here, as the caller; recorded and sent by the
+ * autonomous step, as the extension's owner.
  */
 Datum
 wxpay_refund(PG_FUNCTION_ARGS)
 {
-	MemoryContext caller = CurrentMemoryContext;
 	WxRefundArgs a;
 	WxCall		call;
-	WxAnswer	answer;
 	WxFailure	fail;
 
 	read_refund_args(fcinfo, &a);
@@ -387,13 +530,8 @@ wxpay_refund(PG_FUNCTION_ARGS)
 	wxpay_call_init(&call, &wx_endpoint_refund, wxpay_merchant_get(a.mch_id, CurrentMemoryContext));
 	if (!wxpay_endpoint_usable(&call, &fail))
 		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
-	call.out_trade_no = a.out_trade_no;
-	call.out_refund_no = a.out_refund_no;
-	call.refund_fee = a.refund_fee;
-	call.total_fee = record_refund(&a);
-	call.fields = &a.extra;
-	wxpay_endpoint_call(&call, &answer);
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
+	SPI_finish();
+	PG_RETURN_JSONB_P(wxpay_run_autonomous("refund", refund_step_args(&a), GetUserId()));
 }
 
 /*
@@ -422,18 +560,60 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
  *--------------------------------------------------------------------
  */
 
+/*
+ * A refund notification is a trigger, not proof: AES-ECB has no integrity.
+ * Once it names one of our pending refunds, with its order and amount, the
+ * worker is asked to confirm it with refundquery right away; only that
+ * verified answer moves the refund.  A settled refund makes it a duplicate.
+ */
+static WxApplyResult
+schedule_confirmation(const char *mch_id, const WxRefundReport *r, char **reason)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(r->out_refund_no)};
+	char	   *state;
+
+	if ((state = lock_matching_refund(mch_id, r, reason)) == NULL)
+		return WX_APPLY_REJECTED;
+	if (wx_refund_state_final(state))
+		return WX_APPLY_UNCHANGED;
+	wxpay_spi_exec("UPDATE wxpay.refunds SET next_query_at = pg_catalog.now()"
+				   " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2",
+				   2, types, values, NULL, false, SPI_OK_UPDATE);
+	wxpay_wake_worker_at_commit();
+	return WX_APPLY_CHANGED;
+}
+
+/*
+ * req_info without CR and LF: base64 wrapped at 76 columns (as MIME
+ * encoders write it) is the same base64; nothing else is tolerated.
+ */
+static char *
+without_line_breaks(const char *s)
+{
+	char	   *out = palloc(strlen(s) + 1);
+	char	   *o = out;
+
+	for (; *s; s++)
+		if (*s != '\r' && *s != '\n')
+			*o++ = *s;
+	*o = '\0';
+	return out;
+}
+
 /* Decrypt req_info into its fields; NULL and a reason when it cannot be. */
 static WxParamList *
 decrypt_req_info(const char *api_key, const char *req_info, char **reason)
 {
-	size_t		len = strlen(req_info);
+	char	   *b64 = without_line_breaks(req_info);
+	size_t		len = strlen(b64);
 	unsigned char *plain = palloc(wx_base64_decoded_max(len) + 1);
 	size_t		plain_len;
 	WxParamList *fields = palloc0(sizeof(WxParamList));
 	char	   *root = NULL;
 	WxXmlError	err;
 
-	switch (wx_refund_decrypt(req_info, len, api_key, strlen(api_key), plain, &plain_len))
+	switch (wx_refund_decrypt(b64, len, api_key, strlen(api_key), plain, &plain_len))
 	{
 		case WX_AES_OK:
 			break;
@@ -481,6 +661,7 @@ judge_refund(const char *body, size_t len, WxNotifyOutcome *out)
 	r.out_refund_no = out->out_refund_no = (char *) wxpay_list_get(fields, "out_refund_no");
 	r.out_trade_no = out->out_trade_no = (char *) wxpay_list_get(fields, "out_trade_no");
 	out->transaction_id = (char *) wxpay_list_get(fields, "transaction_id");
+	out->verified = true;		/* decrypted with the merchant's key: as far as v2 goes */
 	r.refund_fee = wxpay_list_get(fields, "refund_fee");
 	r.refund_id = wxpay_list_get(fields, "refund_id");
 	r.status = wxpay_list_get(fields, "refund_status");
@@ -491,17 +672,27 @@ judge_refund(const char *body, size_t len, WxNotifyOutcome *out)
 		return wxpay_notify_reject(out, pstrdup("req_info lacks out_refund_no, out_trade_no, refund_fee or refund_status"));
 	if (!wx_refund_state_valid(r.status))
 		return wxpay_notify_reject(out, psprintf("unknown refund_status %s", r.status));
-	result = wxpay_apply_refund_report(m->mch_id, &r, "notify", &reason);
+	result = schedule_confirmation(m->mch_id, &r, &reason);
 	wxpay_notify_applied(out, result, reason);
+	if (result == WX_APPLY_CHANGED)
+		out->reason = pstrdup("refundquery scheduled to confirm it");
 }
 
 /*
  * wxpay_handle_refund_notify(body text) -> text, the HTTP response body
+ * (the 1.1 symbol; 1.0's declaration names wxpay_handle_refund_notify)
  */
+Datum
+wxpay_handle_refund_notify_1_1(PG_FUNCTION_ARGS)
+{
+	return wxpay_handle_notification(fcinfo, "refund", judge_refund, false);
+}
+
+/* wxpay_handle_refund_notify as the 1.0 schema declares it */
 Datum
 wxpay_handle_refund_notify(PG_FUNCTION_ARGS)
 {
-	return wxpay_handle_notification(fcinfo, "refund", judge_refund);
+	return wxpay_handle_notification(fcinfo, "refund", judge_refund, true);
 }
 
 /*

@@ -56,6 +56,17 @@ wxpay_fail_remote(WxFailure *fail, const char *endpoint, const char *err_code,
 	return false;
 }
 
+/* A copy of fail whose strings live in cxt (to outlive a transaction). */
+void
+wxpay_failure_copy(WxFailure *dst, const WxFailure *src, MemoryContext cxt)
+{
+	*dst = *src;
+	dst->message = src->message ? MemoryContextStrdup(cxt, src->message) : NULL;
+	dst->err_code = src->err_code ? MemoryContextStrdup(cxt, src->err_code) : NULL;
+	dst->err_code_des = src->err_code_des ? MemoryContextStrdup(cxt, src->err_code_des) : NULL;
+	dst->hint = src->hint ? MemoryContextStrdup(cxt, src->hint) : NULL;
+}
+
 /* The SQLSTATE a failure reaches SQL callers with. */
 int
 wxpay_failure_sqlstate(const WxFailure *fail)

@@ -74,8 +74,9 @@ wxpay_verify_list(WxParamList *list, WxSignType type, const char *key,
 	received_len = sign->value_len;
 	if (type == WX_SIGN_INVALID)
 	{
+		/* An empty value counts as absent in v2, like everywhere else. */
 		declared = wx_params_find(list->items, list->count, "sign_type");
-		if (declared != NULL)
+		if (declared != NULL && declared->value_len > 0)
 			type = wx_sign_type_parse(declared->value, declared->value_len);
 		else
 			type = wx_sign_type_from_hex_length(received_len);

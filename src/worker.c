@@ -49,7 +49,7 @@
 #include "utils/snapmgr.h"
 
 #include "spi_util.h"
-#include "subxact.h"
+#include "txn.h"
 
 PGDLLEXPORT void wxpay_worker_main(Datum main_arg);
 
@@ -95,26 +95,19 @@ wxpay_worker_register(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* A short transaction of the worker's, with SPI and a snapshot. */
 static void
 begin_transaction(const char *activity)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
+	wxpay_txn_begin(activity);
 }
 
+/* Commit it; commit leaves us in TopMemoryContext, the round works in its own. */
 static void
 end_transaction(void)
 {
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	/* Commit leaves us in TopMemoryContext; the round works in its own. */
+	wxpay_txn_commit();
 	MemoryContextSwitchTo(round_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 /*
@@ -341,6 +334,19 @@ collect_finished(WxJob **done, int *ndone)
 	"   pg_catalog.power(2, LEAST(query_count, 16))), interval '5 minutes') END" \
 	" WHERE mch_id OPERATOR(pg_catalog.=) $1 AND " key " OPERATOR(pg_catalog.=) $2"
 
+/*
+ * A copy of s that is valid UTF-8: last_error is text that pg_dump writes
+ * out, and a message may quote bytes from the network.
+ */
+static char *
+valid_text(const char *s)
+{
+	char	   *copy = pstrdup(s);
+
+	wx_utf8_clip(copy);
+	return copy;
+}
+
 /* Record an attempt and when to try next: poll_interval doubling, at most 5 minutes. */
 static void
 schedule(const WxJob *job, const char *error, bool again_now)
@@ -353,7 +359,7 @@ schedule(const WxJob *job, const char *error, bool again_now)
 
 	values[0] = CStringGetTextDatum(job->mch_id);
 	values[1] = CStringGetTextDatum(job->key);
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	values[2] = error ? CStringGetTextDatum(valid_text(error)) : (Datum) 0;
 	nulls[2] = error ? ' ' : 'n';
 	values[3] = Float8GetDatum(wxpay_poll_interval / 1000.0);
 	values[4] = BoolGetDatum(again_now);

@@ -13,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
@@ -68,12 +69,16 @@ canonical_emit(const WxParam *sorted, int nparams, const char *key,
 	sink_put(sink, key, key_len);
 }
 
+/*
+ * A sign_type by name, in any letter case (SDKs accept "md5"; the value is
+ * signed as received either way).
+ */
 WxSignType
 wx_sign_type_parse(const char *name, size_t len)
 {
-	if (len == 3 && memcmp(name, "MD5", 3) == 0)
+	if (len == 3 && strncasecmp(name, "MD5", 3) == 0)
 		return WX_SIGN_MD5;
-	if (len == 11 && memcmp(name, "HMAC-SHA256", 11) == 0)
+	if (len == 11 && strncasecmp(name, "HMAC-SHA256", 11) == 0)
 		return WX_SIGN_HMAC_SHA256;
 	return WX_SIGN_INVALID;
 }

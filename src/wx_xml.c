@@ -3,8 +3,8 @@
  *	  Building and safely parsing the flat XML of WeChat Pay v2.
  *
  * Parsing is defensive in layers: the body must be UTF-8 without NUL and
- * at most WX_XML_MAX_BODY bytes; any "<!DOCTYPE" or "<!ENTITY" refuses it
- * before libxml2 runs; libxml2 gets XML_PARSE_NONET and neither NOENT nor
+ * at most WX_XML_MAX_BODY bytes; a DOCTYPE (any declaration) in the prolog
+ * refuses it before libxml2 runs; libxml2 gets XML_PARSE_NONET and neither NOENT nor
  * DTDLOAD, with the encoding forced to UTF-8 so a declaration cannot make
  * it read the bytes differently from our scan; and a document that still
  * has a DTD afterwards is refused.  Only the flat shape is accepted:
@@ -33,6 +33,48 @@ set_error(WxXmlError *err, int line, int column, const char *message)
 	err->line = line;
 	err->column = column;
 	snprintf(err->message, sizeof(err->message), "%s", message);
+	wx_utf8_clip(err->message);
+}
+
+/*
+ * Cut a NUL-terminated string that may end inside a UTF-8 sequence (after
+ * a byte-counted copy) back to the last whole character, and replace any
+ * other invalid byte with '?', so messages are always valid UTF-8.
+ */
+void
+wx_utf8_clip(char *s)
+{
+	size_t		len = strlen(s);
+	long		bad;
+
+	while ((bad = wx_utf8_invalid_at(s, len, false)) >= 0)
+	{
+		/* A sequence cut by the end: drop it.  Anything else: mark it. */
+		size_t		tail = len - (size_t) bad;
+
+		if (tail < 4 && ((unsigned char) s[bad] & 0xC0) == 0xC0)
+		{
+			bool		cut = true;
+
+			for (size_t i = 1; i < tail; i++)
+				cut &= ((unsigned char) s[bad + i] & 0xC0) == 0x80;
+			if (cut)
+			{
+				s[bad] = '\0';
+				return;
+			}
+		}
+		s[bad] = '?';
+	}
+}
+
+/* At most max bytes of name, cut on a character boundary, into buf. */
+static const char *
+excerpt(char *buf, size_t size, const char *name, size_t max)
+{
+	snprintf(buf, size, "%.*s", (int) (max < size ? max : size - 1), name);
+	wx_utf8_clip(buf);
+	return buf;
 }
 
 long
@@ -186,14 +228,14 @@ wx_xml_build(const WxParam *params, int nparams, char *buf)
 	return build(params, nparams, buf);
 }
 
-/* Case-insensitive search for needle in a body that may lack a NUL. */
+/* First occurrence of needle in a body that may lack a NUL, or NULL. */
 static const char *
-find_ci(const char *hay, size_t len, const char *needle)
+find_bytes(const char *hay, size_t len, const char *needle)
 {
 	size_t		nlen = strlen(needle);
 
 	for (size_t i = 0; i + nlen <= len; i++)
-		if (hay[i] == '<' && strncasecmp(hay + i, needle, nlen) == 0)
+		if (memcmp(hay + i, needle, nlen) == 0)
 			return hay + i;
 	return NULL;
 }
@@ -211,6 +253,47 @@ locate(const char *body, size_t offset, int *line, int *column)
 		else if (((unsigned char) body[i] & 0xC0) != 0x80)
 			(*column)++;
 	}
+}
+
+/*
+ * The first markup declaration ("<!" other than a comment) of the prolog,
+ * or NULL.  A DOCTYPE can only stand before the root element; text that
+ * looks like one inside a value (CDATA, say) is just text.  Anything a
+ * parser could take for a declaration later is malformed XML to libxml2,
+ * and its tree is checked for a DTD after parsing as well.
+ */
+static const char *
+prolog_declaration(const char *body, size_t len)
+{
+	const char *p = body;
+	const char *end = body + len;
+
+	if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
+	while (p < end)
+	{
+		const char *close;
+
+		if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		else if (end - p >= 2 && memcmp(p, "<?", 2) == 0)
+		{
+			if ((close = find_bytes(p, (size_t) (end - p), "?>")) == NULL)
+				return NULL;	/* unterminated: malformed to libxml2 */
+			p = close + 2;
+		}
+		else if (end - p >= 4 && memcmp(p, "<!--", 4) == 0)
+		{
+			if ((close = find_bytes(p + 4, (size_t) (end - p - 4), "-->")) == NULL)
+				return NULL;
+			p = close + 3;
+		}
+		else if (end - p >= 2 && memcmp(p, "<!", 2) == 0)
+			return p;
+		else
+			return NULL;		/* the root element (or junk) starts */
+	}
+	return NULL;
 }
 
 /* The checks that run before libxml2 sees a byte. */
@@ -244,8 +327,7 @@ precheck(const char *body, size_t len, WxXmlError *err)
 		set_error(err, line, column, "body is not valid UTF-8 text");
 		return WX_XML_BAD_ENCODING;
 	}
-	if ((bad = find_ci(body, len, "<!DOCTYPE")) != NULL ||
-		(bad = find_ci(body, len, "<!ENTITY")) != NULL)
+	if ((bad = prolog_declaration(body, len)) != NULL)
 	{
 		locate(body, (size_t) (bad - body), &line, &column);
 		set_error(err, line, column, "DOCTYPE and ENTITY declarations are not allowed");
@@ -276,6 +358,26 @@ copy_string(WxAllocFn alloc, void *arg, const char *s, size_t len)
 	return copy;
 }
 
+/*
+ * Elements with a namespace or attributes are refused: WeChat Pay sends
+ * neither, and libxml2 reports a prefixed name by its local part, so
+ * <x:total_fee> would otherwise pass for a signed total_fee.
+ */
+static WxXmlStatus
+check_plain_element(xmlNodePtr elem, WxXmlError *err)
+{
+	char		msg[200];
+	char		name[65];
+
+	if (elem->ns == NULL && elem->nsDef == NULL && elem->properties == NULL)
+		return WX_XML_OK;
+	snprintf(msg, sizeof(msg), "element <%s> has %s, which WeChat Pay documents never have",
+			 excerpt(name, sizeof(name), (const char *) elem->name, 64),
+			 elem->properties != NULL ? "attributes" : "a namespace");
+	set_error(err, (int) xmlGetLineNo(elem), 0, msg);
+	return WX_XML_NOT_FLAT;
+}
+
 /* Text of a child element: its text and CDATA nodes, concatenated. */
 static WxXmlStatus
 child_text(xmlNodePtr elem, WxAllocFn alloc, void *arg, WxParam *param,
@@ -284,15 +386,19 @@ child_text(xmlNodePtr elem, WxAllocFn alloc, void *arg, WxParam *param,
 	size_t		len = 0;
 	char	   *value;
 	xmlNodePtr	n;
+	WxXmlStatus st;
 
+	if ((st = check_plain_element(elem, err)) != WX_XML_OK)
+		return st;
 	for (n = elem->children; n != NULL; n = n->next)
 	{
 		if (n->type == XML_ELEMENT_NODE)
 		{
 			char		msg[200];
+			char		name[65];
 
-			snprintf(msg, sizeof(msg), "element <%.64s> has child elements; only flat documents are accepted",
-					 (const char *) elem->name);
+			snprintf(msg, sizeof(msg), "element <%s> has child elements; only flat documents are accepted",
+					 excerpt(name, sizeof(name), (const char *) elem->name, 64));
 			set_error(err, (int) xmlGetLineNo(n), 0, msg);
 			return WX_XML_NOT_FLAT;
 		}
@@ -344,6 +450,8 @@ collect(xmlNodePtr root, WxAllocFn alloc, void *arg, WxXmlDoc *doc,
 			return WX_XML_NOT_FLAT;
 		}
 	}
+	if ((st = check_plain_element(root, err)) != WX_XML_OK)
+		return st;
 	doc->root = copy_string(alloc, arg, (const char *) root->name,
 							strlen((const char *) root->name));
 	doc->params = alloc(arg, sizeof(WxParam) * (count > 0 ? count : 1));
@@ -365,8 +473,10 @@ collect(xmlNodePtr root, WxAllocFn alloc, void *arg, WxXmlDoc *doc,
 	if ((dup = wx_params_find_duplicate(doc->params, doc->nparams)) != NULL)
 	{
 		char		msg[200];
+		char		name[65];
 
-		snprintf(msg, sizeof(msg), "element <%.64s> appears more than once", dup->name);
+		snprintf(msg, sizeof(msg), "element <%s> appears more than once",
+				 excerpt(name, sizeof(name), dup->name, 64));
 		set_error(err, 0, 0, msg);
 		return WX_XML_DUPLICATE;
 	}

@@ -3,7 +3,7 @@
  *	  The flat XML of WeChat Pay v2: <xml><name>value</name>...</xml>.
  *
  * Building and parsing without PostgreSQL.  The parser uses libxml2 but
- * refuses any DOCTYPE or ENTITY before libxml2 sees the body, never loads
+ * refuses a DOCTYPE in the prolog before libxml2 sees the body, never loads
  * DTDs, never substitutes entities and never touches the network.  Memory
  * for results comes from a caller-supplied allocator that returns NULL on
  * failure rather than jumping, so libxml2 objects are always freed here.
@@ -81,5 +81,8 @@ extern size_t wx_xml_build(const WxParam *params, int nparams, char *buf);
  * invalid, which is what the v2 API accepts.
  */
 extern long wx_utf8_invalid_at(const char *s, size_t len, bool reject_4byte);
+
+/* Cut a string back to whole UTF-8 characters; other bad bytes become '?'. */
+extern void wx_utf8_clip(char *s);
 
 #endif							/* WX_XML_H */

@@ -67,6 +67,9 @@ extern void wxpay_worker_register(void);
 extern void wxpay_set_change_source(const char *source);
 extern void wxpay_orders_init(void);
 
+/* wake.c */
+extern void wxpay_wake_worker_at_commit(void);
+
 /* merchant.c */
 typedef struct WxMerchant
 {

@@ -47,12 +47,20 @@ UPDATE wxpay.orders SET state = 'REFUND' WHERE out_trade_no = 'o-refund';
 SQL
 $sql->('updated', "SELECT wxpay_handle_notify('<xml><return_code>FAIL</return_code></xml>')");
 $sql->('updated', "SELECT wxpay_handle_refund_notify('not xml')");
+is($sql->('updated', "SELECT count(*) FROM wxpay.notifications"), '2',
+	'a newer library keeps recording notifications in a 1.0 schema (before ALTER EXTENSION UPDATE)');
 
 my @tables = qw(merchants orders order_events notifications refunds refund_events);
+# Each table's 1.0 columns: an update may add columns, never change rows.
+my %columns = map {
+	$_ => $sql->('updated', "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute"
+		  . " WHERE attrelid = 'wxpay.$_'::regclass AND attnum > 0 AND NOT attisdropped")
+} @tables;
 my $contents = sub {
 	my ($db) = @_;
 	return join "\n", map {
-		"$_: " . $sql->($db, "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY t::text)) FROM wxpay.$_ t")
+		"$_: " . $sql->($db, "SELECT count(*) || ' ' || md5(string_agg(r::text, '|' ORDER BY r::text))"
+			  . " FROM (SELECT ROW($columns{$_}) r FROM wxpay.$_) t")
 	} @tables;
 };
 my $before = $contents->('updated');

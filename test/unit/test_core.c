@@ -266,7 +266,37 @@ test_xml_parse(void)
 	CHECK(parse("<xml>\n  <a>&lt;&amp;&#x4e2d;</a>\n</xml>", &doc, &err) == WX_XML_OK &&
 		  strcmp(value_of(&doc, "a"), "<&\xe4\xb8\xad") == 0, "predefined and character references");
 	CHECK(parse(xxe, &doc, &err) == WX_XML_DOCTYPE && err.line == 1, "XXE refused before parsing");
-	CHECK(parse("<xml><!doctype x></xml>", &doc, &err) == WX_XML_DOCTYPE, "lower-case doctype refused");
+	CHECK(parse("<!doctype x><xml/>", &doc, &err) == WX_XML_DOCTYPE, "lower-case doctype refused");
+	CHECK(parse("\xEF\xBB\xBF<!-- c --><?pi x?>\n<!DOCTYPE x><xml/>", &doc, &err) == WX_XML_DOCTYPE,
+		  "a DOCTYPE after a BOM, a comment and a PI is refused");
+	CHECK(parse("<xml><!doctype x></xml>", &doc, &err) == WX_XML_MALFORMED, "a doctype inside the root is malformed");
+	CHECK(parse("<xml><attach><![CDATA[<!DOCTYPE html>]]></attach></xml>", &doc, &err) == WX_XML_OK &&
+		  strcmp(value_of(&doc, "attach"), "<!DOCTYPE html>") == 0, "DOCTYPE-like text inside CDATA is a value");
+	CHECK(parse("<xml><attach>&lt;!DOCTYPE html&gt;&lt;!ENTITY x&gt;</attach></xml>", &doc, &err) == WX_XML_OK &&
+		  strcmp(value_of(&doc, "attach"), "<!DOCTYPE html><!ENTITY x>") == 0, "and so is escaped text");
+	CHECK(parse("<xml><x:total_fee xmlns:x=\"urn:x\">1</x:total_fee></xml>", &doc, &err) == WX_XML_NOT_FLAT,
+		  "a namespace-prefixed element is refused");
+	CHECK(parse("<xml xmlns=\"urn:x\"><a>1</a></xml>", &doc, &err) == WX_XML_NOT_FLAT, "a default namespace is refused");
+	CHECK(parse("<xml><a id=\"1\">1</a></xml>", &doc, &err) == WX_XML_NOT_FLAT, "attributes are refused");
+	{
+		char		cut[] = "ab\xe5\x90";
+		char		bad[] = "a\xff" "b";
+
+		wx_utf8_clip(cut);
+		wx_utf8_clip(bad);
+		CHECK(strcmp(cut, "ab") == 0 && strcmp(bad, "a?b") == 0, "clipped to whole UTF-8 characters");
+	}
+	{
+		char		body[400];
+		char		name[70] = "";
+
+		for (int i = 0; i < 22; i++)
+			strcat(name, "\xe5\x90\x8d");	/* 名, 66 bytes in all */
+		snprintf(body, sizeof(body), "<xml><%s>1</%s><%s>2</%s></xml>", name, name, name, name);
+		CHECK(parse(body, &doc, &err) == WX_XML_DUPLICATE &&
+			  wx_utf8_invalid_at(err.message, strlen(err.message), false) < 0,
+			  "a message quoting a long multi-byte name is valid UTF-8");
+	}
 	CHECK(parse("<!ENTITY a \"b\"><xml/>", &doc, &err) == WX_XML_DOCTYPE, "bare ENTITY refused");
 	CHECK(parse("<xml><a>1</b></xml>", &doc, &err) == WX_XML_MALFORMED &&
 		  err.line == 1 && err.column > 0 && strlen(err.message) > 0, "mismatched tag located");

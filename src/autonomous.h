@@ -1,0 +1,17 @@
+/*
+ * autonomous.h
+ *	  Steps run in a dynamic background worker, committing on their own
+ *	  (autonomous.c), and the steps there are (refund.c).
+ */
+#ifndef WXPAY_AUTONOMOUS_H
+#define WXPAY_AUTONOMOUS_H
+
+#include "wxpay.h"
+
+extern Jsonb *wxpay_run_autonomous(const char *step, Jsonb *args, Oid owner);
+extern Jsonb *wxpay_autonomous_step(const char *step, Jsonb *args, MemoryContext cxt);
+
+/* refund.c */
+extern Jsonb *wxpay_refund_step(Jsonb *args, MemoryContext cxt);
+
+#endif							/* WXPAY_AUTONOMOUS_H */
