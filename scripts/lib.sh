@@ -127,9 +127,3 @@ wx_wait_listening() {
 	return 1
 }
 
-# Stop a background job and everything it started.
-wx_kill_tree() {
-	local child
-	for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do wx_kill_tree "$child"; done
-	kill "$1" 2>/dev/null || true
-}
