@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pg_wxpay needs to build, test, demo and package on Debian
 # 12, once.  Idempotent: apt runs only when a package is missing.  On a
-# fresh Debian 12 (minbase) that is about 300 MB to download and 3 minutes
-# on 2 cores with a fast mirror; it prints a line per package group and
-# apt's progress every 25 packages (the whole apt output goes to a log).
+# fresh Debian 12 (minbase) that is about 250 MB to download and a minute
+# more on 2 cores; it prints a line per package group and apt's progress
+# every 25 packages (the whole apt output goes to /tmp/wxpay-setup.log).
 set -euo pipefail
 
 groups=(

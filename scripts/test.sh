@@ -20,7 +20,7 @@ cd "$WX_ROOT"
 wx_lock
 fuzz_seconds=${FUZZ_SECONDS:-15}
 
-wx_stage "setup" "installs what is missing; the first time about 3 minutes, most of it downloading"
+wx_stage "setup" "installs what is missing: the first time about 250 MB to download, and a minute"
 bash scripts/setup.sh
 export WXPAY_SETUP_DONE=1
 
