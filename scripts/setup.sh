@@ -11,7 +11,7 @@ groups=(
 	"PostgreSQL 15:postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-contrib"
 	"libraries pg_wxpay links:libcurl4-openssl-dev libxml2-dev libssl-dev"
 	"test tools (TAP, valgrind, the simulator's Python):libipc-run-perl valgrind python3 python3-cryptography python3-psycopg2"
-	"Debian packaging (pg_buildext, debhelper):debhelper postgresql-server-dev-all"
+	"Debian packaging (pg_buildext, debhelper):build-essential debhelper postgresql-server-dev-all"
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
