@@ -72,3 +72,9 @@ fuzz: $(addprefix test/fuzz/,$(FUZZ_TARGETS))
 .PHONY: bench
 bench:
 	bash bench/run.sh
+
+# The Debian package postgresql-15-wxpay_*.deb in dist/, built with
+# pg_buildext from debian/ (bash scripts/deb.sh; tested by scripts/deb-test.sh).
+.PHONY: deb
+deb:
+	bash scripts/deb.sh

@@ -6,8 +6,10 @@
 # `make bench`.  Knobs (environment): BENCH_QUICK=1 for a fast smoke run
 # with small sizes, BENCH_PROFILE=0 to skip the perf profiles.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+WX_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$WX_ROOT"
+. scripts/lib.sh
+wx_lock
 
 bash scripts/setup.sh
 # perf for the profiles of missed targets; optional, never fatal.
@@ -20,14 +22,16 @@ echo "== build and install"
 make -s >/dev/null
 make -s install >/dev/null
 
-bindir=$(pg_config --bindir)
-work=$(mktemp -d /tmp/wxpay-bench.XXXXXX)
-chown postgres: "$work"
+wx_workdir bench
+work=$WX_WORK
 pids=()
 cleanup() {
+	local rc=$?
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	runuser -u postgres -- "$bindir/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
+	wx_cluster_stop
+	cd /
 	rm -rf "$work"
+	exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -35,21 +39,15 @@ trap 'exit 130' INT TERM
 echo "== the C signing core alone, and the worker's libcurl pattern alone"
 gcc -O2 -Wall -Wextra -Isrc -o "$work/sign_core" bench/sign_core.c src/wx_sign.c -lssl -lcrypto
 gcc -O2 -Wall -Wextra -o "$work/curl_pool" bench/curl_pool.c -lcurl
+cd "$work"		# nothing below needs the checkout's directory
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pgport=$(free_port)
-
+pgport=$(wx_free_port)
 echo "== throwaway cluster on port $pgport"
-runuser -u postgres -- "$bindir/initdb" -D "$work/data" -E UTF8 --locale=C -A trust >/dev/null
 # Durability stays on (fsync, synchronous_commit): a notification is
 # acknowledged to WeChat Pay only once it is on disk.  Big enough buffers
 # that the 1M-row signing tables stay in shared memory, no JIT, no
 # parallel query (figures are per core), and no checkpoint mid-run.
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $pgport
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'wxpay'
+wx_cluster_start "$pgport" <<CONF
 max_connections = 100
 shared_buffers = '2GB'
 jit = off
@@ -58,21 +56,15 @@ max_wal_size = '8GB'
 checkpoint_timeout = '30min'
 wxpay.poll_interval = '1h'
 CONF
-runuser -u postgres -- "$bindir/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w start >/dev/null
-runuser -u postgres -- "$bindir/psql" -h "$work" -p "$pgport" -d postgres -X -q -v ON_ERROR_STOP=1 \
-	-c 'CREATE EXTENSION wxpay' -c 'CREATE EXTENSION pgcrypto'
+bindir=$WX_BINDIR
+wx_psql -c 'CREATE EXTENSION wxpay' -c 'CREATE EXTENSION pgcrypto'
 
 echo "== WeChat Pay simulators: immediate answers, and 20 ms answers"
 for sim in sim0:0 sim20:20; do
 	name=${sim%%:*} latency=${sim#*:}
-	/usr/bin/python3 sim/wxsim.py --dir "$work/$name" --port 0 --latency-ms "$latency" --quiet \
-		>"$work/$name.log" 2>&1 &
-	pids+=($!)
-done
-for name in sim0 sim20; do
-	for _ in $(seq 100); do [ -s "$work/$name/port" ] && break; sleep 0.1; done
-	[ -s "$work/$name/port" ] || { echo "bench: simulator $name did not start"; cat "$work/$name.log"; exit 1; }
+	wx_sim_start "$work/$name" "$work/$name.log" --latency-ms "$latency"
+	pids+=("$WX_SIM_PID")
 done
 
-/usr/bin/python3 bench/bench.py --work "$work" --pgport "$pgport" --bindir "$bindir" \
-	--sign-core "$work/sign_core" --curl-pool "$work/curl_pool" --sim-pids "${pids[0]},${pids[1]}" --results bench/RESULTS.md
+/usr/bin/python3 "$WX_ROOT/bench/bench.py" --work "$work" --pgport "$pgport" --bindir "$bindir" \
+	--sign-core "$work/sign_core" --curl-pool "$work/curl_pool" --sim-pids "${pids[0]},${pids[1]}" --results "$WX_ROOT/bench/RESULTS.md"

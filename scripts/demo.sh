@@ -3,54 +3,58 @@
 # simulator: merchants, APP / JSAPI / NATIVE orders and their client
 # parameters, a payment notified over HTTP, a payment whose notification is
 # lost and that the worker reconciles, a refund over mutual TLS with its
-# encrypted notification, and the rows a DBA would look at.
+# encrypted notification, and the rows a DBA would look at.  Ends with a
+# check that each step did what it said; exits non-zero otherwise.
+#
+# Works from any directory, as root: everything postgres runs or reads
+# lives in a private directory postgres owns.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+WX_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$WX_ROOT"
+. scripts/lib.sh
+wx_lock
 
 bash scripts/setup.sh
-echo "== build and install"
+echo "== build and install (about 15 s on 2 cores the first time)"
 make -s >/dev/null
 make -s install >/dev/null
 
-bindir=$(pg_config --bindir)
-work=$(mktemp -d /tmp/wxpay-demo.XXXXXX)
-chown postgres: "$work"
+wx_workdir demo
+work=$WX_WORK
 pids=()
 cleanup() {
+	local rc=$?
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	runuser -u postgres -- "$bindir/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	wx_cluster_stop
+	cd /
 	rm -rf "$work"
+	exit $rc
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+cd "$work"		# nothing below needs the checkout's directory
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pgport=$(free_port)
-receiver_port=$(free_port)
+pgport=$(wx_free_port)
+receiver_port=$(wx_free_port)
 
-echo "== throwaway cluster on port $pgport"
-runuser -u postgres -- "$bindir/initdb" -D "$work/data" -E UTF8 --locale=C -A trust >/dev/null
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $pgport
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'wxpay'
-wxpay.poll_interval = '1s'
-CONF
-runuser -u postgres -- "$bindir/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w start >/dev/null
-psql() { runuser -u postgres -- "$bindir/psql" -h "$work" -p "$pgport" -d postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+echo "== a throwaway cluster on port $pgport"
+wx_cluster_start "$pgport" <<<"wxpay.poll_interval = '1s'"
+psql() { wx_psql "$@"; }
 psql -c 'CREATE EXTENSION wxpay'
 
-echo "== WeChat Pay simulator and the notify endpoint"
-/usr/bin/python3 sim/wxsim.py --dir "$work/sim" --port 0 --notify-scale 0.01 --refund-delay-ms 1500 --quiet \
-	>"$work/sim.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/sim/port" ] && break; sleep 0.1; done
-sim="https://127.0.0.1:$(cat "$work/sim/port")"
-runuser -u postgres -- /usr/bin/python3 sim/notify_receiver.py --port "$receiver_port" --quiet \
-	--dsn "host=$work port=$pgport dbname=postgres" >"$work/receiver.log" 2>&1 &
-pids+=($!)
-echo "simulator at $sim, notify endpoint at http://127.0.0.1:$receiver_port/"
+echo "== the WeChat Pay simulator and the notify endpoint"
+wx_sim_start "$work/sim" "$work/sim.log" --notify-scale 0.01 --refund-delay-ms 1500
+pids+=("$WX_SIM_PID")
+sim="https://127.0.0.1:$WX_SIM_PORT"
+# The receiver runs as postgres (it connects over the socket as postgres),
+# so it runs from a copy postgres can read.
+install -o postgres -m 644 "$WX_ROOT/sim/notify_receiver.py" "$work/notify_receiver.py"
+wx_as_pg_bg "$work/receiver.log" /usr/bin/python3 "$work/notify_receiver.py" --port "$receiver_port" --quiet \
+	--dsn "host=$work port=$pgport dbname=postgres"
+pids+=("$WX_BG_PID")
+wx_wait_listening "$receiver_port" "$WX_BG_PID" || wx_fail "the notify receiver did not start" "$work/receiver.log"
+echo "simulator at $sim, notify endpoint at http://127.0.0.1:$receiver_port/ (both answering)"
 
 simctl() { curl -sS --fail-with-body --cacert "$work/sim/ca.pem" -H 'Content-Type: application/json' "$@"; }
 # Register a merchant at the simulator, then in wxpay.merchants with its client certificate.
@@ -72,6 +76,14 @@ merchant 1900000110 wx9999999999999999 8934e7d15453e97507ef794cf7b0519d HMAC-SHA
 
 step() { printf '\n== %s\n' "$*"; }
 show() { psql -P pager=off -c "$1"; }
+# Wait up to $1 seconds until the query $2 answers t.
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	until [ "$(psql -Atc "$2")" = t ]; do
+		[ $SECONDS -lt $deadline ] || return 1
+		sleep 0.1
+	done
+}
 
 step "An APP order (MD5 merchant) and what the app passes to the WeChat SDK"
 show "SELECT wxpay_unifiedorder('1900000109', 'DEMO-APP-1', 888, 'Demo Shop-Coffee beans', '203.0.113.7') AS unifiedorder"
@@ -87,19 +99,23 @@ show "SELECT wxpay_unifiedorder('1900000109', 'DEMO-QR-1', 100, 'Demo Shop-Mug',
 
 step "The payer pays DEMO-APP-1; WeChat Pay notifies the endpoint, which hands the body to wxpay_handle_notify"
 simctl -X POST "$sim/_sim/pay" -d '{"mch_id":"1900000109","out_trade_no":"DEMO-APP-1","notify":true}' >/dev/null
-for _ in $(seq 100); do [ "$(psql -Atc "SELECT state FROM wxpay.orders WHERE out_trade_no = 'DEMO-APP-1'")" = SUCCESS ] && break; sleep 0.1; done
+wait_for 20 "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'DEMO-APP-1'" ||
+	echo "(DEMO-APP-1 is not paid after 20 s)"
 show "SELECT id, kind, outcome, out_trade_no, transaction_id, left(body, 60) || '...' AS body FROM wxpay.notifications ORDER BY id"
 
 step "DEMO-JSAPI-1 is paid but its notification is lost: the worker's orderquery finds it"
 simctl -X POST "$sim/_sim/pay" -d '{"mch_id":"1900000110","out_trade_no":"DEMO-JSAPI-1","notify":false}' >/dev/null
-for _ in $(seq 150); do [ "$(psql -Atc "SELECT state FROM wxpay.orders WHERE out_trade_no = 'DEMO-JSAPI-1'")" = SUCCESS ] && break; sleep 0.2; done
+wait_for 30 "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'DEMO-JSAPI-1'" ||
+	echo "(DEMO-JSAPI-1 is not paid after 30 s)"
 show "SELECT out_trade_no, state, transaction_id, paid_at, query_count FROM wxpay.orders WHERE out_trade_no = 'DEMO-JSAPI-1'"
 
 step "Refund 300 fen of DEMO-APP-1 over mutual TLS; the encrypted refund notification confirms it"
 show "SELECT wxpay_refund('1900000109', 'DEMO-APP-1', 'DEMO-REFUND-1', 300,
       '{\"refund_desc\": \"one bag returned\", \"notify_url\": \"http://127.0.0.1:$receiver_port/refund\"}') ->> 'refund_id' AS refund_id"
-for _ in $(seq 150); do [ "$(psql -Atc "SELECT state FROM wxpay.refunds WHERE out_refund_no = 'DEMO-REFUND-1'")" = SUCCESS ] && break; sleep 0.2; done
-show "SELECT wxpay_refund('1900000109', 'DEMO-APP-1', 'DEMO-REFUND-2', 600)" 2>&1 | sed 's/^/  (refused, as it must be) /' || true
+wait_for 30 "SELECT state = 'SUCCESS' FROM wxpay.refunds WHERE out_refund_no = 'DEMO-REFUND-1'" ||
+	echo "(DEMO-REFUND-1 is not confirmed after 30 s)"
+refused=$(show "SELECT wxpay_refund('1900000109', 'DEMO-APP-1', 'DEMO-REFUND-2', 600)" 2>&1 || true)
+echo "$refused" | sed 's/^/  (refused, as it must be) /'
 
 step "What a DBA looks at"
 show "SELECT mch_id, out_trade_no, trade_type, total_fee, state, transaction_id, paid_at FROM wxpay.orders ORDER BY created_at"
@@ -109,5 +125,29 @@ show "SELECT out_refund_no, old_state, new_state, source FROM wxpay.refund_event
 show "SELECT kind, outcome, count(*) FROM wxpay.notifications GROUP BY 1, 2 ORDER BY 1, 2"
 show "SELECT mch_id, out_trade_no, state, next_action, next_query_at, query_count, last_error FROM wxpay.worker_status"
 show "SELECT * FROM wxpay.merchant_info"
+
+step "Self-check: did each step do what it said?"
+failed=0
+check() {
+	if [ "$(psql -Atc "$2")" = t ]; then echo "ok   $1"; else echo "FAIL $1"; failed=$((failed + 1)); fi
+}
+check "the payment notification for DEMO-APP-1 was accepted" \
+	"SELECT EXISTS (SELECT 1 FROM wxpay.notifications WHERE kind = 'pay' AND outcome = 'accepted' AND out_trade_no = 'DEMO-APP-1')"
+check "DEMO-APP-1 was paid by that notification" \
+	"SELECT EXISTS (SELECT 1 FROM wxpay.order_events WHERE out_trade_no = 'DEMO-APP-1' AND new_state = 'SUCCESS' AND source = 'notify')"
+check "DEMO-JSAPI-1, its notification lost, was paid by the worker's query" \
+	"SELECT EXISTS (SELECT 1 FROM wxpay.order_events WHERE out_trade_no = 'DEMO-JSAPI-1' AND new_state = 'SUCCESS' AND source = 'query')"
+check "the refund notification for DEMO-REFUND-1 was accepted" \
+	"SELECT EXISTS (SELECT 1 FROM wxpay.notifications WHERE kind = 'refund' AND outcome = 'accepted' AND out_refund_no = 'DEMO-REFUND-1')"
+check "DEMO-REFUND-1 was confirmed by that notification" \
+	"SELECT EXISTS (SELECT 1 FROM wxpay.refund_events WHERE out_refund_no = 'DEMO-REFUND-1' AND new_state = 'SUCCESS' AND source = 'notify')"
+check "the second refund, over the order's total, was refused and not recorded" \
+	"SELECT NOT EXISTS (SELECT 1 FROM wxpay.refunds WHERE out_refund_no = 'DEMO-REFUND-2')"
+grep -q ERROR <<<"$refused" || { echo "FAIL the second refund was not refused"; failed=$((failed + 1)); }
+if [ "$failed" -ne 0 ]; then
+	echo "demo: $failed check(s) failed"
+	for log in receiver.log sim.log postgres.log; do echo "---- $log"; tail -n 40 "$work/$log"; done
+	exit 1
+fi
 echo
-echo "demo finished; the cluster and the simulator are removed on exit"
+echo "demo finished, every check passed; the cluster and the simulator are removed on exit"

@@ -8,14 +8,13 @@
 # malloc use), not overruns inside a memory context block.  Leak checking is
 # off: the server frees by memory context and at exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+WX_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$WX_ROOT"
+. scripts/lib.sh
+wx_lock
 start=$SECONDS
 
-bash scripts/setup.sh
-if ! command -v valgrind >/dev/null; then
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
+[ "${WXPAY_SETUP_DONE:-}" = 1 ] || bash scripts/setup.sh
 
 echo "== build and install"
 make -s && make -s install >/dev/null
@@ -26,10 +25,11 @@ port=${VG_PORT:-54329}
 
 # initdb refuses root: cluster, sockets, logs and the copy of the tree
 # pg_regress writes into all belong to postgres.  Kept on failure.
-work=$(mktemp -d /tmp/wxpay-valgrind.XXXXXX)
+wx_workdir valgrind
+work=$WX_WORK
 data=$work/data vg=$work/vg tree=$work/tree
 mkdir -p "$vg" "$tree"
-tar --exclude=.git -cf - . | tar -xf - -C "$tree"
+tar --exclude=.git --exclude=./dist -cf - . | tar -xf - -C "$tree"
 chown -R postgres: "$work"
 cd "$tree"		# from here on postgres can read everything it is handed
 as_pg() { runuser -u postgres -- "$@"; }
@@ -53,7 +53,7 @@ as_pg valgrind --trace-children=yes --leak-check=no --track-origins=yes \
 	--suppressions="$tree/test/valgrind/postgres.supp" \
 	--suppressions="$tree/test/valgrind/debian-pg.supp" \
 	--log-file="$vg/vg.%p.log" \
-	"$bindir/postgres" -D "$data" >"$work/postmaster.log" 2>&1 &
+	"$bindir/postgres" -D "$data" >"$work/postmaster.log" 2>&1 9>&- &
 pm=$!
 stop_pm() { as_pg "$bindir/pg_ctl" stop -D "$data" -m fast -t 600 >/dev/null 2>&1 || true; wait "$pm" || true; }
 trap 'stop_pm; echo "kept $work"' EXIT

@@ -54,7 +54,11 @@ $order->('burst-1');
 $pay->('burst-1');
 sim_call($sim, 'POST', '/_sim/faults', { mode => $_, count => 2, path => '/pay/orderquery' })
   for qw(http500 garbage reset badsign wrong_appid);
-ok($state_is->('burst-1', 'SUCCESS'), 'a burst of 500s, garbage, resets and forged answers is ridden out');
+# Ten failed attempts: the order is kept due so that the backoff after them
+# (0.3 s doubling: 150 s before the eleventh) does not set the pace.
+ok(wx_poll_due($node, "out_trade_no = 'burst-1'",
+	"SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'burst-1'"),
+	'a burst of 500s, garbage, resets and forged answers is ridden out');
 ok($sql->("SELECT query_count > 1 FROM wxpay.orders WHERE out_trade_no = 'burst-1'") eq 't',
 	'each fault cost an attempt');
 is($sql->("SELECT count(*) FROM wxpay.order_events WHERE out_trade_no = 'burst-1' AND new_state = 'SUCCESS'"), '1',
@@ -85,14 +89,19 @@ $pay->('restart-1');
 $node->start;
 ok($state_is->('restart-1', 'SUCCESS'), 'after a restart the pending order is reconciled');
 
-# The schedule: first query after poll_interval, then doubling intervals.
-$sql->("ALTER SYSTEM SET wxpay.poll_interval = '1s'; SELECT pg_reload_conf()");
-sleep 1;
+# The schedule: first query after poll_interval (300 ms here), then
+# doubling intervals: due at 0.3 s, then +0.3, +0.6, +1.2 s (0.3, 0.6, 1.2,
+# 2.4 s after creation).  Watched for 1.5 s: at least two queries and at
+# most as many as were due by the time the count is read (three, unless
+# reading it was slower than 0.9 s).
 $order->('sched-1');
-sleep 5;
-my ($count, $first) = split /\|/, $sql->("SELECT query_count, (SELECT 1) FROM wxpay.orders WHERE out_trade_no = 'sched-1'");
-# due at 1s, then +1s, +2s, +4s: at most three queries in five seconds
-ok($count >= 2 && $count <= 3, "a pending order is not queried more often than the schedule says ($count in 5 s)");
+$node->poll_query_until('postgres',
+	"SELECT now() - created_at >= interval '1.5 s' FROM wxpay.orders WHERE out_trade_no = 'sched-1'");
+my ($count, $age) = split /\|/, $sql->("SELECT query_count, extract(epoch FROM clock_timestamp() - created_at)"
+	. " FROM wxpay.orders WHERE out_trade_no = 'sched-1'");
+my $due = grep { 0.3 * 2**$_ <= $age } 0 .. 16;
+ok($count >= 2 && $count <= $due,
+	sprintf("a pending order is not queried more often than the schedule says (%d in %.1f s, %d due)", $count, $age, $due));
 ok($sql->("SELECT next_query_at > now() AND last_error IS NULL FROM wxpay.orders WHERE out_trade_no = 'sched-1'") eq 't',
 	'and worker_status shows when it is due next');
 is($sql->("SELECT count(*) FROM wxpay.worker_status WHERE out_trade_no = 'sched-1'"), '1', 'pending orders are in worker_status');

@@ -30,8 +30,24 @@ my $create = sub {
 # Pay orders at the simulator without notifying; returns their notification bodies.
 my $pay = sub {
 	my ($prefix, @ids) = @_;
-	return map { sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => "$prefix-$_",
-		notify => JSON::PP::false })->{notification} } @ids;
+	return map { $_->{notification} } sim_calls($sim, map { [ 'POST', '/_sim/pay',
+		{ mch_id => '10000100', out_trade_no => "$prefix-$_", notify => JSON::PP::false } ] } @ids);
+};
+# orderquery requests the simulator has answered so far, faulty or not.
+my $queries = sub { sim_call($sim, 'GET', '/_sim/stats')->{requests}{'/pay/orderquery'} // 0 };
+# Make every pending rec- order due now, and wait until the worker has sent
+# at least $n more orderquery requests.
+my $rec = "out_trade_no LIKE 'rec-%'";
+my $queried = sub {
+	my ($n) = @_;
+	my $target = $queries->() + $n;
+	$sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE $rec AND state = 'NOTPAY'");
+	for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
+	{
+		return 1 if $queries->() >= $target;
+		select(undef, undef, undef, 0.1);
+	}
+	die "the worker did not send $n orderquery requests";
 };
 
 # --- Reconciliation through every fault --------------------------------
@@ -46,14 +62,15 @@ ok($node->poll_query_until('postgres',
 	"SELECT count(*) > 0 FROM wxpay.orders WHERE out_trade_no LIKE 'rec-%' AND last_error LIKE '%Could%connect%'"),
 	'an unreachable WeChat Pay is recorded as the error');
 $sql->("UPDATE wxpay.merchants SET api_base = '$sim->{base}' WHERE mch_id = '10000100'");
+# Each fault until the worker has met it in 10 requests.
 for my $mode (qw(reset badsign wrong_appid garbage http500 truncated oversize))
 {
 	$fault->(mode => $mode, count => -1);
-	select(undef, undef, undef, 0.7);
+	$queried->(10);
 	$fault->(mode => 'none');
 }
 $fault->(mode => 'delay', delay_ms => 1500, count => 20);    # slower than wxpay.http_timeout
-select(undef, undef, undef, 1.5);
+$queried->(8);                                               # 8 (max_concurrency) requests in flight
 $node->restart;                                              # in the middle of reconciliation
 for (1 .. 3)
 {
@@ -63,7 +80,9 @@ for (1 .. 3)
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker' AND pid <> " . ($pid || 0));
 }
 $fault->(mode => 'none');
-ok($node->poll_query_until('postgres',
+# Kept due, so that the backoff after all those failed attempts (100 ms
+# doubling: a minute or more by now) does not set the pace.
+ok(wx_poll_due($node, $rec,
 	"SELECT count(*) = 30 FROM wxpay.orders WHERE out_trade_no LIKE 'rec-%' AND state = 'SUCCESS'"),
 	'after every fault, restart and kill, each paid order is reconciled');
 is($sql->("SELECT count(*) FROM wxpay.orders WHERE out_trade_no LIKE 'rec-%' AND state = 'NOTPAY'"), '30',

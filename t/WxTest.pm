@@ -17,8 +17,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(wx_node wx_sim sim_call sim_orders wx_merchant sql_error wx_audit slurp_file
-  $TEST_KEY);
+our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant sql_error wx_audit slurp_file
+  wx_poll_due $TEST_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
 my $json = JSON::PP->new->canonical;
@@ -112,6 +112,54 @@ sub sql_error
 		extra_params => $opts{user} ? [ '-U', $opts{user} ] : []);
 	my ($state) = $err =~ /ERROR:\s+([0-9A-Z]{5}):/;
 	return ($state // 'none', $err);
+}
+
+# Many control calls at once, over one keep-alive connection (a curl per
+# call costs a process and a TLS handshake each): a list of
+# [ method, path, body ] in, the list of decoded answers out.
+sub sim_calls
+{
+	my ($sim, @calls) = @_;
+	my $script = <<'PY';
+import http.client, json, ssl, sys
+port, ca = sys.argv[1:3]
+conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ssl.create_default_context(cafile=ca))
+out = []
+for method, path, body in json.load(sys.stdin):
+    data = None if body is None else json.dumps(body)
+    conn.request(method, path, data, {"Content-Type": "application/json"} if data is not None else {})
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    if resp.status != 200:
+        sys.exit("simulator call %s %s failed: %d %s" % (method, path, resp.status, text))
+    out.append(json.loads(text) if text else None)
+print(json.dumps(out))
+PY
+	my ($out, $err);
+	IPC::Run::run([ '/usr/bin/python3', '-c', $script, $sim->{port}, "$sim->{dir}/ca.pem" ],
+		'<', \($json->encode(\@calls)), '>', \$out, '2>', \$err)
+	  or die "sim_calls failed: $err";
+	return @{ $json->decode($out) };
+}
+
+# Poll $query until it returns 't' (like poll_query_until), and before each
+# try make the pending orders matching $where due now.  For tests of what
+# the worker makes of faults: after a burst of failed attempts its backoff
+# (poll_interval doubling, up to 5 minutes) would set the pace of the test;
+# the schedule itself is tested in 004_reconcile.
+sub wx_poll_due
+{
+	my ($node, $where, $query) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		return 1 if $node->safe_psql('postgres', $query) eq 't';
+		$node->safe_psql('postgres', "UPDATE wxpay.orders SET next_query_at = now()"
+			  . " WHERE ($where) AND state IN ('NOTPAY', 'USERPAYING') AND next_query_at > now()");
+		select(undef, undef, undef, 0.1);
+	}
+	diag("timed out waiting for: $query");
+	return 0;
 }
 
 # Many orders from the simulator at once, over one keep-alive connection:
