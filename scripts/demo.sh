@@ -109,7 +109,7 @@ wait_for 30 "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'DE
 	echo "(DEMO-JSAPI-1 is not paid after 30 s)"
 show "SELECT out_trade_no, state, transaction_id, paid_at, query_count FROM wxpay.orders WHERE out_trade_no = 'DEMO-JSAPI-1'"
 
-step "Refund 300 fen of DEMO-APP-1 over mutual TLS; the encrypted refund notification confirms it"
+step "Refund 300 fen of DEMO-APP-1 over mutual TLS; its encrypted notification wakes the worker, whose refundquery confirms it"
 show "SELECT wxpay_refund('1900000109', 'DEMO-APP-1', 'DEMO-REFUND-1', 300,
       '{\"refund_desc\": \"one bag returned\", \"notify_url\": \"http://127.0.0.1:$receiver_port/refund\"}') ->> 'refund_id' AS refund_id"
 wait_for 30 "SELECT state = 'SUCCESS' FROM wxpay.refunds WHERE out_refund_no = 'DEMO-REFUND-1'" ||
@@ -137,10 +137,10 @@ check "DEMO-APP-1 was paid by that notification" \
 	"SELECT EXISTS (SELECT 1 FROM wxpay.order_events WHERE out_trade_no = 'DEMO-APP-1' AND new_state = 'SUCCESS' AND source = 'notify')"
 check "DEMO-JSAPI-1, its notification lost, was paid by the worker's query" \
 	"SELECT EXISTS (SELECT 1 FROM wxpay.order_events WHERE out_trade_no = 'DEMO-JSAPI-1' AND new_state = 'SUCCESS' AND source = 'query')"
-check "the refund notification for DEMO-REFUND-1 was accepted" \
+check "the refund notification for DEMO-REFUND-1 was accepted, as the trigger of a refundquery" \
 	"SELECT EXISTS (SELECT 1 FROM wxpay.notifications WHERE kind = 'refund' AND outcome = 'accepted' AND out_refund_no = 'DEMO-REFUND-1')"
-check "DEMO-REFUND-1 was confirmed by that notification" \
-	"SELECT EXISTS (SELECT 1 FROM wxpay.refund_events WHERE out_refund_no = 'DEMO-REFUND-1' AND new_state = 'SUCCESS' AND source = 'notify')"
+check "DEMO-REFUND-1 was confirmed by the verified refundquery answer (a notification alone is no proof)" \
+	"SELECT EXISTS (SELECT 1 FROM wxpay.refund_events WHERE out_refund_no = 'DEMO-REFUND-1' AND new_state = 'SUCCESS' AND source = 'query')"
 check "the second refund, over the order's total, was refused and not recorded" \
 	"SELECT NOT EXISTS (SELECT 1 FROM wxpay.refunds WHERE out_refund_no = 'DEMO-REFUND-2')"
 grep -q ERROR <<<"$refused" || { echo "FAIL the second refund was not refused"; failed=$((failed + 1)); }
