@@ -1,18 +1,15 @@
 /*
  * refund.c
- *	  Refunds: wxpay_refund over mutual TLS, wxpay_refundquery, and
- *	  wxpay_handle_refund_notify with its AES-decrypted req_info.
+ *	  Refunds: the refund and refundquery endpoints, applying refund
+ *	  reports, and wxpay_refund and wxpay_refundquery.
  *
- * Money leaves here, so the local checks come first and hold a lock: the
- * order row is locked FOR UPDATE while its refunds are summed and the
- * request is made, so concurrent refunds of one order are serialised and
- * can never add up to more than was paid.  A refund row is written before
- * the request and rolled back with it on failure; a retry with the same
- * out_refund_no sends identical parameters, which WeChat Pay refunds once.
- *
- * Refund notifications carry no signature; their authenticity rests on
- * req_info decrypting (PKCS#7 intact) under the merchant's key and on
- * naming a refund of ours with its amount.
+ * Money leaves here.  wxpay_refund checks its arguments as the caller and
+ * hands the rest to an autonomous step (autonomous.c), which locks the
+ * order, sums its refunds so they never exceed what was paid, records the
+ * refund and commits; only then is the request sent, and the answer is
+ * recorded and committed in turn.  A retry with the same out_refund_no
+ * sends identical parameters, which WeChat Pay refunds once.  Refund
+ * notifications are in refund_notify.c.
  */
 #include "endpoint.h"
 
@@ -25,17 +22,13 @@
 #include "args.h"
 #include "autonomous.h"
 #include "orders.h"
-#include "notify.h"
+#include "refund.h"
 #include "spi_util.h"
 #include "states.h"
 #include "txn.h"
-#include "wx_aes.h"
 
 PG_FUNCTION_INFO_V1(wxpay_refund);
 PG_FUNCTION_INFO_V1(wxpay_refundquery);
-PG_FUNCTION_INFO_V1(wxpay_handle_refund_notify);
-PG_FUNCTION_INFO_V1(wxpay_handle_refund_notify_1_1);
-PG_FUNCTION_INFO_V1(wxpay_refund_decrypt);
 
 /*--------------------------------------------------------------------
  * Applying refund reports (query answers, notifications)
@@ -46,8 +39,8 @@ PG_FUNCTION_INFO_V1(wxpay_refund_decrypt);
  * Lock the refund a report names and check that it is ours: the same
  * order, amount and refund_id.  Returns its state, or NULL with *reason.
  */
-static char *
-lock_matching_refund(const char *mch_id, const WxRefundReport *r, char **reason)
+char *
+wxpay_lock_matching_refund(const char *mch_id, const WxRefundReport *r, char **reason)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(r->out_refund_no)};
@@ -85,7 +78,7 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	char		nulls[8] = "       ";
 	char	   *state;
 
-	if ((state = lock_matching_refund(mch_id, r, reason)) == NULL)
+	if ((state = wxpay_lock_matching_refund(mch_id, r, reason)) == NULL)
 		return WX_APPLY_REJECTED;
 	values[0] = CStringGetTextDatum(mch_id);
 	values[1] = CStringGetTextDatum(r->out_refund_no);
@@ -117,8 +110,8 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 }
 
 /* yyyy-MM-dd HH:mm:ss in Beijing time as timestamptz text, or NULL. */
-static const char *
-refund_time(const char *t)
+const char *
+wxpay_v2_refund_time(const char *t)
 {
 	static const char shape[] = "dddd-dd-dd dd:dd:dd";
 
@@ -152,7 +145,7 @@ refundquery_report(const WxParamList *resp, const char *out_refund_no,
 		r->refund_fee = wxpay_list_get(resp, psprintf("refund_fee_%d", n));
 		r->refund_id = wxpay_list_get(resp, psprintf("refund_id_%d", n));
 		r->status = wxpay_list_get(resp, psprintf("refund_status_%d", n));
-		r->success_time = refund_time(wxpay_list_get(resp, psprintf("refund_success_time_%d", n)));
+		r->success_time = wxpay_v2_refund_time(wxpay_list_get(resp, psprintf("refund_success_time_%d", n)));
 		r->recv_accout = wxpay_list_get(resp, psprintf("refund_recv_accout_%d", n));
 		r->account = wxpay_list_get(resp, psprintf("refund_account_%d", n));
 		return r->status != NULL;
@@ -553,165 +546,4 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 	call.out_refund_no = out_refund_no;
 	wxpay_endpoint_call(&call, &answer);
 	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
-}
-
-/*--------------------------------------------------------------------
- * Refund notifications
- *--------------------------------------------------------------------
- */
-
-/*
- * A refund notification is a trigger, not proof: AES-ECB has no integrity.
- * Once it names one of our pending refunds, with its order and amount, the
- * worker is asked to confirm it with refundquery right away; only that
- * verified answer moves the refund.  A settled refund makes it a duplicate.
- */
-static WxApplyResult
-schedule_confirmation(const char *mch_id, const WxRefundReport *r, char **reason)
-{
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(r->out_refund_no)};
-	char	   *state;
-
-	if ((state = lock_matching_refund(mch_id, r, reason)) == NULL)
-		return WX_APPLY_REJECTED;
-	if (wx_refund_state_final(state))
-		return WX_APPLY_UNCHANGED;
-	wxpay_spi_exec("UPDATE wxpay.refunds SET next_query_at = pg_catalog.now()"
-				   " WHERE mch_id OPERATOR(pg_catalog.=) $1 AND out_refund_no OPERATOR(pg_catalog.=) $2",
-				   2, types, values, NULL, false, SPI_OK_UPDATE);
-	wxpay_wake_worker_at_commit();
-	return WX_APPLY_CHANGED;
-}
-
-/*
- * req_info without CR and LF: base64 wrapped at 76 columns (as MIME
- * encoders write it) is the same base64; nothing else is tolerated.
- */
-static char *
-without_line_breaks(const char *s)
-{
-	char	   *out = palloc(strlen(s) + 1);
-	char	   *o = out;
-
-	for (; *s; s++)
-		if (*s != '\r' && *s != '\n')
-			*o++ = *s;
-	*o = '\0';
-	return out;
-}
-
-/* Decrypt req_info into its fields; NULL and a reason when it cannot be. */
-static WxParamList *
-decrypt_req_info(const char *api_key, const char *req_info, char **reason)
-{
-	char	   *b64 = without_line_breaks(req_info);
-	size_t		len = strlen(b64);
-	unsigned char *plain = palloc(wx_base64_decoded_max(len) + 1);
-	size_t		plain_len;
-	WxParamList *fields = palloc0(sizeof(WxParamList));
-	char	   *root = NULL;
-	WxXmlError	err;
-
-	switch (wx_refund_decrypt(b64, len, api_key, strlen(api_key), plain, &plain_len))
-	{
-		case WX_AES_OK:
-			break;
-		case WX_AES_BAD_BASE64:
-		case WX_AES_BAD_LENGTH:
-			*reason = pstrdup("req_info is not base64 of whole AES blocks");
-			return NULL;
-		default:
-			*reason = pstrdup("req_info does not decrypt with the merchant's key");
-			return NULL;
-	}
-	if (wxpay_xml_parse((char *) plain, plain_len, fields, &root, &err) != WX_XML_OK)
-	{
-		*reason = psprintf("decrypted req_info is not valid XML: %s", err.message);
-		return NULL;
-	}
-	if (strcmp(root, "root") != 0)
-	{
-		*reason = pstrdup("decrypted req_info has no <root>");
-		return NULL;
-	}
-	return fields;
-}
-
-/* Judge a refund notification and apply it; fills out. */
-static void
-judge_refund(const char *body, size_t len, WxNotifyOutcome *out)
-{
-	WxParamList outer;
-	WxParamList *fields;
-	WxMerchant *m;
-	const char *req_info;
-	WxRefundReport r;
-	WxApplyResult result;
-	char	   *reason = NULL;
-
-	if ((m = wxpay_notify_sender(body, len, &outer, out)) == NULL)
-		return;
-	if ((req_info = wxpay_list_get(&outer, "req_info")) == NULL)
-		return wxpay_notify_reject(out, pstrdup("req_info is missing"));
-	if ((fields = decrypt_req_info(m->api_key, req_info, &reason)) == NULL)
-		return wxpay_notify_reject(out, reason);
-
-	memset(&r, 0, sizeof(r));
-	r.out_refund_no = out->out_refund_no = (char *) wxpay_list_get(fields, "out_refund_no");
-	r.out_trade_no = out->out_trade_no = (char *) wxpay_list_get(fields, "out_trade_no");
-	out->transaction_id = (char *) wxpay_list_get(fields, "transaction_id");
-	out->verified = true;		/* decrypted with the merchant's key: as far as v2 goes */
-	r.refund_fee = wxpay_list_get(fields, "refund_fee");
-	r.refund_id = wxpay_list_get(fields, "refund_id");
-	r.status = wxpay_list_get(fields, "refund_status");
-	r.success_time = refund_time(wxpay_list_get(fields, "success_time"));
-	r.recv_accout = wxpay_list_get(fields, "refund_recv_accout");
-	r.account = wxpay_list_get(fields, "refund_account");
-	if (r.out_refund_no == NULL || r.out_trade_no == NULL || r.refund_fee == NULL || r.status == NULL)
-		return wxpay_notify_reject(out, pstrdup("req_info lacks out_refund_no, out_trade_no, refund_fee or refund_status"));
-	if (!wx_refund_state_valid(r.status))
-		return wxpay_notify_reject(out, psprintf("unknown refund_status %s", r.status));
-	result = schedule_confirmation(m->mch_id, &r, &reason);
-	wxpay_notify_applied(out, result, reason);
-	if (result == WX_APPLY_CHANGED)
-		out->reason = pstrdup("refundquery scheduled to confirm it");
-}
-
-/*
- * wxpay_handle_refund_notify(body text) -> text, the HTTP response body
- * (the 1.1 symbol; 1.0's declaration names wxpay_handle_refund_notify)
- */
-Datum
-wxpay_handle_refund_notify_1_1(PG_FUNCTION_ARGS)
-{
-	return wxpay_handle_notification(fcinfo, "refund", judge_refund, false);
-}
-
-/* wxpay_handle_refund_notify as the 1.0 schema declares it */
-Datum
-wxpay_handle_refund_notify(PG_FUNCTION_ARGS)
-{
-	return wxpay_handle_notification(fcinfo, "refund", judge_refund, true);
-}
-
-/*
- * wxpay_refund_decrypt(req_info text, key text) -> jsonb, the fields of a
- * refund notification's req_info, for inspecting stored bodies
- */
-Datum
-wxpay_refund_decrypt(PG_FUNCTION_ARGS)
-{
-	char	   *req_info = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	text	   *key = PG_GETARG_TEXT_PP(1);
-	char	   *reason;
-	WxParamList *fields;
-
-	wxpay_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-	fields = decrypt_req_info(text_to_cstring(key), req_info, &reason);
-	if (fields == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s", reason)));
-	PG_RETURN_JSONB_P(wxpay_list_to_jsonb(fields));
 }
