@@ -181,7 +181,10 @@ test_equal_and_types(void)
 	CHECK(!wx_sign_equal(s, 32, "9A0A8659F005D6984697E2CA0A9CF3B\x17", 32), "control byte is not a letter");
 	CHECK(wx_sign_type_parse("MD5", 3) == WX_SIGN_MD5, "MD5 parses");
 	CHECK(wx_sign_type_parse("HMAC-SHA256", 11) == WX_SIGN_HMAC_SHA256, "HMAC parses");
-	CHECK(wx_sign_type_parse("md5", 3) == WX_SIGN_INVALID, "sign types are case-sensitive");
+	CHECK(wx_sign_type_parse("md5", 3) == WX_SIGN_MD5 && wx_sign_type_parse("hmac-sha256", 11) == WX_SIGN_HMAC_SHA256,
+		  "sign types in any letter case, as the SDKs accept them");
+	CHECK(wx_sign_type_parse("MD", 2) == WX_SIGN_INVALID && wx_sign_type_parse("SHA1", 4) == WX_SIGN_INVALID,
+		  "other names are not sign types");
 	CHECK(wx_sign_type_from_hex_length(32) == WX_SIGN_MD5 &&
 		  wx_sign_type_from_hex_length(64) == WX_SIGN_HMAC_SHA256 &&
 		  wx_sign_type_from_hex_length(40) == WX_SIGN_INVALID, "type from length");
