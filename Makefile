@@ -5,7 +5,7 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(srcdir)/wx
 MODULE_big = wxpay
 # 1.0 is the base script; every later version is an update script from it
 # (wxpay--A--B.sql), so a fresh install and an update run the same SQL.
-DATA = $(wildcard $(srcdir)/wxpay--*.sql)
+DATA = $(notdir $(wildcard $(srcdir)/wxpay--*.sql))
 
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
 CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o
