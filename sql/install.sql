@@ -1,4 +1,8 @@
 -- Installation: UTF8 only, functions in the chosen schema, tables in wxpay.
+-- Like every file, it starts without the extension, so the files run in any order.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS wxpay CASCADE;
+RESET client_min_messages;
 SELECT current_database() AS regress_db \gset
 CREATE DATABASE wxpay_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
 \c wxpay_latin1

@@ -212,6 +212,12 @@ sub wx_audit
 	is($q->(q{SELECT count(*) FROM wxpay.orders o WHERE (SELECT COALESCE(sum(refund_fee), 0) FROM wxpay.refunds r
 		WHERE r.mch_id = o.mch_id AND r.out_trade_no = o.out_trade_no AND r.state <> 'REFUNDCLOSE') > o.total_fee}),
 		'0', "$label audit: refunds never exceed totals");
+	# Text the C code stored is not validated by PostgreSQL: convert_from
+	# checks the bytes (pg_dump would write invalid UTF-8 otherwise).
+	is($q->(q{SELECT coalesce(bool_and(convert_from(convert_to(coalesce(last_error, ''), 'UTF8'), 'UTF8') IS NOT NULL), true)
+		FROM (SELECT last_error FROM wxpay.orders UNION ALL SELECT last_error FROM wxpay.refunds
+		      UNION ALL SELECT reason FROM wxpay.notifications) t}), 't',
+		"$label audit: every last_error and reason is valid UTF-8");
 
 	my %paid = map { split /\|/ } split /\n/, $q->("SELECT out_trade_no, transaction_id FROM wxpay.orders"
 		  . " WHERE mch_id = '$mch_id' AND state IN ('SUCCESS', 'REFUND')");
