@@ -6,7 +6,7 @@
 # once under valgrind, then pg_regress and the TAP tests against temporary
 # instances, as the postgres user (initdb refuses root).
 #
-# One line per stage with the time since the start; about 3 minutes on 2
+# One line per stage with the time since the start; about 5 minutes on 2
 # cores, the suites one after the other.  The whole run holds
 # /tmp/wxpay-install.lock (make install writes system-wide), so two runs on
 # one machine wait for each other instead of overwriting each other's files.
@@ -56,10 +56,10 @@ if [ "${WXPAY_SKIP_DEB:-}" != 1 ]; then
 	grep '^deb-test: ' "$work/deb-test.log"
 fi
 
-wx_stage "pg_regress under valgrind" "about 30 s"
+wx_stage "pg_regress under valgrind" "about 2 minutes"
 bash scripts/valgrind.sh
 
-wx_stage "pg_regress and TAP (make installcheck)" "about 75 s"
+wx_stage "pg_regress and TAP (make installcheck)" "about 100 s"
 if ! wx_as_pg make -s -C "$work/tree" installcheck PROVE_FLAGS="--timer"; then
 	for f in "$work"/tree/regression.diffs "$work"/tree/tmp_check/log/regress_log_*; do
 		[ -f "$f" ] && { echo "---- $f"; tail -n 200 "$f"; }
