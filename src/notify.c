@@ -134,7 +134,7 @@ judge_in_subtransaction(WxNotifyJudge judge, const char *body, size_t len,
 						WxNotifyOutcome *out)
 {
 	WxJudgement j = {judge, body, len, out};
-	ErrorData  *edata = wxpay_run_isolated(run_judge, &j);
+	ErrorData  *edata = wxpay_run_isolated_waiting(run_judge, &j, wxpay_lock_timeout);
 
 	if (edata != NULL)
 	{

@@ -11,6 +11,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -25,6 +26,17 @@
 ErrorData *
 wxpay_run_isolated(WxStep step, void *arg)
 {
+	return wxpay_run_isolated_waiting(step, arg, 0);
+}
+
+/*
+ * The same, waiting at most lock_timeout_ms for any lock (0: as the
+ * session would): our own processes and notification handlers must never
+ * wait indefinitely behind a row an application holds.
+ */
+ErrorData *
+wxpay_run_isolated_waiting(WxStep step, void *arg, int lock_timeout_ms)
+{
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	ErrorData  *volatile edata = NULL;
@@ -33,7 +45,13 @@ wxpay_run_isolated(WxStep step, void *arg)
 	MemoryContextSwitchTo(caller);
 	PG_TRY();
 	{
+		int			nest = NewGUCNestLevel();
+
+		if (lock_timeout_ms > 0)
+			(void) set_config_option("lock_timeout", psprintf("%d", lock_timeout_ms),
+									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		step(arg);
+		AtEOXact_GUC(true, nest);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();

@@ -13,6 +13,7 @@
 typedef void (*WxStep) (void *arg);
 
 extern ErrorData *wxpay_run_isolated(WxStep step, void *arg);
+extern ErrorData *wxpay_run_isolated_waiting(WxStep step, void *arg, int lock_timeout_ms);
 extern void wxpay_txn_begin(const char *activity);
 extern void wxpay_txn_commit(void);
 

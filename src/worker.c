@@ -426,6 +426,15 @@ apply_job(void *arg)
 	schedule(job, NULL, false);
 }
 
+/* wxpay_run_isolated's step: record a job's failure as its last_error. */
+static void
+schedule_failed(void *arg)
+{
+	WxJob	   *job = arg;
+
+	schedule(job, job->error, false);
+}
+
 /*
  * Apply one job in a subtransaction; an error inside it is recorded as
  * the row's last_error and costs only this attempt.
@@ -433,15 +442,18 @@ apply_job(void *arg)
 static void
 apply_job_isolated(WxJob *job)
 {
-	ErrorData  *edata = wxpay_run_isolated(apply_job, job);
+	ErrorData  *edata = wxpay_run_isolated_waiting(apply_job, job, wxpay_lock_timeout);
 
-	if (edata != NULL)
-	{
+	if (edata == NULL)
+		return;
+	ereport(WARNING,
+			(errmsg("wxpay: could not apply the answer for %s: %s", job->key, edata->message)));
+	job->error = edata->message;
+	/* The row may be what is locked: then its lease brings it back later. */
+	if ((edata = wxpay_run_isolated_waiting(schedule_failed, job, wxpay_lock_timeout)) != NULL)
 		ereport(WARNING,
-				(errmsg("wxpay: could not apply the answer for %s: %s",
+				(errmsg("wxpay: could not record the failure for %s, retried after its lease: %s",
 						job->key, edata->message)));
-		schedule(job, edata->message, false);
-	}
 }
 
 /* Step 3 for a chunk of finished jobs, in one short transaction. */

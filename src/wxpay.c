@@ -20,6 +20,7 @@ int			wxpay_order_ttl = 7200;
 char	   *wxpay_database = NULL;
 int			wxpay_poll_interval = 30000;
 int			wxpay_max_concurrency = 16;
+int			wxpay_lock_timeout = 2000;
 
 /* Whether this process loaded the library from shared_preload_libraries. */
 static bool preloaded = false;
@@ -61,6 +62,14 @@ define_settings(void)
 							&wxpay_poll_interval,
 							30000, 100, 3600000,
 							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("wxpay.lock_timeout",
+							"How long the worker, and a notification handler, wait for a row another session holds locked.",
+							"Past it the worker retries the row later, and a notification is answered FAIL (WeChat Pay retries it) with its body recorded.",
+							&wxpay_lock_timeout,
+							2000, 10, 600000,
+							PGC_SUSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("wxpay.max_concurrency",

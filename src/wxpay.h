@@ -59,6 +59,7 @@ extern int	wxpay_order_ttl;
 extern char *wxpay_database;
 extern int	wxpay_poll_interval;
 extern int	wxpay_max_concurrency;
+extern int	wxpay_lock_timeout;
 
 /* worker.c */
 extern void wxpay_worker_register(void);
