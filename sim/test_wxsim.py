@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Tests of the simulator: its signing and refund encryption against the
-vectors of docs/wxpay-v2-api.md (so it can serve as an independent check of
+vectors of the v2 API notes (wxpay-v2-api.md, shared with the project, not in this repository) (so it can serve as an independent check of
 the extension), and its HTTPS behaviour end to end on an ephemeral port.
 
     cd sim && /usr/bin/python3 -m unittest -v test_wxsim
@@ -46,7 +46,7 @@ def decrypt_req_info(req_info, api_key):
 
 
 class SigningVectors(unittest.TestCase):
-    """docs/wxpay-v2-api.md sections 2.2, 2.3, 2.4 and 6."""
+    """the v2 API notes (wxpay-v2-api.md, shared with the project, not in this repository) sections 2.2, 2.3, 2.4 and 6."""
 
     def test_official_example(self):
         self.assertEqual(wxsim.canonical_string(OFFICIAL, KEY),
@@ -107,7 +107,7 @@ class SigningVectors(unittest.TestCase):
 
 
 class RefundEncryptionVectors(unittest.TestCase):
-    """docs/wxpay-v2-api.md section 5.2."""
+    """the v2 API notes (wxpay-v2-api.md, shared with the project, not in this repository) section 5.2."""
 
     PLAIN = (b"<root><out_refund_no><![CDATA[1234]]></out_refund_no>"
              b"<refund_status><![CDATA[SUCCESS]]></refund_status></root>")

@@ -543,6 +543,16 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 						"Use the out_refund_no given to wxpay_refund.");
 	SPI_connect();
 	wxpay_call_init(&call, &wx_endpoint_refundquery, wxpay_merchant_get(mch_id, CurrentMemoryContext));
+	/* Like wxpay_orderquery: a refund unknown here is a bad argument. */
+	wxpay_spi_exec("SELECT FROM wxpay.refunds WHERE mch_id OPERATOR(pg_catalog.=) $1"
+				   " AND out_refund_no OPERATOR(pg_catalog.=) $2",
+				   2, (Oid[]) {TEXTOID, TEXTOID},
+				   (Datum[]) {CStringGetTextDatum(mch_id), CStringGetTextDatum(out_refund_no)},
+				   NULL, true, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown refund %s of merchant %s", out_refund_no, mch_id)));
 	call.out_refund_no = out_refund_no;
 	wxpay_endpoint_call(&call, &answer);
 	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));

@@ -75,6 +75,12 @@ like($sql->("SELECT state || ': ' || last_error FROM wxpay.refunds WHERE out_ref
 ($state) = sql_error($node, "SELECT wxpay_refund('10000100', 'rb-1', 'rb-1-e', 60)");
 is($state, '55000', 'and repeating it is refused: a new attempt needs a new out_refund_no');
 
+# refundquery asks about refunds known here, and refuses others locally.
+is($sql->("SELECT wxpay_refundquery('10000100', 'rb-1-b') ->> 'out_refund_no_0'"), 'rb-1-b',
+	'wxpay_refundquery returns the verified answer for a refund of ours');
+($state) = sql_error($node, "SELECT wxpay_refundquery('10000100', 'rb-nowhere')");
+is($state, '22023', 'and refuses a refund unknown here, like wxpay_orderquery, without asking WeChat Pay');
+
 # A prepay made in a transaction that rolled back is found once it is paid.
 my $prepay = $sql->("BEGIN; SELECT wxpay_unifiedorder('10000100', 'rb-2', 100, 'Rolled back', '203.0.113.7') ->> 'prepay_id'; ROLLBACK;");
 like($prepay, qr/^wx/, 'a prepay made in a transaction that rolled back');
