@@ -631,7 +631,7 @@ wxpay_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(wxpay_database, NULL, 0);
+	wxpay_worker_connect();
 
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "wxpay worker round",
 									  ALLOCSET_DEFAULT_SIZES);

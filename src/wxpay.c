@@ -116,5 +116,8 @@ _PG_init(void)
 	define_settings();
 	wxpay_orders_init();
 	if (process_shared_preload_libraries_in_progress)
+	{
+		wxpay_worker_shmem_init();
 		wxpay_worker_register();
+	}
 }

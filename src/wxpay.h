@@ -61,8 +61,10 @@ extern int	wxpay_poll_interval;
 extern int	wxpay_max_concurrency;
 extern int	wxpay_lock_timeout;
 
-/* worker.c */
+/* worker.c, worker_start.c */
 extern void wxpay_worker_register(void);
+extern void wxpay_worker_shmem_init(void);
+extern void wxpay_worker_connect(void);
 
 /* orders.c: who is writing to wxpay.orders and wxpay.refunds */
 extern void wxpay_set_change_source(const char *source);
