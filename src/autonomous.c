@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 
 #include "autonomous.h"
+#include "remote_error.h"
 
 PGDLLEXPORT void wxpay_autonomous_main(Datum main_arg);
 
@@ -120,7 +121,7 @@ wxpay_run_autonomous(const char *step, Jsonb *args, Oid owner)
 				 errmsg("postmaster exited while %s was running", step)));
 	if (!slot->finished)
 		ereport(ERROR,
-				(errcode(MAKE_SQLSTATE('W', 'X', '0', '0', '1')),
+				(errcode(ERRCODE_WXPAY_RETRY),
 				 errmsg("%s ended before it could report its outcome", step),
 				 errhint("Whatever it recorded is in the tables; repeat the call with identical parameters.")));
 	if (slot->failed)

@@ -132,6 +132,7 @@ extern bool wxpay_v2_result(const WxEndpoint *ep, const WxParamList *resp,
 extern void wxpay_v2_payment_report(const WxParamList *fields, const char *state,
 									WxPaymentReport *r);
 extern char *wxpay_v2_time(const char *yyyymmddhhmmss);
+extern const char *wxpay_v2_refund_time(const char *yyyy_mm_dd_hh_mm_ss);
 
 /* orders.c and refund.c: applying reports */
 typedef enum WxApplyResult

@@ -97,6 +97,20 @@ wxpay_v2_time(const char *t)
 	return psprintf("%.4s-%.2s-%.2s %.2s:%.2s:%.2s+08", t, t + 4, t + 6, t + 8, t + 10, t + 12);
 }
 
+/* yyyy-MM-dd HH:mm:ss in Beijing time as timestamptz text, or NULL. */
+const char *
+wxpay_v2_refund_time(const char *t)
+{
+	static const char shape[] = "dddd-dd-dd dd:dd:dd";
+
+	if (t == NULL || strlen(t) != strlen(shape))
+		return NULL;
+	for (int i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i])
+			return NULL;
+	return psprintf("%s+08", t);
+}
+
 /* The payer fields worth keeping from a verified report. */
 static Jsonb *
 payer_fields(const WxParamList *fields)

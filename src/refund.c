@@ -109,20 +109,6 @@ wxpay_apply_refund_report(const char *mch_id, const WxRefundReport *r,
 	return WX_APPLY_CHANGED;
 }
 
-/* yyyy-MM-dd HH:mm:ss in Beijing time as timestamptz text, or NULL. */
-const char *
-wxpay_v2_refund_time(const char *t)
-{
-	static const char shape[] = "dddd-dd-dd dd:dd:dd";
-
-	if (t == NULL || strlen(t) != strlen(shape))
-		return NULL;
-	for (int i = 0; shape[i]; i++)
-		if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i])
-			return NULL;
-	return psprintf("%s+08", t);
-}
-
 /*
  * Find a refund in a verified refundquery answer (indexed fields
  * out_refund_no_$n, refund_status_$n, ...).  Returns false if absent.
@@ -391,8 +377,7 @@ static void
 record_refund_failure(const WxRefundArgs *a, const WxFailure *fail)
 {
 	bool		refused = fail->kind == WX_FAIL_REMOTE && !wxpay_failure_retryable(fail);
-	char	   *text = fail->err_code_des ? psprintf("%s (%s)", fail->message, fail->err_code_des) :
-		fail->message;
+	char	   *text = wxpay_failure_text(fail);
 
 	wx_utf8_clip(text);
 	wxpay_set_change_source("refund");

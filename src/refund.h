@@ -9,6 +9,5 @@
 
 extern char *wxpay_lock_matching_refund(const char *mch_id, const WxRefundReport *r,
 										char **reason);
-extern const char *wxpay_v2_refund_time(const char *t);
 
 #endif							/* WXPAY_REFUND_H */

@@ -67,6 +67,18 @@ wxpay_failure_copy(WxFailure *dst, const WxFailure *src, MemoryContext cxt)
 	dst->hint = src->hint ? MemoryContextStrdup(cxt, src->hint) : NULL;
 }
 
+/*
+ * What went wrong, as stored in last_error: the message and WeChat's
+ * description; a fresh copy in the current memory context.
+ */
+char *
+wxpay_failure_text(const WxFailure *fail)
+{
+	if (fail->err_code_des != NULL)
+		return psprintf("%s (%s)", fail->message, fail->err_code_des);
+	return pstrdup(fail->message);
+}
+
 /* The SQLSTATE a failure reaches SQL callers with. */
 int
 wxpay_failure_sqlstate(const WxFailure *fail)

@@ -47,6 +47,7 @@ extern bool wxpay_fail(WxFailure *fail, WxFailureKind kind, char *message);
 extern bool wxpay_fail_remote(WxFailure *fail, const char *endpoint,
 							  const char *err_code, const char *err_code_des);
 extern void wxpay_failure_copy(WxFailure *dst, const WxFailure *src, MemoryContext cxt);
+extern char *wxpay_failure_text(const WxFailure *fail);
 extern int	wxpay_failure_sqlstate(const WxFailure *fail);
 extern bool wxpay_failure_retryable(const WxFailure *fail);
 extern void wxpay_raise_failure(const WxFailure *fail, const char *mch_id,

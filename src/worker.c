@@ -95,13 +95,6 @@ wxpay_worker_register(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* A short transaction of the worker's, with SPI and a snapshot. */
-static void
-begin_transaction(const char *activity)
-{
-	wxpay_txn_begin(activity);
-}
-
 /* Commit it; commit leaves us in TopMemoryContext, the round works in its own. */
 static void
 end_transaction(void)
@@ -370,15 +363,6 @@ schedule(const WxJob *job, const char *error, bool again_now)
 		elog(ERROR, "could not schedule %s", job->key);
 }
 
-/* What went wrong, for last_error: the message and WeChat's description. */
-static char *
-failure_text(const WxFailure *fail)
-{
-	if (fail->err_code_des != NULL)
-		return psprintf("%s (%s)", fail->message, fail->err_code_des);
-	return fail->message;
-}
-
 /* A LOG line for every row the worker moved. */
 static void
 log_change(const WxJob *job, const WxAnswer *answer)
@@ -417,7 +401,7 @@ apply_job(void *arg)
 	transport = wxpay_http_failure(&job->req, job->code, &job->resp, &message);
 	if (!wxpay_endpoint_finish(&job->call, transport, message, &job->resp, &answer, &fail))
 	{
-		schedule(job, failure_text(&fail),
+		schedule(job, wxpay_failure_text(&fail),
 				 wxpay_failure_sqlstate(&fail) == ERRCODE_WXPAY_ORDER_PAID);
 		return;
 	}
@@ -460,7 +444,7 @@ apply_job_isolated(WxJob *job)
 static void
 apply_chunk(WxJob **done, int ndone)
 {
-	begin_transaction("wxpay: applying answers");
+	wxpay_txn_begin("wxpay: applying answers");
 	for (int i = 0; i < ndone; i++)
 		apply_job_isolated(done[i]);
 	end_transaction();
@@ -560,7 +544,7 @@ run_round(const char **idle)
 	long		sleep_ms;
 
 	*idle = "wxpay: idle until the next due order";
-	begin_transaction("wxpay: claiming due orders");
+	wxpay_txn_begin("wxpay: claiming due orders");
 	if (!extension_ready())
 	{
 		end_transaction();
@@ -578,7 +562,7 @@ run_round(const char **idle)
 	}
 	if (sleep_ms < 0)
 	{
-		begin_transaction("wxpay: scheduling");
+		wxpay_txn_begin("wxpay: scheduling");
 		sleep_ms = extension_ready() ? next_due_ms() : NOT_INSTALLED_SLEEP_MS;
 		end_transaction();
 		/*
