@@ -68,10 +68,20 @@ $sql->("SELECT wxpay_unifiedorder('10000100', 'idle-2', 100, 'Idle', '203.0.113.
 $sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no = 'idle-2'");
 my $locker = $node->background_psql('postgres');
 $locker->query_safe("BEGIN; SELECT 1 FROM wxpay.orders WHERE out_trade_no = 'idle-2' FOR UPDATE;");
+# Measure over the worker's next rounds: poll until it has gone to sleep
+# four separate times (each sleep is a new state_change) with the row locked.
 ($cpu0, $t0) = ($cpu->(), time);
-sleep 1 while time - $t0 < 5;
+my %sleeps;
+while (keys %sleeps < 4 && time - $t0 < $PostgreSQL::Test::Utils::timeout_default)
+{
+	my $at = $sql->("SELECT state_change FROM pg_stat_activity WHERE pid = $pid"
+		. " AND query = 'wxpay: idle until the next due order'");
+	$sleeps{$at} = 1 if $at ne '';
+	select(undef, undef, undef, 0.1);
+}
 ($used, $wall) = ($cpu->() - $cpu0, time - $t0);
-cmp_ok($used, '<', 0.05 * $wall, sprintf('with a due row locked, %.2f s of CPU in %.1f s', $used, $wall));
+cmp_ok(scalar(keys %sleeps), '>=', 4, 'with a due row locked, the worker keeps its rounds (and its sleeps)');
+cmp_ok($used, '<', 0.05 * $wall, sprintf('using %.2f s of CPU in %.1f s, not spinning', $used, $wall));
 $locker->query_safe('COMMIT');
 $locker->quit;
 ok($node->poll_query_until('postgres',
