@@ -9,8 +9,8 @@ set -euo pipefail
 groups=(
 	"build tools:make gcc clang libclang-rt-14-dev pkg-config git ca-certificates curl"
 	"PostgreSQL 15:postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-contrib"
-	"libraries pg_wxpay links:libcurl4-openssl-dev libxml2-dev libssl-dev"
-	"test tools (TAP, valgrind, the simulator's Python):libipc-run-perl valgrind python3 python3-cryptography python3-psycopg2"
+	"libraries pg_wxpay links:libcurl4-openssl-dev libxml2-dev libssl-dev zlib1g-dev"
+	"test and benchmark tools (TAP, valgrind, the simulator's and the seed's Python, PL/Proxy):libipc-run-perl valgrind python3 python3-cryptography python3-psycopg2 python3-requests python3-xmltodict postgresql-15-plproxy"
 	"Debian packaging (pg_buildext, debhelper):build-essential debhelper postgresql-server-dev-all"
 )
 
