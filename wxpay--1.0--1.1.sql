@@ -90,13 +90,6 @@ COMMENT ON FUNCTION wxpay.preloaded() IS
 -- use the vocabulary.
 ----------------------------------------------------------------------
 
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_mch_id_check TO merchants_mch_id_format;
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_appid_check TO merchants_appid_format;
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_api_key_check TO merchants_api_key_format;
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_sign_type_check TO merchants_sign_type_valid;
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_notify_url_check TO merchants_notify_url_format;
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_api_base_check TO merchants_api_base_format;
-ALTER TABLE wxpay.merchants RENAME CONSTRAINT merchants_check TO merchants_cert_and_key_together;
 
 ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_mch_id_fkey TO orders_merchant_fkey;
 ALTER TABLE wxpay.orders RENAME CONSTRAINT orders_out_trade_no_check TO orders_out_trade_no_format;
@@ -337,3 +330,81 @@ CREATE VIEW wxpay.unmatched_payments AS
 REVOKE ALL ON wxpay.unmatched_payments FROM PUBLIC;
 COMMENT ON VIEW wxpay.unmatched_payments IS
 'authentic payments that paid no order here (unknown order, other amount, closed here): refund or reconcile by hand';
+
+----------------------------------------------------------------------
+-- Merchant rows are checked by a trigger, not by CHECK constraints: a
+-- failed CHECK or NOT NULL prints the whole row (the API key, the private
+-- key) into the server log and to the client.  The trigger names the rule
+-- and the column, never a secret, and its error leaves the statement (with
+-- its literals) out of the log.  The rules are said here and nowhere else.
+----------------------------------------------------------------------
+
+CREATE FUNCTION wxpay.refuse_row(sqlstate text, table_name text, column_name text,
+	constraint_name text, message text, hint text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'wxpay_refuse_row'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION wxpay.refuse_row(text, text, text, text, text, text) IS
+'raise an integrity error (class 23) naming the table, column and constraint, without the row or the statement';
+
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_mch_id_check;
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_appid_check;
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_api_key_check;
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_sign_type_check;
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_notify_url_check;
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_api_base_check;
+ALTER TABLE wxpay.merchants DROP CONSTRAINT merchants_check;
+
+-- Each rule: the column, whether it has a value (if it needs one), whether
+-- the value is acceptable (NULL: no value to judge), the name the rule's
+-- errors carry, and what a good value looks like.  Only values that are
+-- not secret are quoted back.
+CREATE FUNCTION wxpay.merchants_validate()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	who text := COALESCE(' ' || quote_literal(NEW.mch_id), '');
+BEGIN
+	FOR r IN
+		SELECT * FROM (VALUES
+			('mch_id', NEW.mch_id IS NOT NULL, NEW.mch_id ~ '^[0-9A-Za-z_-]{1,32}$', 'merchants_mch_id_format',
+			 format('mch_id %s must be 1 to 32 letters, digits, "_" or "-"', quote_literal(NEW.mch_id)), NULL),
+			('appid', NEW.appid IS NOT NULL, NEW.appid ~ '^[0-9A-Za-z_-]{1,32}$', 'merchants_appid_format',
+			 format('appid %s of merchant%s must be 1 to 32 letters, digits, "_" or "-"', quote_literal(NEW.appid), who), NULL),
+			('api_key', NEW.api_key IS NOT NULL, NEW.api_key ~ '^[\x21-\x7e]{32}$', 'merchants_api_key_format',
+			 format('api_key of merchant%s must be 32 printable ASCII characters', who),
+			 'It is the API key set on the merchant platform (Account Center > API security); the value is not shown.'),
+			('sign_type', NEW.sign_type IS NOT NULL, NEW.sign_type IN ('MD5', 'HMAC-SHA256'), 'merchants_sign_type_valid',
+			 format('sign_type %s of merchant%s must be MD5 or HMAC-SHA256', quote_literal(NEW.sign_type), who), NULL),
+			('notify_url', true,
+			 NEW.notify_url ~ '^https?://[^?#[:space:]]+$' AND length(NEW.notify_url) <= 256, 'merchants_notify_url_format',
+			 format('notify_url %s of merchant%s must be an http(s) URL of at most 256 characters without "?" or "#"',
+					quote_literal(NEW.notify_url), who),
+			 'WeChat Pay refuses notify URLs with query parameters.'),
+			('api_base', NEW.api_base IS NOT NULL,
+			 NEW.api_base ~ '^https://[^/?#[:space:]]+(/[^?#[:space:]]*[^/?#[:space:]])?$'
+			 OR NEW.api_base ~ '^http://(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?$', 'merchants_api_base_format',
+			 format('api_base %s of merchant%s must be an https:// URL without a trailing "/"', quote_literal(NEW.api_base), who),
+			 'Production is https://api.mch.weixin.qq.com; http:// is accepted only for loopback.'),
+			('key_pem', true, (NEW.cert_pem IS NULL) = (NEW.key_pem IS NULL), 'merchants_cert_and_key_together',
+			 format('cert_pem and key_pem of merchant%s are set together or not at all', who),
+			 'They are apiclient_cert.pem and apiclient_key.pem, for /secapi/ (refunds).'),
+			('created_at', NEW.created_at IS NOT NULL, true, NULL, NULL, NULL),
+			('updated_at', NEW.updated_at IS NOT NULL, true, NULL, NULL, NULL)
+		) AS v(col, present, ok, con, message, hint)
+	LOOP
+		IF NOT r.present THEN
+			PERFORM wxpay.refuse_row('23502', 'merchants', r.col, NULL,
+									 format('%s of merchant%s is required', r.col, who));
+		ELSIF NOT COALESCE(r.ok, true) THEN
+			PERFORM wxpay.refuse_row('23514', 'merchants', r.col, r.con, r.message, r.hint);
+		END IF;
+	END LOOP;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER merchants_validate BEFORE INSERT OR UPDATE ON wxpay.merchants
+	FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_validate();
