@@ -155,10 +155,13 @@ DECLARE
 		"REVOKED":    []
 	}';
 BEGIN
+	-- A restored row (wxpay.change_is_restore) keeps the state it had.
 	IF TG_OP = 'INSERT' THEN
-		IF NEW.state <> 'NOTPAY' OR NEW.transaction_id IS NOT NULL OR NEW.paid_at IS NOT NULL THEN
+		IF (NEW.state <> 'NOTPAY' OR NEW.transaction_id IS NOT NULL OR NEW.paid_at IS NOT NULL)
+		   AND NOT wxpay.change_is_restore() THEN
 			RAISE EXCEPTION 'a new order must start unpaid, in state NOTPAY'
-				USING ERRCODE = '23514';
+				USING ERRCODE = '23514',
+				HINT = 'Only a restore (a superuser with check_function_bodies off) writes orders in other states.';
 		END IF;
 		RETURN NEW;
 	END IF;
@@ -204,8 +207,10 @@ DECLARE
 	}';
 BEGIN
 	IF TG_OP = 'INSERT' THEN
-		IF NEW.state <> 'PROCESSING' THEN
-			RAISE EXCEPTION 'a new refund must start in state PROCESSING' USING ERRCODE = '23514';
+		IF NEW.state <> 'PROCESSING' AND NOT wxpay.change_is_restore() THEN
+			RAISE EXCEPTION 'a new refund must start in state PROCESSING'
+				USING ERRCODE = '23514',
+				HINT = 'Only a restore (a superuser with check_function_bodies off) writes refunds in other states.';
 		END IF;
 		RETURN NEW;
 	END IF;
@@ -408,3 +413,107 @@ END
 $$;
 CREATE TRIGGER merchants_validate BEFORE INSERT OR UPDATE ON wxpay.merchants
 	FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_validate();
+
+----------------------------------------------------------------------
+-- The audit trail.  History rows are written only by the extension: the
+-- triggers that record a change run as its owner (an operator may be
+-- granted UPDATE on orders without any right on their history), set
+-- db_user and created_at themselves, and map the change's source the same
+-- way for orders and refunds; history_guard refuses every other writer of
+-- order_events, refund_events and notifications, whatever it was granted.
+--
+-- Restoring a dump: a superuser session with check_function_bodies off
+-- (every pg_dump script and pg_restore sets it; nothing else does) writing
+-- outside the extension's functions may insert orders and refunds in any
+-- state, and no history row is added for them: the dump carries their
+-- history, and the identity sequences' positions come with it.
+----------------------------------------------------------------------
+
+CREATE FUNCTION wxpay.change_actor()
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_change_actor'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION wxpay.change_actor() FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.change_actor() IS
+'the role a change is made for (the session''s role, or the caller of an autonomous step): the history''s db_user';
+
+CREATE FUNCTION wxpay.change_is_restore()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'wxpay_change_is_restore'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION wxpay.change_is_restore() IS
+'whether a row is being restored: a superuser with check_function_bodies off, outside the extension''s functions';
+
+CREATE FUNCTION wxpay.history_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'wxpay_history_guard'
+LANGUAGE C;
+COMMENT ON FUNCTION wxpay.history_guard() IS
+'refuses history rows from anybody but the extension (its owner) and superusers';
+
+CREATE TRIGGER order_events_written_by_wxpay BEFORE INSERT ON wxpay.order_events
+	FOR EACH ROW EXECUTE FUNCTION wxpay.history_guard();
+CREATE TRIGGER refund_events_written_by_wxpay BEFORE INSERT ON wxpay.refund_events
+	FOR EACH ROW EXECUTE FUNCTION wxpay.history_guard();
+CREATE TRIGGER notifications_written_by_wxpay BEFORE INSERT ON wxpay.notifications
+	FOR EACH ROW EXECUTE FUNCTION wxpay.history_guard();
+
+-- The source of a change among those a history table knows; any other
+-- writer is 'manual'.
+CREATE FUNCTION wxpay.change_source_among(sources text[])
+RETURNS text
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN wxpay.change_source() = ANY (sources) THEN wxpay.change_source() ELSE 'manual' END $$;
+REVOKE ALL ON FUNCTION wxpay.change_source_among(text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wxpay.orders_record()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.state = OLD.state
+	   OR TG_OP = 'INSERT' AND wxpay.change_is_restore() THEN
+		RETURN NULL;
+	END IF;
+	INSERT INTO wxpay.order_events
+		(mch_id, out_trade_no, old_state, new_state, source, transaction_id, db_user, created_at)
+	VALUES (NEW.mch_id, NEW.out_trade_no,
+			CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state,
+			wxpay.change_source_among('{unifiedorder,notify,query,close,refund}'), NEW.transaction_id,
+			wxpay.change_actor(), clock_timestamp());
+	IF NEW.state = 'SUCCESS' THEN
+		PERFORM pg_notify('wxpay_order_paid',
+						  json_build_object('mch_id', NEW.mch_id, 'out_trade_no', NEW.out_trade_no,
+											'transaction_id', NEW.transaction_id,
+											'total_fee', NEW.total_fee)::text);
+	END IF;
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wxpay.refunds_record()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.state = OLD.state
+	   OR TG_OP = 'INSERT' AND wxpay.change_is_restore() THEN
+		RETURN NULL;
+	END IF;
+	INSERT INTO wxpay.refund_events
+		(mch_id, out_refund_no, old_state, new_state, source, refund_id, db_user, created_at)
+	VALUES (NEW.mch_id, NEW.out_refund_no, CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state,
+			wxpay.change_source_among('{refund,notify,query}'), NEW.refund_id,
+			wxpay.change_actor(), clock_timestamp());
+	RETURN NULL;
+END
+$$;
+
+SELECT pg_catalog.pg_extension_config_dump('wxpay.order_events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.refund_events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.notifications_id_seq', '');

@@ -53,3 +53,54 @@ SELECT pg_temp.try(format('INSERT INTO wxpay.merchants (mch_id, appid, api_key) 
 SELECT mch_id, appid, notify_url FROM wxpay.merchants;
 -- No CHECK constraint is left on the table to echo a row
 SELECT conname FROM pg_constraint WHERE conrelid = 'wxpay.merchants'::regclass AND contype = 'c';
+
+-- The audit trail: an operator may be granted UPDATE on orders and refunds
+-- without any right on their history, and cannot write history even when
+-- granted INSERT on it
+\pset format aligned
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base)
+VALUES ('10000100', 'wxd930ea5d5a258f4f', '192006250b4c09247ec02edce69f6a2d', 'http://127.0.0.1:9');
+CREATE ROLE regress_wxpay_operator;
+GRANT USAGE ON SCHEMA wxpay TO regress_wxpay_operator;
+GRANT SELECT, INSERT, UPDATE ON wxpay.orders, wxpay.refunds TO regress_wxpay_operator;
+GRANT SELECT ON wxpay.order_events, wxpay.refund_events TO regress_wxpay_operator;
+SET ROLE regress_wxpay_operator;
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)
+VALUES ('10000100', 'a-1', 'APP', 'Goods', 100, '1.2.3.4'), ('10000100', 'a-2', 'APP', 'Goods', 100, '1.2.3.4');
+UPDATE wxpay.orders SET state = 'CLOSED' WHERE out_trade_no = 'a-1';
+UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = '4200000000000000000000000001', paid_at = now()
+ WHERE out_trade_no = 'a-2';
+-- Not even with check_function_bodies off, as a restore has it: that is for superusers
+SET check_function_bodies = off;
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state, transaction_id, paid_at)
+VALUES ('10000100', 'a-3', 'APP', 'Goods', 100, '1.2.3.4', 'SUCCESS', '4200000000000000000000000003', now());
+RESET check_function_bodies;
+INSERT INTO wxpay.refunds (mch_id, out_refund_no, out_trade_no, refund_fee, total_fee)
+VALUES ('10000100', 'r-1', 'a-2', 10, 100);
+UPDATE wxpay.refunds SET state = 'SUCCESS', refund_id = '5030000001' WHERE out_refund_no = 'r-1';
+SELECT out_trade_no, old_state, new_state, source, db_user, created_at <= clock_timestamp() AS timed
+  FROM wxpay.order_events ORDER BY id;
+SELECT out_refund_no, old_state, new_state, source, db_user FROM wxpay.refund_events ORDER BY id;
+RESET ROLE;
+-- Granted INSERT on the history, an operator still cannot write it
+GRANT INSERT ON wxpay.order_events, wxpay.refund_events, wxpay.notifications TO regress_wxpay_operator;
+SET ROLE regress_wxpay_operator;
+INSERT INTO wxpay.order_events (mch_id, out_trade_no, old_state, new_state, source)
+VALUES ('10000100', 'a-1', 'NOTPAY', 'SUCCESS', 'notify');
+INSERT INTO wxpay.refund_events (mch_id, out_refund_no, old_state, new_state, source)
+VALUES ('10000100', 'r-1', 'PROCESSING', 'SUCCESS', 'query');
+INSERT INTO wxpay.notifications (kind, body, outcome) VALUES ('pay', '<xml/>', 'accepted');
+RESET ROLE;
+-- A restore (a superuser with check_function_bodies off) writes a row in
+-- any state and no history for it; the same superuser otherwise cannot
+SET check_function_bodies = off;
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state, transaction_id, paid_at)
+VALUES ('10000100', 'a-4', 'APP', 'Goods', 100, '1.2.3.4', 'SUCCESS', '4200000000000000000000000004', now());
+RESET check_function_bodies;
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state, transaction_id, paid_at)
+VALUES ('10000100', 'a-5', 'APP', 'Goods', 100, '1.2.3.4', 'SUCCESS', '4200000000000000000000000005', now());
+SELECT out_trade_no, state, (SELECT count(*) FROM wxpay.order_events e WHERE e.out_trade_no = o.out_trade_no) AS events
+  FROM wxpay.orders o ORDER BY out_trade_no;
+REVOKE ALL ON wxpay.orders, wxpay.refunds, wxpay.order_events, wxpay.refund_events, wxpay.notifications FROM regress_wxpay_operator;
+REVOKE ALL ON SCHEMA wxpay FROM regress_wxpay_operator;
+DROP ROLE regress_wxpay_operator;

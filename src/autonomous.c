@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 
 #include "autonomous.h"
+#include "history.h"
 #include "remote_error.h"
 
 PGDLLEXPORT void wxpay_autonomous_main(Datum main_arg);
@@ -38,6 +39,7 @@ typedef struct WxAutonomousSlot
 {
 	Oid			database;
 	Oid			role;
+	Oid			actor;			/* the caller's role, for the history's db_user */
 	char		step[NAMEDATALEN];
 	bool		finished;		/* the step ran to the end, well or not */
 	bool		failed;
@@ -71,8 +73,9 @@ raise_step_error(const WxAutonomousSlot *slot)
 }
 
 /*
- * Run step(args) in a dynamic background worker as the extension's owner
- * and return its result; its error is raised here.
+ * Run step(args) in a dynamic background worker as the extension's owner,
+ * for the caller's role (the history's db_user), and return its result; its
+ * error is raised here.
  */
 Jsonb *
 wxpay_run_autonomous(const char *step, Jsonb *args, Oid owner)
@@ -93,6 +96,7 @@ wxpay_run_autonomous(const char *step, Jsonb *args, Oid owner)
 	memset(slot, 0, offsetof(WxAutonomousSlot, data));
 	slot->database = MyDatabaseId;
 	slot->role = owner;
+	slot->actor = GetOuterUserId();
 	strlcpy(slot->step, step, sizeof(slot->step));
 	slot->args_len = VARSIZE(args);
 	memcpy(slot->data, args, VARSIZE(args));
@@ -187,6 +191,7 @@ wxpay_autonomous_main(Datum main_arg)
 				 errmsg("wxpay: the caller of an autonomous step went away before it started")));
 	slot = dsm_segment_address(seg);
 	BackgroundWorkerInitializeConnectionByOid(slot->database, slot->role, 0);
+	wxpay_set_change_actor(slot->actor);
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "wxpay autonomous step", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);

@@ -24,6 +24,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "history.h"
 #include "orders.h"
 #include "spi_util.h"
 #include "states.h"
@@ -60,6 +61,13 @@ wxpay_orders_init(void)
 {
 	RegisterXactCallback(reset_on_abort, NULL);
 	RegisterSubXactCallback(reset_on_subabort, NULL);
+}
+
+/* The source the extension's code named for the current write, or NULL. */
+const char *
+wxpay_change_source_name(void)
+{
+	return change_source;
 }
 
 /*

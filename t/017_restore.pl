@@ -1,0 +1,109 @@
+# A plain pg_dump (psql) and a custom-format one (pg_restore) of a live
+# database restore every row of every table into a fresh cluster, add no
+# history of their own, keep the triggers as strict as before for every
+# other writer, and the restored database keeps working: the worker
+# resumes, new notifications are applied (the identity sequences continue).
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WxTest;
+
+my $sim = wx_sim();
+my $source = wx_node('source', 'wxpay.poll_interval' => '300ms');
+wx_merchant($source, $sim);
+my $sql = sub { $source->safe_psql('postgres', shift) };
+my $order = sub { $sql->("SELECT wxpay_unifiedorder('10000100', '$_[0]', 100, 'Restore', '203.0.113.7')") };
+my $notify = sub {
+	my ($node, $db, $no) = @_;
+	my $body = sim_call($sim, 'POST', '/_sim/notification', { mch_id => '10000100', out_trade_no => $no })->{body};
+	return $node->safe_psql($db, "SELECT wxpay_handle_notify(\$b\$$body\$b\$) ~ 'SUCCESS'");
+};
+my $pay = sub { sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => $_[0], notify => JSON::PP::false }) };
+
+# A live database: orders in every state the paths reach, refunds,
+# notifications accepted, duplicated and rejected, the worker's schedule.
+$order->($_) for qw(o-notified o-queried o-closed o-refunded o-later o-notify-later o-pending);
+# o-notify-later is paid, and notified, after the restore.
+$pay->($_) for qw(o-notified o-refunded o-queried);
+$notify->($source, 'postgres', $_) for qw(o-notified o-notified o-refunded);
+ok($source->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'o-queried'"),
+	'an order paid through the worker\'s query');
+sim_call($sim, 'POST', '/_sim/backdate', { mch_id => '10000100', out_trade_no => 'o-closed', seconds => 600 });
+$sql->("SELECT wxpay_closeorder('10000100', 'o-closed')");
+$sql->("SELECT wxpay_refund('10000100', 'o-refunded', 'r-1', 40)");
+$sql->("SELECT wxpay_refund('10000100', 'o-refunded', 'r-2', 60)");
+$sql->("SELECT wxpay_handle_notify('<xml><return_code>FAIL</return_code></xml>')");
+# Nothing is due while the dump is taken, so the tables stand still.
+$sql->("UPDATE wxpay.orders SET next_query_at = now() + interval '1 hour' WHERE wxpay.order_state_pending(state)");
+$sql->("UPDATE wxpay.refunds SET next_query_at = now() + interval '1 hour' WHERE wxpay.refund_state_pending(state)");
+
+my @tables = qw(merchants orders order_events notifications refunds refund_events);
+my $contents = sub {
+	my ($node, $db) = @_;
+	return join "\n", map {
+		"$_: " . $node->safe_psql($db, "SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))"
+			  . " FROM wxpay.$_ t")
+	} @tables;
+};
+my $before = $contents->($source, 'postgres');
+like($before, qr/order_events: (\d\d+) /, 'the source has history');
+my $plain = "$PostgreSQL::Test::Utils::tmp_check/plain.sql";
+my $custom = "$PostgreSQL::Test::Utils::tmp_check/custom.dump";
+$source->command_ok([ 'pg_dump', '-d', $source->connstr('postgres'), '-f', $plain ], 'plain pg_dump');
+$source->command_ok([ 'pg_dump', '-Fc', '-d', $source->connstr('postgres'), '-f', $custom ], 'custom-format pg_dump');
+is($contents->($source, 'postgres'), $before, 'nothing changed while dumping');
+my %seq = map { $_ => $sql->("SELECT max(id) FROM wxpay.$_") } qw(order_events notifications refund_events);
+$source->stop;
+$pay->('o-notify-later');
+
+# A fresh cluster: the worker waits for the extension, which the plain
+# dump creates in "postgres"; the custom dump goes into another database.
+my $copy = PostgreSQL::Test::Cluster->new('copy');
+$copy->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
+$copy->append_conf('postgresql.conf', "shared_preload_libraries = 'wxpay'\nwxpay.poll_interval = '300ms'\n");
+$copy->start;
+$copy->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $copy->connstr('postgres'), '-f', $plain ],
+	'the plain dump restores with psql, without a single error');
+$copy->safe_psql('postgres', 'CREATE DATABASE custom');
+$copy->command_ok([ 'pg_restore', '--exit-on-error', '-d', $copy->connstr('custom'), $custom ],
+	'the custom dump restores with pg_restore, without a single error');
+is($contents->($copy, $_), $before, "every row of every table is back, no more ($_)") for qw(postgres custom);
+
+for my $db (qw(postgres custom))
+{
+	my $q = sub { $copy->safe_psql($db, shift) };
+	# Still strict for everybody else.
+	$q->("CREATE ROLE app_$db; GRANT USAGE ON SCHEMA wxpay TO app_$db; GRANT INSERT, UPDATE, SELECT ON wxpay.orders TO app_$db");
+	my ($ret, $out, $err) = $copy->psql($db, "SET ROLE app_$db; SET check_function_bodies = off;"
+		  . " INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state, transaction_id, paid_at)"
+		  . " VALUES ('10000100', 'forged', 'APP', 'x', 1, '1.2.3.4', 'SUCCESS', '4200000000000000000000000099', now())");
+	like($err, qr/a new order must start unpaid/, "an application role still cannot create a paid order ($db)");
+	($ret, $out, $err) = $copy->psql($db, "UPDATE wxpay.orders SET state = 'NOTPAY' WHERE out_trade_no = 'o-closed'");
+	like($err, qr/cannot go from CLOSED to NOTPAY/, "nor can anyone reopen a closed order ($db)");
+	# A notification is applied, with ids after the restored ones.
+	ok($notify->($copy, $db, 'o-notify-later'), "a new notification is accepted ($db)");
+	is($q->("SELECT state FROM wxpay.orders WHERE out_trade_no = 'o-notify-later'"), 'SUCCESS', "and applied ($db)");
+	is($q->("SELECT min(id) > $seq{notifications} FROM wxpay.notifications WHERE out_trade_no = 'o-notify-later'"), 't',
+		"its notification id follows the restored ones ($db)");
+	is($q->("SELECT min(id) > $seq{order_events} FROM wxpay.order_events WHERE out_trade_no = 'o-notify-later' AND old_state IS NOT NULL"),
+		't', "and so does its event ($db)");
+	is($q->("SELECT count(*) FROM (SELECT 1 FROM wxpay.order_events WHERE new_state = 'SUCCESS'"
+		  . " GROUP BY out_trade_no HAVING count(*) > 1) d"), '0', "no duplicate SUCCESS transition ($db)");
+}
+
+# The worker resumes in the restored "postgres": a payment whose
+# notification was lost is found by its query.
+$pay->('o-later');
+$copy->safe_psql('postgres', "UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no = 'o-later'");
+ok($copy->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'o-later'"),
+	'the worker resumes on the restored database and reconciles a lost payment');
+is($copy->safe_psql('postgres', "SELECT source FROM wxpay.order_events WHERE out_trade_no = 'o-later' AND new_state = 'SUCCESS'"),
+	'query', 'through its query');
+wx_audit($copy, $sim, '10000100', 'restored');
+
+done_testing();
