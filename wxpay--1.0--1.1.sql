@@ -517,3 +517,119 @@ $$;
 SELECT pg_catalog.pg_extension_config_dump('wxpay.order_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wxpay.refund_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wxpay.notifications_id_seq', '');
+
+----------------------------------------------------------------------
+-- Who may act for a merchant, and see its rows.  allowed_roles holds
+-- names, as before; when they are written, the trigger resolves them to
+-- the roles' OIDs (allowed_role_oids), and only the OIDs count.  So a
+-- dropped role's entry matches nobody, a new role created under the same
+-- name inherits nothing, and a renamed role keeps its access.  The same
+-- rule (wxpay.merchant_allows) decides the functions and row-level
+-- security on every table with a mch_id; the extension's own code, its
+-- owner and superusers are not subject to it.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.merchants ADD COLUMN allowed_role_oids oid[];
+COMMENT ON COLUMN wxpay.merchants.allowed_role_oids IS
+'the roles of allowed_roles as resolved when allowed_roles was written; only these count (a dropped role''s OID matches nobody)';
+-- Names that no longer resolve were dropped roles: they match nobody.
+UPDATE wxpay.merchants m
+   SET allowed_role_oids = ARRAY(SELECT g.oid FROM pg_catalog.unnest(m.allowed_roles) r
+								  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r)
+ WHERE allowed_roles IS NOT NULL;
+
+-- allowed_roles is resolved to OIDs when it is written (named in an INSERT
+-- or an UPDATE's SET list, even with the same value: that is a decision),
+-- never later, so a role dropped and created again under its name does not
+-- inherit.  The OIDs are never written directly.
+CREATE FUNCTION wxpay.merchants_resolve_roles()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	missing text;
+BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.allowed_role_oids IS DISTINCT FROM OLD.allowed_role_oids THEN
+		PERFORM wxpay.refuse_row('23514', 'merchants', 'allowed_role_oids', NULL,
+			format('allowed_role_oids of merchant %s follows allowed_roles and is not set directly', quote_literal(NEW.mch_id)),
+			'Set allowed_roles; its roles are resolved when it is written.');
+	END IF;
+	SELECT string_agg(quote_ident(n), ', ') INTO missing
+	  FROM unnest(NEW.allowed_roles) n WHERE NOT EXISTS (SELECT FROM pg_roles g WHERE g.rolname = n);
+	IF missing IS NOT NULL THEN
+		PERFORM wxpay.refuse_row('23503', 'merchants', 'allowed_roles', NULL,
+			format('allowed_roles of merchant %s names roles that do not exist: %s', quote_literal(NEW.mch_id), missing),
+			'Create the role first, or leave it out.');
+	END IF;
+	NEW.allowed_role_oids := CASE WHEN NEW.allowed_roles IS NOT NULL THEN
+		ARRAY(SELECT g.oid FROM unnest(NEW.allowed_roles) n JOIN pg_roles g ON g.rolname = n) END;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER merchants_resolve_roles BEFORE INSERT OR UPDATE OF allowed_roles, allowed_role_oids
+	ON wxpay.merchants FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_resolve_roles();
+
+-- The role the session acts as (its SET ROLE), even inside SECURITY DEFINER.
+CREATE FUNCTION wxpay.acting_role()
+RETURNS oid
+AS 'MODULE_PATHNAME', 'wxpay_acting_role'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wxpay.acting_role() IS
+'the role the session acts as (session user or SET ROLE), not the definer of the function running';
+
+CREATE FUNCTION wxpay.merchant_allows(role_oids oid[], role oid)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT role_oids IS NULL
+		OR EXISTS (SELECT FROM pg_catalog.unnest(role_oids) o JOIN pg_catalog.pg_roles g ON g.oid = o
+				   WHERE pg_catalog.pg_has_role(role, g.oid, 'MEMBER'))
+		OR EXISTS (SELECT FROM pg_catalog.pg_roles g WHERE g.oid = role AND g.rolsuper)
+$$;
+COMMENT ON FUNCTION wxpay.merchant_allows(oid[], oid) IS
+'whether role may act for a merchant with these allowed roles: NULL allows every role granted EXECUTE; superusers may always';
+
+-- The merchants the acting role may act for: every row policy uses it.
+CREATE FUNCTION wxpay.visible_merchants()
+RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT COALESCE(pg_catalog.array_agg(mch_id), '{}') FROM wxpay.merchants
+	 WHERE wxpay.merchant_allows(allowed_role_oids, wxpay.acting_role())
+$$;
+COMMENT ON FUNCTION wxpay.visible_merchants() IS
+'the merchants the acting role may act for and see the rows of';
+
+CREATE OR REPLACE VIEW wxpay.merchant_info AS
+	SELECT mch_id, appid, sign_type, notify_url, api_base,
+		   ca_pem IS NOT NULL AS has_ca, cert_pem IS NOT NULL AS has_client_cert,
+		   allowed_roles, created_at, updated_at,
+		   ARRAY(SELECT o::regrole FROM pg_catalog.unnest(allowed_role_oids) o) AS allowed_role_ids
+	  FROM wxpay.merchants
+	 WHERE mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]);
+COMMENT ON VIEW wxpay.merchant_info IS
+'the merchants the caller may act for, without their secrets; allowed_role_ids shows what allowed_roles resolved to (a number: a dropped role)';
+
+ALTER TABLE wxpay.orders ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.order_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.refunds ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.refund_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.notifications ENABLE ROW LEVEL SECURITY;
+CREATE POLICY orders_by_merchant ON wxpay.orders
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+CREATE POLICY order_events_by_merchant ON wxpay.order_events
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+CREATE POLICY refunds_by_merchant ON wxpay.refunds
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+CREATE POLICY refund_events_by_merchant ON wxpay.refund_events
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+-- A body that names no merchant, or one nobody may act for, is the owner's.
+CREATE POLICY notifications_by_merchant ON wxpay.notifications
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+
+-- Views over these tables see what the caller may see.
+ALTER VIEW wxpay.worker_status SET (security_invoker = true);
+ALTER VIEW wxpay.unmatched_payments SET (security_invoker = true);

@@ -104,3 +104,77 @@ SELECT out_trade_no, state, (SELECT count(*) FROM wxpay.order_events e WHERE e.o
 REVOKE ALL ON wxpay.orders, wxpay.refunds, wxpay.order_events, wxpay.refund_events, wxpay.notifications FROM regress_wxpay_operator;
 REVOKE ALL ON SCHEMA wxpay FROM regress_wxpay_operator;
 DROP ROLE regress_wxpay_operator;
+
+-- Row security: two application roles, each allowed one merchant, see and
+-- change only that merchant's rows, in every table and view; a merchant
+-- without allowed_roles is everybody's
+CREATE ROLE regress_wxpay_shop_a;
+CREATE ROLE regress_wxpay_shop_b;
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base, allowed_roles) VALUES
+	('m-a', 'wxa', '192006250b4c09247ec02edce69f6a2d', 'http://127.0.0.1:9', '{regress_wxpay_shop_a}'),
+	('m-b', 'wxb', '192006250b4c09247ec02edce69f6a2d', 'http://127.0.0.1:9', '{regress_wxpay_shop_b}');
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)
+SELECT m, m || suffix, 'APP', 'Goods', 100, '1.2.3.4' FROM unnest('{m-a,m-b}'::text[]) m, unnest('{-order,-pending}'::text[]) suffix;
+UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = '42' || md5(mch_id), paid_at = now() WHERE out_trade_no LIKE 'm-_-order';
+INSERT INTO wxpay.refunds (mch_id, out_refund_no, out_trade_no, refund_fee, total_fee)
+SELECT m, m || '-refund', m || '-order', 10, 100 FROM unnest('{m-a,m-b}'::text[]) m;
+INSERT INTO wxpay.notifications (kind, body, mch_id, out_trade_no, outcome)
+SELECT 'pay', '<xml/>', m, m || '-order', 'accepted' FROM unnest('{m-a,m-b}'::text[]) m;
+SELECT wxpay_handle_notify('not xml at all');
+GRANT USAGE ON SCHEMA wxpay TO regress_wxpay_shop_a, regress_wxpay_shop_b;
+GRANT SELECT, INSERT, UPDATE ON wxpay.orders, wxpay.refunds TO regress_wxpay_shop_a, regress_wxpay_shop_b;
+GRANT SELECT ON wxpay.order_events, wxpay.refund_events, wxpay.notifications, wxpay.worker_status,
+	wxpay.merchant_info, wxpay.unmatched_payments TO regress_wxpay_shop_a, regress_wxpay_shop_b;
+CREATE FUNCTION pg_temp.visible() RETURNS TABLE (relation text, merchants text) LANGUAGE sql AS $$
+	SELECT 'orders', string_agg(DISTINCT mch_id, ',') FROM wxpay.orders
+	UNION ALL SELECT 'order_events', string_agg(DISTINCT mch_id, ',') FROM wxpay.order_events
+	UNION ALL SELECT 'refunds', string_agg(DISTINCT mch_id, ',') FROM wxpay.refunds
+	UNION ALL SELECT 'refund_events', string_agg(DISTINCT mch_id, ',') FROM wxpay.refund_events
+	UNION ALL SELECT 'notifications', string_agg(DISTINCT coalesce(mch_id, '(none)'), ',') FROM wxpay.notifications
+	UNION ALL SELECT 'worker_status', string_agg(DISTINCT mch_id, ',') FROM wxpay.worker_status
+	UNION ALL SELECT 'merchant_info', string_agg(DISTINCT mch_id, ',') FROM wxpay.merchant_info
+$$;
+SELECT * FROM pg_temp.visible();
+SET ROLE regress_wxpay_shop_a;
+SELECT * FROM pg_temp.visible();
+UPDATE wxpay.orders SET last_error = 'touched' WHERE mch_id = 'm-b';
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)
+VALUES ('m-b', 'sneaky', 'APP', 'Goods', 1, '1.2.3.4');
+RESET ROLE;
+SET ROLE regress_wxpay_shop_b;
+SELECT * FROM pg_temp.visible();
+RESET ROLE;
+SELECT count(*) AS touched FROM wxpay.orders WHERE last_error = 'touched';
+
+-- Roles are kept by OID: a dropped role's entry matches nobody, and a new
+-- role created under its name inherits nothing
+DROP OWNED BY regress_wxpay_shop_a;
+DROP ROLE regress_wxpay_shop_a;
+CREATE ROLE regress_wxpay_shop_a;
+GRANT USAGE ON SCHEMA wxpay TO regress_wxpay_shop_a;
+GRANT SELECT ON wxpay.orders, wxpay.merchant_info TO regress_wxpay_shop_a;
+GRANT EXECUTE ON FUNCTION wxpay_app_params(text, text) TO regress_wxpay_shop_a;
+SELECT mch_id, allowed_roles, allowed_role_ids[1]::text ~ '^[0-9]+$' AS dangling FROM wxpay.merchant_info WHERE mch_id = 'm-a';
+SET ROLE regress_wxpay_shop_a;
+SELECT count(*) AS orders_of_m_a_seen FROM wxpay.orders WHERE mch_id = 'm-a';
+SELECT wxpay_app_params('m-a', 'wx1');
+RESET ROLE;
+-- Writing allowed_roles again resolves it again: that is a decision, not an accident
+UPDATE wxpay.merchants SET notify_url = 'https://shop.example.com/n' WHERE mch_id = 'm-a';
+SET ROLE regress_wxpay_shop_a;
+SELECT count(*) AS orders_of_m_a_seen_after_other_update FROM wxpay.orders WHERE mch_id = 'm-a';
+RESET ROLE;
+UPDATE wxpay.merchants SET allowed_roles = '{regress_wxpay_shop_a}' WHERE mch_id = 'm-a';
+SET ROLE regress_wxpay_shop_a;
+SELECT count(*) AS orders_of_m_a_seen_after_regrant FROM wxpay.orders WHERE mch_id = 'm-a';
+RESET ROLE;
+-- Roles that do not exist, and the OIDs set by hand, are refused
+UPDATE wxpay.merchants SET allowed_roles = '{regress_wxpay_nobody}' WHERE mch_id = 'm-a';
+UPDATE wxpay.merchants SET allowed_role_oids = '{10}' WHERE mch_id = 'm-a';
+-- An empty list allows nobody
+UPDATE wxpay.merchants SET allowed_roles = '{}' WHERE mch_id = 'm-a';
+SET ROLE regress_wxpay_shop_a;
+SELECT count(*) AS orders_of_m_a_seen_with_empty_list FROM wxpay.orders WHERE mch_id = 'm-a';
+RESET ROLE;
+DROP OWNED BY regress_wxpay_shop_a, regress_wxpay_shop_b;
+DROP ROLE regress_wxpay_shop_a, regress_wxpay_shop_b;

@@ -4,10 +4,32 @@
  */
 #include "wxpay.h"
 
+#include "catalog/namespace.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(wxpay_acting_role);
+
+/*
+ * Whether the installed schema resolves allowed_roles to OIDs (1.1 on); a
+ * 1.0 schema, before ALTER EXTENSION UPDATE, still matches by name.
+ */
+static bool
+roles_by_oid(void)
+{
+	Oid			nsp = get_namespace_oid("wxpay", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("merchants", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "allowed_role_oids") != InvalidAttrNumber;
+}
+
+#define MERCHANT_COLUMNS \
+	"SELECT mch_id, appid, api_key, sign_type, notify_url, api_base, ca_pem, cert_pem, key_pem, "
+#define MERCHANT_WHERE " FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1"
 
 /*
  * Load a merchant into cxt, or NULL if there is none.  The caller must be
@@ -16,7 +38,8 @@
 WxMerchant *
 wxpay_merchant_find(const char *mch_id, MemoryContext cxt)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr by_oid_plan = NULL;
+	static SPIPlanPtr by_name_plan = NULL;
 	Datum		args[2] = {CStringGetTextDatum(mch_id), ObjectIdGetDatum(GetOuterUserId())};
 	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	WxMerchant *m;
@@ -28,14 +51,17 @@ wxpay_merchant_find(const char *mch_id, MemoryContext cxt)
 	 * caller is the outer user (the session's role, or its SET ROLE).  Saved:
 	 * every notification looks its merchant up.
 	 */
-	wxpay_spi_exec_plan(&plan,
-						"SELECT mch_id, appid, api_key, sign_type, notify_url,"
-						" api_base, ca_pem, cert_pem, key_pem,"
-						" allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
-						"  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
-						"  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))"
-						" FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1",
-						2, argtypes, args, NULL, true, SPI_OK_SELECT);
+	if (roles_by_oid())
+		wxpay_spi_exec_plan(&by_oid_plan,
+							MERCHANT_COLUMNS "wxpay.merchant_allows(allowed_role_oids, $2)" MERCHANT_WHERE,
+							2, argtypes, args, NULL, true, SPI_OK_SELECT);
+	else
+		wxpay_spi_exec_plan(&by_name_plan,
+							MERCHANT_COLUMNS
+							"allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
+							"  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r"
+							"  WHERE pg_catalog.pg_has_role($2, g.oid, 'MEMBER'))" MERCHANT_WHERE,
+							2, argtypes, args, NULL, true, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;
 
@@ -74,4 +100,16 @@ wxpay_merchant_get(const char *mch_id, MemoryContext cxt)
 						GetUserNameFromId(GetOuterUserId(), false), mch_id),
 				 errhint("The merchant's allowed_roles in wxpay.merchants lists who may.")));
 	return m;
+}
+
+/*
+ * wxpay.acting_role() -> oid
+ *
+ * The role the session acts as: inside SECURITY DEFINER functions
+ * current_user is the definer, the outer user is the caller.
+ */
+Datum
+wxpay_acting_role(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetOuterUserId());
 }
