@@ -633,3 +633,16 @@ CREATE POLICY notifications_by_merchant ON wxpay.notifications
 -- Views over these tables see what the caller may see.
 ALTER VIEW wxpay.worker_status SET (security_invoker = true);
 ALTER VIEW wxpay.unmatched_payments SET (security_invoker = true);
+
+----------------------------------------------------------------------
+-- DROP DATABASE fails while the worker is connected to the database:
+-- wxpay.worker_leave() sends it away for a while first.
+----------------------------------------------------------------------
+
+CREATE FUNCTION wxpay.worker_leave(away interval DEFAULT '10 minutes')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'wxpay_worker_leave'
+LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION wxpay.worker_leave(interval) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.worker_leave(interval) IS
+'ask the worker to leave its database for this long and wait until it has (then DROP DATABASE works); ''0'' calls it back';

@@ -636,6 +636,7 @@ wxpay_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		wxpay_worker_leave_if_asked();
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
 		sleep_ms = run_round(&idle);

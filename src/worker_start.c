@@ -9,6 +9,13 @@
  * one connects to no database (shared catalogs only), says once that it
  * waits, checks every few seconds, and exits to be restarted, this time to
  * connect, once the database is there.
+ *
+ * A DBA's DROP DATABASE fails while the worker is connected.  So
+ * wxpay.worker_leave() asks the worker to leave its database for a while:
+ * it exits between rounds, its next incarnation waits unconnected until
+ * the time is up (or wxpay.worker_leave('0') calls it back), and then
+ * connects again - or, if the database was dropped meanwhile, waits for it
+ * quietly as above.
  */
 #include "postgres.h"
 
@@ -25,11 +32,19 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
+#include "fmgr.h"
+#include "http.h"
 #include "wxpay.h"
+
+PG_FUNCTION_INFO_V1(wxpay_worker_leave);
 
 /* How often a waiting worker looks for its database. */
 #define DATABASE_CHECK_MS 2000
@@ -37,6 +52,9 @@
 typedef struct WxWorkerShared
 {
 	bool		database_missing;	/* the last worker died before connecting */
+	bool		connected;		/* the worker is connected to wxpay.database */
+	pid_t		pid;			/* the worker's pid while it runs, or 0 */
+	TimestampTz away_until;		/* asked to stay out of its database until then */
 } WxWorkerShared;
 
 static WxWorkerShared *shared = NULL;
@@ -64,7 +82,7 @@ startup_shmem(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("wxpay worker", sizeof(WxWorkerShared), &found);
 	if (!found)
-		shared->database_missing = false;
+		memset(shared, 0, sizeof(WxWorkerShared));
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -82,8 +100,12 @@ wxpay_worker_shmem_init(void)
 static void
 note_exit(int code, Datum arg)
 {
-	if (!connected_or_leaving && shared != NULL)
+	if (shared == NULL)
+		return;
+	if (!connected_or_leaving)
 		shared->database_missing = true;
+	shared->connected = false;
+	shared->pid = 0;
 }
 
 /*
@@ -110,15 +132,14 @@ database_exists(const char *name)
 	return found;
 }
 
-/* Wait, connected to no database, until wxpay.database exists; then exit. */
+/*
+ * Wait connected to no database, checking every DATABASE_CHECK_MS (or when
+ * the latch is set) until done(); then exit, to be restarted connected.
+ */
 static void
-wait_for_database(void)
+wait_unconnected(bool (*done) (void), const char *activity)
 {
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	ereport(LOG,
-			(errmsg("wxpay worker waits: database \"%s\" does not exist", wxpay_database),
-			 errhint("Create it, or set wxpay.database and restart the server.")));
-	pgstat_report_activity(STATE_IDLE, psprintf("wxpay: waiting for database \"%s\"", wxpay_database));
+	pgstat_report_activity(STATE_IDLE, activity);
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -127,27 +148,122 @@ wait_for_database(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (database_exists(wxpay_database))
+		if (done())
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 DATABASE_CHECK_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	ereport(LOG,
-			(errmsg("wxpay worker: database \"%s\" exists now; restarting to connect to it", wxpay_database)));
-	shared->database_missing = false;
 	connected_or_leaving = true;
 	proc_exit(1);				/* restarted after bgw_restart_time */
 }
 
+/* Whether wxpay.database exists (done() of the wait for it). */
+static bool
+database_is_there(void)
+{
+	if (!database_exists(wxpay_database))
+		return false;
+	ereport(LOG,
+			(errmsg("wxpay worker: database \"%s\" exists now; restarting to connect to it", wxpay_database)));
+	shared->database_missing = false;
+	return true;
+}
+
+/* Whether the time away from the database is up (done() of the wait). */
+static bool
+away_is_over(void)
+{
+	return GetCurrentTimestamp() >= shared->away_until;
+}
+
+/* Connect the worker to wxpay.database, or wait for it to exist. */
 /* Connect the worker to wxpay.database, or wait for it to exist. */
 void
 wxpay_worker_connect(void)
 {
 	on_proc_exit(note_exit, (Datum) 0);
-	if (shared != NULL && shared->database_missing)
-		wait_for_database();
+	shared->pid = MyProcPid;
+	if (shared->away_until > GetCurrentTimestamp())
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		wait_unconnected(away_is_over,
+						 psprintf("wxpay: away from database \"%s\" until %s (wxpay.worker_leave)",
+								  wxpay_database, timestamptz_to_str(shared->away_until)));
+	}
+	if (shared->database_missing)
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		ereport(LOG,
+				(errmsg("wxpay worker waits: database \"%s\" does not exist", wxpay_database),
+				 errhint("Create it, or set wxpay.database and restart the server.")));
+		wait_unconnected(database_is_there,
+						 psprintf("wxpay: waiting for database \"%s\"", wxpay_database));
+	}
 	BackgroundWorkerInitializeConnection(wxpay_database, NULL, 0);
 	connected_or_leaving = true;
 	shared->database_missing = false;
+	shared->connected = true;
+}
+
+/*
+ * Between rounds: if wxpay.worker_leave() asked, leave the database (exit;
+ * the next incarnation waits unconnected).
+ */
+void
+wxpay_worker_leave_if_asked(void)
+{
+	if (shared->away_until <= GetCurrentTimestamp())
+		return;
+	ereport(LOG,
+			(errmsg("wxpay worker leaves database \"%s\" until %s, as asked by wxpay.worker_leave()",
+					wxpay_database, timestamptz_to_str(shared->away_until))));
+	proc_exit(1);
+}
+
+/* Set the worker's latch, if it runs. */
+static void
+wake_worker(void)
+{
+	PGPROC	   *proc = shared->pid != 0 ? BackendPidGetProc(shared->pid) : NULL;
+
+	if (proc != NULL)
+		SetLatch(&proc->procLatch);
+}
+
+/*
+ * wxpay.worker_leave(away interval) -> boolean
+ *
+ * Ask the worker to leave its database for away (at once, between two
+ * rounds) and wait until it has: then DROP DATABASE works.  True when the
+ * worker is out of the database within the wait.  A zero or negative
+ * interval calls it back (it reconnects within a few seconds).
+ */
+Datum
+wxpay_worker_leave(PG_FUNCTION_ARGS)
+{
+	Interval   *away = PG_GETARG_INTERVAL_P(0);
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+																TimestampTzGetDatum(now),
+																PointerGetDatum(away)));
+	TimestampTz deadline = TimestampTzPlusMilliseconds(now, wxpay_http_timeout + 5000);
+
+	if (shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("there is no wxpay worker to ask"),
+				 errhint("The worker runs only with wxpay in shared_preload_libraries.")));
+	shared->away_until = until > now ? until : 0;
+	wake_worker();
+	while (until > now && shared->connected)
+	{
+		if (GetCurrentTimestamp() >= deadline)
+			PG_RETURN_BOOL(false);
+		CHECK_FOR_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_RETURN_BOOL(true);
 }

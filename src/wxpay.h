@@ -65,6 +65,7 @@ extern int	wxpay_lock_timeout;
 extern void wxpay_worker_register(void);
 extern void wxpay_worker_shmem_init(void);
 extern void wxpay_worker_connect(void);
+extern void wxpay_worker_leave_if_asked(void);
 
 /* orders.c: who is writing to wxpay.orders and wxpay.refunds */
 extern void wxpay_set_change_source(const char *source);
