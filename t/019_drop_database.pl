@@ -48,4 +48,11 @@ is($node->safe_psql('shop', "SELECT wxpay.worker_leave('1 hour')"), 't', 'sent a
 $node->safe_psql('shop', "SELECT wxpay.worker_leave('0')");
 ok($node->poll_query_until('postgres', $connected), 'called back with worker_leave(\'0\'), it is back at once');
 
+# DROP DATABASE ... WITH (FORCE) ends the worker's connection too.
+my $log_pos = -s $node->logfile;
+$node->safe_psql('postgres', 'DROP DATABASE shop WITH (FORCE)');
+pass('DROP DATABASE WITH (FORCE) works while the worker is connected');
+ok($node->wait_for_log(qr/wxpay worker waits: database "shop" does not exist/, $log_pos),
+	'and the restarted worker waits quietly for the database');
+
 done_testing();
