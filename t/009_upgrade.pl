@@ -29,6 +29,10 @@ is($sql->('updated', "SELECT extversion FROM pg_extension WHERE extname = 'wxpay
 $sql->('updated', <<'SQL');
 INSERT INTO wxpay.merchants (mch_id, appid, api_key, notify_url, allowed_roles)
 VALUES ('10000100', 'wxd930ea5d5a258f4f', '192006250b4c09247ec02edce69f6a2d', 'https://shop.example.com/n', '{postgres}');
+CREATE ROLE shop_gone;
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, allowed_roles)
+VALUES ('10000200', 'wx2', '192006250b4c09247ec02edce69f6a2d', '{shop_gone,postgres}');
+DROP ROLE shop_gone;
 INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, time_expire)
 SELECT '10000100', s, 'APP', 'Goods ' || s, 100, '203.0.113.7', now() + interval '1 hour'
   FROM unnest('{o-notpay,o-userpaying,o-payerror,o-success,o-refund,o-closed,o-revoked}'::text[]) s;
@@ -70,6 +74,8 @@ my ($ret, $out, $err) = $node->psql('updated', 'ALTER EXTENSION wxpay UPDATE');
 is($ret, 0, 'ALTER EXTENSION wxpay UPDATE succeeds') or diag($err);
 is($sql->('updated', "SELECT extversion FROM pg_extension WHERE extname = 'wxpay'"), $newest, "now at $newest");
 is($contents->('updated'), $before, 'every row of every table is intact');
+is($sql->('updated', "SELECT string_agg(mch_id || ' ' || allowed_role_oids::regrole[]::text, ', ' ORDER BY mch_id) FROM wxpay.merchants"),
+	'10000100 {postgres}, 10000200 {postgres}', 'allowed_roles is resolved to OIDs, a dropped role\'s name to nothing');
 is($sql->('updated', "SELECT count(*) FROM wxpay.worker_status"), '3',
 	'PAYERROR orders are pending after the update (NOTPAY, USERPAYING, PAYERROR)');
 is($sql->('updated', "SELECT string_agg(out_refund_no, ',' ORDER BY out_refund_no) FROM wxpay.refunds WHERE wxpay.refund_state_pending(state)"),
