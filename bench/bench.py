@@ -11,6 +11,9 @@ in the same run on the same machine, medians of 3 runs for the short ones.
     3. notifications: pgbench 8 clients replaying signed bodies, half duplicates
     4. reconciliation: the worker querying paid orders, vs raw curl and vs the
        latency-bound limit
+    5. the seed's way: a Python application signing and posting itself
+       (bench/seed_app.py), beside the same application calling
+       wxpay_unifiedorder, 1 and 8 processes
 
 Ends with a table (figure, baseline, ratio, target, met) and bench/RESULTS.md.
 When a target is missed and perf is available, the hot path is profiled and
@@ -55,6 +58,7 @@ if QUICK:
         "uo_requests": {1: 300, 4: 400, 16: 480}, "uo_latency20_requests": 30,
         "notify_orders": 800, "ceiling_requests": 2000,
         "rec_orders": 1000, "rec_orders_l20_c1": 100, "rec_profile_orders": 1000,
+        "seed_orders": 400,
     }
 
 # Functions whose inclusive time tells where a call goes.
@@ -1075,6 +1079,98 @@ class Bench:
                              % fmt_int(r["n"]), r["perf"], self_top=18)
         self.set_worker(16, "1h")
 
+    # ------------------------------------------------------------ 5. the seed's way
+
+    def server_cpu(self):
+        """CPU seconds so far of the cluster (postmaster and every backend
+        alive now) and the simulators."""
+        pm = self.postmaster_pid()
+        ticks = self.proc_cpu(pm, True)[0] + sum(self.proc_cpu(s.pid, True)[0] for s in self.sims.values())
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                t, ppid = self.proc_cpu(int(entry))
+                if ppid == pm:
+                    ticks += t
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def app_run(self, mode, procs, n, tag):
+        """procs application processes (bench/seed_app.py) creating n orders
+        each, all started together once every one is connected and warm."""
+        sim = self.sims["sim0"]
+        mch, appid, key = MERCHANTS["sim0"]
+        children = []
+        for k in range(procs):
+            cfg = {"mode": mode, "dsn": "host=%s port=%d user=postgres dbname=postgres" % (self.host, self.port),
+                   "base": sim.base, "ca": sim.ca, "mch_id": mch, "appid": appid, "api_key": key,
+                   "notify_url": NOTIFY_URL, "prefix": "A%s%s%d-" % (mode[0], tag, k), "n": n}
+            children.append(subprocess.Popen(["/usr/bin/python3", os.path.join(ROOT, "bench", "seed_app.py"),
+                                              json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             text=True))
+        for c in children:
+            if c.stdout.readline().strip() != "ready":
+                raise RuntimeError("a %s application process failed to start" % mode)
+        sim.reset_stats()
+        server0 = self.server_cpu()
+        snap = self.cpu_snapshot()
+        for c in children:
+            c.stdin.write("go\n")
+            c.stdin.flush()
+        out = [json.loads(c.stdout.readline()) for c in children]
+        server = self.server_cpu() - server0
+        load = self.load_between(snap, self.cpu_snapshot())
+        for c in children:
+            c.stdin.close()
+            if c.wait() != 0:
+                raise RuntimeError("a %s application process failed" % mode)
+        wall = max(o["end"] for o in out) - min(o["start"] for o in out)
+        lat = [x for o in out for x in o["lat"]]
+        app = sum(o["cpu"] for o in out)
+        stats = sim.client_stats()
+        return {"tps": len(lat) / wall, "lat": lat, "n": len(lat), "wall": wall, "app_cpu": app,
+                "server_cpu": server, "cpu_ms": 1000.0 * (app + server) / len(lat),
+                "app_ms": 1000.0 * app / len(lat), "load": load,
+                "requests": stats["requests_total"], "handshakes": stats["tls_handshakes"]}
+
+    def seed_way(self):
+        log("== 5. the seed's way: a Python application signing and posting itself, beside wxpay_unifiedorder")
+        self.q("CREATE TABLE IF NOT EXISTS bench.seed_orders (mch_id text, out_trade_no text, total_fee integer"
+               " NOT NULL, body text NOT NULL, state text NOT NULL DEFAULT 'NOTPAY', prepay_id text,"
+               " prepay_at timestamptz, created_at timestamptz NOT NULL DEFAULT now(),"
+               " PRIMARY KEY (mch_id, out_trade_no))")
+        out = {}
+        for r in range(RUNS):
+            for procs in (1, 8):
+                n = SIZES["seed_orders"] // procs
+                for mode in ("ext", "seed"):
+                    res = self.app_run(mode, procs, n, "%d%d" % (procs, r))
+                    # Every process connected while warming up: no new handshake.
+                    if res["requests"] != res["n"] or res["handshakes"] != 0:
+                        raise RuntimeError("%s, %d processes: %d requests and %d TLS handshakes for %d orders"
+                                           % (mode, procs, res["requests"], res["handshakes"], res["n"]))
+                    out.setdefault((procs, mode), []).append(res)
+                log("   run %d, %d process%s: wxpay_unifiedorder %.0f orders/s, %.3f ms CPU each; the seed's way "
+                    "%.0f orders/s, %.3f ms CPU each" % (r + 1, procs, "es" if procs > 1 else "",
+                                                         out[(procs, "ext")][-1]["tps"], out[(procs, "ext")][-1]["cpu_ms"],
+                                                         out[(procs, "seed")][-1]["tps"],
+                                                         out[(procs, "seed")][-1]["cpu_ms"]))
+        summary = {}
+        for (procs, mode), runs in out.items():
+            summary[(procs, mode)] = {
+                "tps": median([x["tps"] for x in runs]), "runs": [x["tps"] for x in runs],
+                "p50": median([percentile(x["lat"], 50) for x in runs]),
+                "p99": median([percentile(x["lat"], 99) for x in runs]),
+                "cpu_ms": median([x["cpu_ms"] for x in runs]), "app_ms": median([x["app_ms"] for x in runs]),
+                "others": median([x["load"]["others"] for x in runs]), "n": runs[0]["n"]}
+        self.details["seed"] = summary
+        for procs in (1, 8):
+            e, s = summary[(procs, "ext")], summary[(procs, "seed")]
+            label = "%d application process%s" % (procs, "es" if procs > 1 else "")
+            self.add("5 seed's way", "%s, wxpay_unifiedorder via psycopg2: orders/s (p50 / p99 ms), CPU ms/order"
+                     % label, "%.0f (%.2f / %.2f), %.3f" % (e["tps"], e["p50"], e["p99"], e["cpu_ms"]),
+                     "the seed's way: %.0f/s (%.2f / %.2f), %.3f" % (s["tps"], s["p50"], s["p99"], s["cpu_ms"]),
+                     "%.2fx throughput, %.2fx CPU" % (e["tps"] / s["tps"], e["cpu_ms"] / s["cpu_ms"]),
+                     "(report)", None, key="seed_%d" % procs)
+
     # ------------------------------------------------------------ the simulator's own ceiling
 
     def sim_ceiling(self):
@@ -1172,7 +1268,12 @@ def main():
     b.setup()
     b.machine_info = b.machine()
     only = set(args.only.split(",")) - {""}
-    for name in ("sim_ceiling", "signing", "unified_order", "notifications", "reconciliation"):
+    sections = ("sim_ceiling", "signing", "unified_order", "notifications", "reconciliation", "seed_way")
+    if only - set(sections):
+        ap.error("unknown sections %s; the sections are %s" % (", ".join(sorted(only - set(sections))),
+                                                               ", ".join(sections)))
+    b.only = only
+    for name in sections:
         if not only or name in only:
             before = b.cpu_snapshot()
             getattr(b, name)()

@@ -4,7 +4,8 @@
 # (one answering at once, one after a fixed 20 ms).  Prints the table at the
 # end and writes bench/RESULTS.md.  Run as root: `bash bench/run.sh` or
 # `make bench`.  Knobs (environment): BENCH_QUICK=1 for a fast smoke run
-# with small sizes, BENCH_PROFILE=0 to skip the perf profiles.
+# with small sizes, BENCH_PROFILE=0 to skip the perf profiles, BENCH_ONLY=a,b
+# to run some sections only (the others keep their last figures, dated).
 set -euo pipefail
 WX_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$WX_ROOT"
@@ -67,4 +68,5 @@ for sim in sim0:0 sim20:20; do
 done
 
 /usr/bin/python3 "$WX_ROOT/bench/bench.py" --work "$work" --pgport "$pgport" --bindir "$bindir" \
-	--sign-core "$work/sign_core" --curl-pool "$work/curl_pool" --sim-pids "${pids[0]},${pids[1]}" --results "$WX_ROOT/bench/RESULTS.md"
+	--sign-core "$work/sign_core" --curl-pool "$work/curl_pool" --sim-pids "${pids[0]},${pids[1]}" --results "$WX_ROOT/bench/RESULTS.md" \
+	--only "${BENCH_ONLY:-}"
