@@ -47,7 +47,7 @@ RUNS = 3
 
 # Sizes: the where they fit in ~15 minutes on 2 cores.
 SIZES = {
-    "sign_rows": 1_000_000, "sign_hmac_rows": 200_000,
+    "sign_rows": 1_000_000, "sign_hmac_rows": 500_000,
     "uo_requests": {1: 5000, 4: 6000, 16: 6400}, "uo_latency20_requests": 150,
     "notify_orders": 10_000, "ceiling_requests": 10_000,
     "rec_orders": 10_000, "rec_orders_l20_c1": 2000, "rec_profile_orders": 5000,
@@ -547,31 +547,41 @@ class Bench:
             "floor_hmac": "SELECT count(hmac(s, %(k)s, 'sha256')) FROM bench.sign_canon_h",
             "scan_params": "SELECT count(p) FROM bench.sign_params",
         }
-        # Warm the buffers, then interleave the variants run by run.
+        # Warm the buffers, then interleave the variants run by run.  Each
+        # is timed by the CPU its backend used (/proc), which other work on
+        # the machine disturbs far less than wall time; wall time is kept.
         self.q("SELECT count(*) FROM bench.sign_params")
         self.q("SELECT count(*) FROM bench.sign_canon")
+        backend = self.one("SELECT pg_backend_pid()")
         times = {k: [] for k in queries}
+        walls = {k: [] for k in queries}
+        hz = os.sysconf("SC_CLK_TCK")
         for r in range(RUNS):
             for name, sql in queries.items():
-                t0 = time.perf_counter()
+                c0, t0 = self.cpu_ticks(backend), time.perf_counter()
                 self.q(sql, {"k": key})
-                times[name].append(time.perf_counter() - t0)
-        us = {k: median(v) * 1e6 / (nh if k.endswith("hmac") else n) for k, v in times.items()}
-        self.details["sign"] = {"us_per_row": us, "rows": n, "hmac_rows": nh, "runs": times}
+                walls[name].append(time.perf_counter() - t0)
+                times[name].append((self.cpu_ticks(backend) - c0) / hz)
+        rows_of = {k: nh if k.endswith("hmac") else n for k in queries}
+        us = {k: median(v) * 1e6 / rows_of[k] for k, v in times.items()}
+        wall_us = {k: median(v) * 1e6 / rows_of[k] for k, v in walls.items()}
+        self.details["sign"] = {"us_per_row": us, "wall_us_per_row": wall_us, "rows": n, "hmac_rows": nh,
+                                "runs": times}
 
         speedup = us["plpgsql_md5"] / us["c_md5"]
         vs_floor = us["c_md5"] / us["floor_md5"]
         self.add("1 signing", "wxpay_sign MD5, %s rows: µs/row" % fmt_int(n), "%.2f" % us["c_md5"],
                  "PL/pgSQL md5(): %.2f" % us["plpgsql_md5"], "%.1fx faster" % speedup, ">= 20x faster",
                  speedup >= 20, key="sign_vs_plpgsql")
-        self.add("1 signing", "wxpay_sign MD5 vs the floor", "%.2f" % us["c_md5"],
+        self.add("1 signing", "wxpay_sign MD5 vs the floor, µs of backend CPU per row", "%.2f" % us["c_md5"],
                  "md5() over built strings: %.2f" % us["floor_md5"], "%.2fx the floor" % vs_floor,
-                 "<= 1.5x the floor", vs_floor <= 1.5, key="sign_vs_floor")
-        self.add("1 signing", "wxpay_sign HMAC-SHA256, %s rows: µs/row" % fmt_int(nh), "%.2f" % us["c_hmac"],
-                 "PL/pgSQL hmac(): %.2f" % us["plpgsql_hmac"],
-                 "%.1fx faster; %.2fx hmac() floor (%.2f)" % (us["plpgsql_hmac"] / us["c_hmac"],
-                                                             us["c_hmac"] / us["floor_hmac"], us["floor_hmac"]),
-                 "(report)", None)
+                 "<= 0.75x the floor", vs_floor <= 0.75, key="sign_vs_floor")
+        vs_hmac = us["c_hmac"] / us["floor_hmac"]
+        self.add("1 signing", "wxpay_sign HMAC-SHA256 vs the floor, %s rows: µs of backend CPU per row"
+                 % fmt_int(nh), "%.2f" % us["c_hmac"], "hmac() over built strings: %.2f" % us["floor_hmac"],
+                 "%.2fx the floor; %.1fx faster than PL/pgSQL hmac() (%.2f)"
+                 % (vs_hmac, us["plpgsql_hmac"] / us["c_hmac"], us["plpgsql_hmac"]),
+                 "<= 0.75x the floor", vs_hmac <= 0.75, key="sign_hmac_vs_floor")
 
         # The C core alone, no SQL.
         out = subprocess.run([self.args.sign_core, "0.3"], capture_output=True, text=True, check=True).stdout
@@ -586,7 +596,7 @@ class Bench:
                      "one digest over the built string: %s" % fmt_rate(floor),
                      "%.2fx the floor's time" % (floor / rate), "(report)", None)
 
-        if PROFILE and speedup < 20:
+        if PROFILE and (speedup < 20 or vs_floor > 0.75 or vs_hmac > 0.75):
             self.profile_signing(key)
 
     def profile_signing(self, key):

@@ -97,3 +97,23 @@ SELECT wxpay_sign('{"detail": {"goods": []}}', :'key');
 SELECT wxpay_nonce(-1);
 -- The key never appears in an error
 SELECT wxpay_sign(:'official', 'secret-key-123', 'SHA1');
+-- A wide object: past 32 keys jsonb stores every 32nd entry as an offset
+-- rather than a length (the walk in params.c must follow both), with
+-- numbers, booleans, nulls and empty strings among long values, and a
+-- canonical string several times the 1024-byte staging buffer.  The
+-- reference is the canonical string built in SQL.
+WITH o AS (
+  SELECT jsonb_object_agg(k, v) AS p
+    FROM (SELECT 'f' || lpad(i::text, 2, '0') AS k,
+                 CASE i % 5 WHEN 0 THEN to_jsonb(i * 1.5) WHEN 1 THEN to_jsonb(i % 2 = 0)
+                            WHEN 2 THEN 'null'::jsonb WHEN 3 THEN to_jsonb(''::text)
+                            ELSE to_jsonb(repeat(chr(65 + i % 26), 100 + 5 * i)) END AS v
+            FROM generate_series(1, 70) AS i) s),
+r AS (
+  SELECT p, (SELECT string_agg(k || '=' || v, '&' ORDER BY k COLLATE "C")
+               FROM jsonb_each_text(p) AS e(k, v) WHERE v <> '') || '&key=' || :'key' AS canon
+    FROM o)
+SELECT (SELECT count(*) FROM jsonb_object_keys(p)) AS keys, octet_length(canon) > 3 * 1024 AS several_stages,
+       wxpay_sign(p, :'key') = upper(md5(canon)) AS wide_md5,
+       wxpay_verify(p || jsonb_build_object('sign', upper(md5(canon))), :'key') AS wide_verified
+  FROM r;

@@ -14,17 +14,31 @@ PG_FUNCTION_INFO_V1(wxpay_sign);
 PG_FUNCTION_INFO_V1(wxpay_verify);
 PG_FUNCTION_INFO_V1(wxpay_nonce);
 
-WxSignType
-wxpay_sign_type_arg(const char *name, const char *argname)
+/* A sign_type argument of len bytes (not necessarily NUL-terminated). */
+static WxSignType
+sign_type_arg_len(const char *name, size_t len, const char *argname)
 {
-	WxSignType	type = wx_sign_type_parse(name, strlen(name));
+	WxSignType	type = wx_sign_type_parse(name, len);
 
 	if (type == WX_SIGN_INVALID)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s \"%s\"", argname, name),
+				 errmsg("invalid %s \"%.*s\"", argname, (int) len, name),
 				 errhint("Use MD5 or HMAC-SHA256.")));
 	return type;
+}
+
+WxSignType
+wxpay_sign_type_arg(const char *name, const char *argname)
+{
+	return sign_type_arg_len(name, strlen(name), argname);
+}
+
+/* A sign_type given as a text argument, read in place. */
+static WxSignType
+sign_type_text_arg(text *t, const char *argname)
+{
+	return sign_type_arg_len(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), argname);
 }
 
 /* The API key: never echoed, only judged. */
@@ -37,6 +51,18 @@ wxpay_check_key(const char *key, size_t len)
 				 errmsg("API key must not be empty")));
 }
 
+/* Sort list in place and write its signature into hex (WX_SIGN_MAX_HEX + 1). */
+static void
+sign_list_into(WxParamList *list, WxSignType type, const char *key,
+			   size_t key_len, char *hex)
+{
+	wx_params_sort(list->items, list->count);
+	if (!wx_sign_compute(type, list->items, list->count, key, key_len, hex))
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not compute %s signature", wx_sign_type_name(type))));
+}
+
 /* Sort list in place and return its signature as a palloc'd hex string. */
 char *
 wxpay_sign_list(WxParamList *list, WxSignType type, const char *key,
@@ -44,11 +70,7 @@ wxpay_sign_list(WxParamList *list, WxSignType type, const char *key,
 {
 	char	   *hex = palloc(WX_SIGN_MAX_HEX + 1);
 
-	wx_params_sort(list->items, list->count);
-	if (!wx_sign_compute(type, list->items, list->count, key, key_len, hex))
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not compute %s signature", wx_sign_type_name(type))));
+	sign_list_into(list, type, key, key_len, hex);
 	return hex;
 }
 
@@ -65,7 +87,7 @@ wxpay_verify_list(WxParamList *list, WxSignType type, const char *key,
 	const WxParam *declared;
 	const char *received;
 	size_t		received_len;
-	char	   *expected;
+	char		expected[WX_SIGN_MAX_HEX + 1];
 
 	if (sign == NULL)
 		return false;
@@ -86,7 +108,7 @@ wxpay_verify_list(WxParamList *list, WxSignType type, const char *key,
 	if (received_len != wx_sign_hex_length(type))
 		return false;
 
-	expected = wxpay_sign_list(list, type, key, key_len);
+	sign_list_into(list, type, key, key_len, expected);
 	return wx_sign_equal(expected, strlen(expected), received, received_len);
 }
 
@@ -118,14 +140,17 @@ wxpay_sign(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *params = PG_GETARG_JSONB_P(0);
 	text	   *key = PG_GETARG_TEXT_PP(1);
-	char	   *type_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	WxSignType	type = wxpay_sign_type_arg(type_name, "sign_type");
+	WxSignType	type = sign_type_text_arg(PG_GETARG_TEXT_PP(2), "sign_type");
 	WxParamList list;
+	text	   *result;
 
 	wxpay_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-	wxpay_list_from_jsonb(params, &list, "params");
-	PG_RETURN_TEXT_P(cstring_to_text(wxpay_sign_list(&list, type, VARDATA_ANY(key),
-													 VARSIZE_ANY_EXHDR(key))));
+	/* A function called once per row: no copies of the names or the result. */
+	wxpay_list_borrow_jsonb(params, &list, "params");
+	result = palloc(VARHDRSZ + WX_SIGN_MAX_HEX + 1);
+	sign_list_into(&list, type, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), VARDATA(result));
+	SET_VARSIZE(result, VARHDRSZ + wx_sign_hex_length(type));
+	PG_RETURN_TEXT_P(result);
 }
 
 /*
@@ -144,10 +169,10 @@ wxpay_verify(PG_FUNCTION_ARGS)
 	params = PG_GETARG_JSONB_P(0);
 	key = PG_GETARG_TEXT_PP(1);
 	if (!PG_ARGISNULL(2))
-		type = wxpay_sign_type_arg(text_to_cstring(PG_GETARG_TEXT_PP(2)), "sign_type");
+		type = sign_type_text_arg(PG_GETARG_TEXT_PP(2), "sign_type");
 
 	wxpay_check_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-	wxpay_list_from_jsonb(params, &list, "params");
+	wxpay_list_borrow_jsonb(params, &list, "params");
 	PG_RETURN_BOOL(wxpay_verify_list(&list, type, VARDATA_ANY(key),
 									 VARSIZE_ANY_EXHDR(key)));
 }

@@ -29,6 +29,9 @@ typedef struct WxParamList
 extern void wxpay_list_init(WxParamList *list, int capacity);
 extern void wxpay_list_add(WxParamList *list, const char *name,
 						   const char *value, size_t value_len);
+extern void wxpay_list_add_name(WxParamList *list, const char *name,
+								size_t name_len, const char *value,
+								size_t value_len);
 extern void wxpay_list_add_cstr(WxParamList *list, const char *name,
 								const char *value);
 extern void wxpay_list_append(WxParamList *list, const WxParamList *src);
@@ -37,6 +40,8 @@ extern bool wxpay_list_is(const WxParamList *list, const char *name,
 						  const char *expected);
 extern void wxpay_list_from_jsonb(Jsonb *jb, WxParamList *list,
 								  const char *argname);
+extern void wxpay_list_borrow_jsonb(Jsonb *jb, WxParamList *list,
+									const char *argname);
 extern Jsonb *wxpay_list_to_jsonb(const WxParamList *list);
 extern WxSignType wxpay_sign_type_arg(const char *name, const char *argname);
 extern void wxpay_check_key(const char *key, size_t len);

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "wx_aes.h"
 #include "wx_sign.h"
 #include "wx_xml.h"
@@ -149,6 +152,78 @@ test_canonical(void)
 	len = wx_canonical_length(params, 0, 1);
 	wx_canonical_write(params, 0, "K", 1, buf);
 	CHECK(len == 5 && memcmp(buf, "key=K", 5) == 0, "no parameters: just key=");
+}
+
+/* Whether params are in strictly increasing bytewise (unsigned) name order. */
+static int
+names_sorted(const WxParam *params, int n)
+{
+	for (int i = 1; i < n; i++)
+	{
+		size_t		a = params[i - 1].name_len,
+					b = params[i].name_len;
+		int			c = memcmp(params[i - 1].name, params[i].name, a < b ? a : b);
+
+		if (c > 0 || (c == 0 && a >= b))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Both sorts (insertion sort for short lists, qsort past 24) and the
+ * digest's staging buffer (spilled past 1024 bytes): the signatures must
+ * equal one-shot digests over the string wx_canonical_write builds.
+ */
+static void
+test_long_and_wide(void)
+{
+	static char names[40][8];
+	static char values[40][120];
+	static char canon[8192];
+	WxParam		params[40];
+	char		hex[WX_SIGN_MAX_HEX + 1];
+	char		want[WX_SIGN_MAX_HEX + 1];
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int dlen;
+	size_t		len;
+	const char *prefixes[] = {"a", "ab", "a_", "B", "\xc3\xa9", "z"};
+
+	for (int n = 6; n <= 40; n += 34)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			/* Names in falling order, some prefixes of others, one >= 0x80. */
+			snprintf(names[i], sizeof(names[i]), "%s%d", prefixes[i % 6], (n - i) % 7);
+			if (i < 6)
+				snprintf(names[i], sizeof(names[i]), "%s", prefixes[5 - i]);
+			memset(values[i], 'a' + i % 26, sizeof(values[i]) - 1);
+			values[i][sizeof(values[i]) - 1] = '\0';
+			params[i].name = names[i];
+			params[i].name_len = strlen(names[i]);
+			params[i].value = values[i];
+			params[i].value_len = strlen(values[i]) - (size_t) i;
+		}
+		wx_params_sort(params, n);
+		CHECK(names_sorted(params, n), n > 24 ? "qsort: bytewise name order" : "insertion sort: bytewise name order");
+		len = wx_canonical_length(params, n, strlen(KEY));
+		wx_canonical_write(params, n, KEY, strlen(KEY), canon);
+
+		CHECK(wx_sign_compute(WX_SIGN_MD5, params, n, KEY, strlen(KEY), hex) &&
+			  EVP_Digest(canon, len, digest, &dlen, EVP_md5(), NULL) == 1, "MD5 of a long string");
+		for (unsigned i = 0; i < dlen; i++)
+			snprintf(want + 2 * i, 3, "%02X", digest[i]);
+		CHECK(strcmp(hex, want) == 0, n > 24 ? "MD5 streamed in several stages = one-shot MD5" :
+			  "MD5 in one stage = one-shot MD5");
+
+		CHECK(wx_sign_compute(WX_SIGN_HMAC_SHA256, params, n, KEY, strlen(KEY), hex) &&
+			  HMAC(EVP_sha256(), KEY, strlen(KEY), (const unsigned char *) canon, len, digest, &dlen) != NULL,
+			  "HMAC-SHA256 of a long string");
+		for (unsigned i = 0; i < dlen; i++)
+			snprintf(want + 2 * i, 3, "%02X", digest[i]);
+		CHECK(strcmp(hex, want) == 0, n > 24 ? "HMAC-SHA256 streamed in several stages = one-shot HMAC" :
+			  "HMAC-SHA256 in one stage = one-shot HMAC");
+	}
 }
 
 static void
@@ -437,6 +512,7 @@ main(void)
 {
 	test_official_vectors();
 	test_canonical();
+	test_long_and_wide();
 	test_negative_hmac();
 	test_equal_and_types();
 	test_md5_hex_lower();
