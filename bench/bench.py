@@ -14,6 +14,9 @@ in the same run on the same machine, medians of 3 runs for the short ones.
     5. the seed's way: a Python application signing and posting itself
        (bench/seed_app.py), beside the same application calling
        wxpay_unifiedorder, 1 and 8 processes
+    6. cost as the tables grow: notifications, unified order and the worker
+       with 10 thousand, 1 million (BENCH_GROWTH_SIZES) finished orders
+       loaded, each beside its baseline, and the plans of every statement
 
 Ends with a table (figure, baseline, ratio, target, met) and bench/RESULTS.md.
 When a target is missed and perf is available, the hot path is profiled and
@@ -59,6 +62,7 @@ if QUICK:
         "notify_orders": 800, "ceiling_requests": 2000,
         "rec_orders": 1000, "rec_orders_l20_c1": 100, "rec_profile_orders": 1000,
         "seed_orders": 400,
+        "growth_notify_orders": 400, "growth_uo_orders": 400, "growth_rec_orders": 400,
     }
 
 # Functions whose inclusive time tells where a call goes.
@@ -180,6 +184,7 @@ class Bench:
         self.prof = {}
         self.load = {}
         self.runs = RUNS
+        self.sizes = SIZES
 
     # ------------------------------------------------------------ helpers
 
@@ -919,7 +924,7 @@ class Bench:
         self.q("SELECT pg_reload_conf()")
         time.sleep(0.5)
 
-    def reconcile_one(self, tag, sim, concurrency, n, raw_client=True, profile=False):
+    def reconcile_one(self, tag, sim, concurrency, n, raw_client=True, profile=False, before_wake=None):
         mch = MERCHANTS[sim.name][0]
         prefix = "R%s-" % tag
         # Orders with the worker asleep: poll_interval 1h puts them an hour out.
@@ -948,6 +953,8 @@ class Bench:
         cpu0 = self.cpu_ticks(wpid), self.cpu_ticks(sim.pid)
         self.q("UPDATE wxpay.orders SET next_query_at = now() WHERE mch_id = %s AND out_trade_no LIKE %s"
                " AND state = 'NOTPAY'", (mch, prefix + "%"))
+        if before_wake:
+            before_wake()       # the orders are due, the worker still asleep
         ctx = self.perf("rec-" + tag, [wpid]) if profile else contextlib.nullcontext()
         with ctx as data:
             t0 = self.one("SELECT clock_timestamp() FROM pg_reload_conf()")    # wakes the worker
@@ -1181,6 +1188,215 @@ class Bench:
                      "%.2fx throughput, %.2fx CPU" % (e["tps"] / s["tps"], e["cpu_ms"] / s["cpu_ms"]),
                      "(report)", None, key="seed_%d" % procs)
 
+    # ------------------------------------------------------------ 6. cost as the tables grow
+
+    def growth_sizes(self):
+        default = "10000,100000" if QUICK else "10000,1000000"
+        return [int(x) for x in os.environ.get("BENCH_GROWTH_SIZES", default).split(",")]
+
+    def table_counts(self):
+        """Rows in every table of schema wxpay."""
+        tables = [r[0] for r in self.q("SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n"
+                                       " ON n.oid = c.relnamespace WHERE n.nspname = 'wxpay' AND c.relkind = 'r'"
+                                       " ORDER BY 1")]
+        return {t: self.one("SELECT count(*) FROM %s" % t) for t in tables}
+
+    def growth_load(self, first, last):
+        mch, appid, _ = MERCHANTS["sim0"]
+        self.psql_file(os.path.join(ROOT, "bench", "growth_load.sql"),
+                       {"mch": mch, "appid": appid, "first": first, "last": last})
+
+    def growth_shape_check(self):
+        """One order paid through the extension and one loaded in bulk must
+        leave the same rows in every wxpay table."""
+        sim = self.sims["sim0"]
+        mch = MERCHANTS["sim0"][0]
+        before = self.table_counts()
+        self.q("SELECT wxpay_unifiedorder(%s, 'GS-1', 101, 'Bench Shop-Item', '203.0.113.7')", (mch,))
+        reply = self.one("SELECT wxpay_handle_notify(%s)", (self.notification_bodies("GS-", 1)[0],))
+        assert "SUCCESS" in reply, reply
+        real = self.table_counts()
+        self.growth_load(1, 1)          # order G1: a paid one
+        bulk = self.table_counts()
+        d_real = {t: real[t] - before[t] for t in real}
+        d_bulk = {t: bulk[t] - real.get(t, 0) for t in bulk}
+        if d_real != d_bulk:
+            raise RuntimeError("bench/growth_load.sql no longer leaves what the extension leaves for a paid "
+                               "order: through the extension %s, in bulk %s" % (d_real, d_bulk))
+        return {t: v for t, v in d_real.items() if v}
+
+    def growth_plans(self, tag):
+        """The plan of every statement the extension runs for a notification
+        (new and duplicate), a unified order and an order query, caught with
+        auto_explain, and of the worker's own scans."""
+        mch = MERCHANTS["sim0"][0]
+        conn = psycopg2.connect(host=self.host, port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        plans = []
+        with conn.cursor() as cur:
+            for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                            "SET auto_explain.log_nested_statements = on", "SET auto_explain.log_level = notice",
+                            "SET client_min_messages = notice"):
+                cur.execute(setting)
+            otn = "GP%s-1" % tag
+            body = self.notification_bodies("GP%s-" % tag, 1)[0]
+            # The query before the notification: the simulator has not seen
+            # this order paid (the notification is made here).
+            calls = (("wxpay_unifiedorder", "SELECT wxpay_unifiedorder(%s, %s, 101, 'Bench Shop-Item', '203.0.113.7')",
+                      (mch, otn)),
+                     ("wxpay_orderquery", "SELECT wxpay_orderquery(%s, %s)", (mch, otn)),
+                     ("wxpay_handle_notify (first delivery)", "SELECT wxpay_handle_notify(%s)", (body,)),
+                     ("wxpay_handle_notify (duplicate)", "SELECT wxpay_handle_notify(%s)", (body,)))
+            for label, sql, args in calls:
+                del conn.notices[:]
+                cur.execute(sql, args)
+                for notice in conn.notices:
+                    m = re.search(r"Query Text: (.*?)\n(.*)", notice, re.S)
+                    if m and "wxpay" in m.group(1) and not m.group(1).lstrip().upper().startswith("SELECT WXPAY_"):
+                        plans.append((label, " ".join(m.group(1).split()), m.group(2).rstrip()))
+            cur.execute("SET auto_explain.log_min_duration = -1")
+            for name, query, argtypes in self.q("SELECT name, query, argtypes FROM wxpay.worker_queries()"):
+                cur.execute("PREPARE growth_q%s AS %s" % ("(%s)" % argtypes if argtypes else "", query))
+                cur.execute("EXPLAIN (COSTS OFF) EXECUTE growth_q%s" % ("(1000, 70)" if argtypes else ""))
+                plans.append(("worker: " + name, " ".join(query.split()), "\n".join(r[0] for r in cur.fetchall())))
+                cur.execute("DEALLOCATE growth_q")
+        conn.close()
+        growing = ("orders", "order_events", "notifications", "refunds", "refund_events")
+        scans = [(label, q) for label, q, plan in plans
+                 if re.search(r"Seq Scan on (%s)\b" % "|".join(growing), plan)]
+        return {"plans": plans, "scans": scans}
+
+    def growth_claim_buffers(self, out):
+        """EXPLAIN (ANALYZE, BUFFERS) of the worker's claim while orders are
+        due and the worker asleep, rolled back."""
+        query, argtypes = self.q("SELECT query, argtypes FROM wxpay.worker_queries() WHERE name = 'claim_orders'")[0]
+        conn = psycopg2.connect(host=self.host, port=self.port, user="postgres", dbname="postgres")
+        with conn.cursor() as cur:
+            cur.execute("PREPARE growth_claim(%s) AS %s" % (argtypes, query))
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, COSTS OFF) EXECUTE growth_claim(1000, 70)")
+            plan = "\n".join(r[0] for r in cur.fetchall())
+        conn.rollback()
+        conn.close()
+        hit = re.search(r"Buffers: shared hit=(\d+)(?: read=(\d+))?", plan)
+        out["claim_plan"] = plan
+        out["claim_buffers"] = (int(hit.group(1)) + int(hit.group(2) or 0)) if hit else None
+        out["claim_ms"] = float(re.search(r"Execution Time: ([0-9.]+) ms", plan).group(1))
+        out["claimed"] = int(re.search(r"Update on orders o \(actual rows=(\d+)", plan).group(1)) \
+            if re.search(r"Update on orders o \(actual rows=(\d+)", plan) else None
+
+    def growth_point(self, k, size):
+        """Everything measured at one size, each beside its baseline."""
+        sim = self.sims["sim0"]
+        n_notify = SIZES["growth_notify_orders"]
+        n_uo = SIZES["growth_uo_orders"]
+        clients = 8
+        notify, floor, uo, curl = [], [], [], []
+        for r in range(RUNS):
+            base = 200_000_000 + k * 10_000_000 + r * 1_000_000 + 1
+            self.load_notifications("GN%d%d-" % (k, r), n_notify, base, 64)
+            self.q("ANALYZE bench.notify")
+            self.q("SELECT setval('bench.nseq', %s, false)", (base,))
+            floor.append(self.pgbench("growth-floor-%d%d" % (k, r), self.FLOOR_SCRIPT, clients,
+                                      2 * n_notify // clients, latencies=False)["tps"])
+            self.q("SELECT setval('bench.nseq', %s, false)", (base,))
+            notify.append(self.pgbench("growth-notify-%d%d" % (k, r), self.NOTIFY_SCRIPT, clients,
+                                       2 * n_notify // clients, latencies=False)["tps"])
+            uo.append(self.uo_ext(sim, "G%d%d" % (k, r), 4, n_uo)["tps"])
+            curl.append(self.uo_curl(sim, "G%d%d" % (k, r), 4, n_uo)["rps"])
+        out = {"size": size, "notify": median(notify), "floor": median(floor), "uo": median(uo),
+               "curl": median(curl), "notify_runs": notify, "floor_runs": floor, "uo_runs": uo, "curl_runs": curl}
+        rec = self.reconcile_one("G%d" % k, sim, 64, SIZES["growth_rec_orders"],
+                                 before_wake=lambda: self.growth_claim_buffers(out))
+        out["rec"] = {"qps": rec["qps"], "curl": rec["raw"]["rps"], "elapsed": rec["elapsed"], "n": rec["n"],
+                      "claim_share": rec["phases"].get("claim", 0.0), "done": rec["done"]}
+        # A round claims up to 1,000 orders, queries and applies them.
+        out["rec"]["round_s"] = rec["elapsed"] / math.ceil(rec["n"] / 1000.0)
+        out.update(self.growth_plans("%d" % k))
+        self.set_worker(16, "1h")      # orders made from here on wait an hour, as before
+        out["finished"] = self.one("SELECT count(*) FROM wxpay.orders WHERE NOT wxpay.order_state_pending(state)")
+        out["db_bytes"] = self.one("SELECT pg_database_size(current_database())")
+        return out
+
+    def growth(self):
+        log("== 6. cost as the tables grow")
+        self.q("CREATE TABLE IF NOT EXISTS bench.notify (id bigint PRIMARY KEY, body text NOT NULL)")
+        self.q("CREATE TABLE IF NOT EXISTS bench.notify_sink (id bigint, body text)")
+        self.q("CREATE SEQUENCE IF NOT EXISTS bench.nseq")
+        shape = self.growth_shape_check()
+        loaded = 1
+        points, skipped, loads = [], [], []
+        for k, size in enumerate(self.growth_sizes()):
+            if size > loaded:
+                have = shutil.disk_usage(self.work).free
+                used = self.one("SELECT pg_database_size(current_database())")
+                per_order = max(2000.0, used / max(1, loaded + 1))
+                # The tables, their indexes and the WAL written while loading.
+                need = (size - loaded) * per_order * 1.6
+                if need > have - 5 * 2 ** 30:
+                    skipped.append((size, need, have))
+                    log("   %s orders skipped: they need about %.0f GB, %.0f GB are free"
+                        % (fmt_int(size), need / 2 ** 30, have / 2 ** 30))
+                    continue
+                t0 = time.perf_counter()
+                step = 1_000_000
+                for first in range(loaded + 1, size + 1, step):
+                    self.growth_load(first, min(size, first + step - 1))
+                self.q("ANALYZE wxpay.orders, wxpay.order_events, wxpay.notifications")
+                loads.append((size - loaded, time.perf_counter() - t0))
+                log("   loaded %s finished orders in %.0f s" % (fmt_int(size - loaded), loads[-1][1]))
+                loaded = size
+            x = self.growth_point(k, size)
+            points.append(x)
+            log("   %s finished orders: notifications %.0f/s (floor %.0f/s), unified order %.0f/s (curl %.0f/s), "
+                "worker %.0f queries/s (curl %.0f/s), %.2f s per round, claim %d buffers %.2f ms; %d plans, %d scans"
+                % (fmt_int(x["finished"]), x["notify"], x["floor"], x["uo"], x["curl"], x["rec"]["qps"],
+                   x["rec"]["curl"], x["rec"]["round_s"], x["claim_buffers"] or -1, x["claim_ms"],
+                   len(x["plans"]), len(x["scans"])))
+        self.details["growth"] = {"points": points, "skipped": skipped, "loads": loads, "shape": shape,
+                                  "sizes": self.growth_sizes()}
+        base = points[0]
+
+        def rel(x, key, sub=None):
+            """x's figure over its baseline, against the same at the smallest size."""
+            if sub:
+                return (x[sub][key] / x[sub]["curl"]) / (base[sub][key] / base[sub]["curl"])
+            return (x[key] / x[{"notify": "floor", "uo": "curl"}[key]]) / \
+                (base[key] / base[{"notify": "floor", "uo": "curl"}[key]])
+
+        for x in points:
+            label = "%s finished orders" % fmt_int(x["finished"])
+            first = x is base
+            target = "(baseline size)" if first else ">= 80% of the smallest size's"
+            for key, what, against in (("notify", "notification replay, 8 clients, late duplicates: /s",
+                                        "durable insert of the body alone"),
+                                       ("uo", "unified order, 4 clients: orders/s", "curl")):
+                other = x[{"notify": "floor", "uo": "curl"}[key]]
+                r = rel(x, key)
+                self.add("6 growth", "%s: %s" % (label, what), "%.0f" % x[key],
+                         "%s: %.0f/s" % (against, other),
+                         "%.0f%% of it%s" % (100 * x[key] / other, "" if first else "; %.2fx the smallest size's" % r),
+                         target, None if first else r >= 0.8, key="growth_%s_%d" % (key, x["size"]))
+            rr = rel(x, "qps", "rec")
+            self.add("6 growth", "%s: worker, %s pending orders at max_concurrency 64: queries/s (s per round of "
+                     "1,000)" % (label, fmt_int(x["rec"]["n"])), "%.0f (%.2f s)" % (x["rec"]["qps"], x["rec"]["round_s"]),
+                     "curl, same requests: %.0f/s" % x["rec"]["curl"],
+                     "%.0f%% of curl%s" % (100 * x["rec"]["qps"] / x["rec"]["curl"],
+                                            "" if first else "; %.2fx the smallest size's" % rr),
+                     target, None if first else rr >= 0.8, key="growth_rec_%d" % x["size"])
+            self.add("6 growth", "%s: the worker's claim of %s due orders (EXPLAIN ANALYZE, rolled back)"
+                     % (label, x["claimed"] if x["claimed"] is not None else "?"),
+                     "%s buffers, %.2f ms" % (x["claim_buffers"], x["claim_ms"]),
+                     "smallest size: %s buffers, %.2f ms" % (base["claim_buffers"], base["claim_ms"]),
+                     "%.2fx the buffers" % (x["claim_buffers"] / base["claim_buffers"])
+                     if x["claim_buffers"] and base["claim_buffers"] else "-", "(report)", None)
+            self.add("6 growth", "%s: plans of the extension's statements and the worker's scans" % label,
+                     "%d plans" % len(x["plans"]), "sequential scans of orders, events, notifications, refunds",
+                     "%d scans" % len(x["scans"]), "no scan", not x["scans"], key="growth_plans_%d" % x["size"])
+        for size, need, have in skipped:
+            self.add("6 growth", "%s finished orders" % fmt_int(size), "skipped",
+                     "needs about %.0f GB of disk" % (need / 2 ** 30), "%.0f GB free" % (have / 2 ** 30),
+                     "fits", False)
+
     # ------------------------------------------------------------ the simulator's own ceiling
 
     def sim_ceiling(self):
@@ -1278,7 +1494,8 @@ def main():
     b.setup()
     b.machine_info = b.machine()
     only = set(args.only.split(",")) - {""}
-    sections = ("sim_ceiling", "signing", "unified_order", "notifications", "reconciliation", "seed_way")
+    sections = ("sim_ceiling", "signing", "unified_order", "notifications", "reconciliation", "seed_way",
+                "growth")
     if only - set(sections):
         ap.error("unknown sections %s; the sections are %s" % (", ".join(sorted(only - set(sections))),
                                                                ", ".join(sections)))

@@ -649,4 +649,83 @@ def sections(b):
               % (e1["tps"] / s1["tps"], e1["p50"], s1["p50"], e8["tps"] / s8["tps"],
                  e1["cpu_ms"] / s1["cpu_ms"], e8["cpu_ms"] / s8["cpu_ms"], s1["app_ms"], e1["app_ms"])]
         out.append(s)
+
+    # ------------------------------------------------------------ growth
+    if "growth" in d:
+        g = d["growth"]
+        pts = g["points"]
+        s = ["## 6. Cost as the tables grow", "",
+             "The same cluster with %s finished orders already in the tables, each with its history and its "
+             "notification (loaded by `bench/growth_load.sql`: nine in ten paid, one in ten closed unpaid, "
+             "written in bulk with the triggers off and the rows built to what the triggers would write; "
+             "before loading, one order paid through the extension and one loaded in bulk were checked to "
+             "leave the same rows in every wxpay table: %s). Sizes are `BENCH_GROWTH_SIZES`. At each size, "
+             "interleaved %d times: the notification replay of section 3 (8 clients, %s fresh orders, each "
+             "notification twice, the copy 64 later) beside the durable insert of the same bodies into a "
+             "plain table, and unified orders (4 clients, %s orders) beside curl sending the same kind of "
+             "signed bodies; then the worker reconciling %s paid orders at max_concurrency 64 beside curl "
+             "sending their queries. Each figure is compared with its baseline of the same moment, and that "
+             "ratio with the smallest size's, so that what other work on the machine does to both cancels "
+             "out."
+             % (" / ".join("{:,}".format(x) for x in g["sizes"]),
+                ", ".join("%s +%d" % (t.replace("wxpay.", ""), v) for t, v in sorted(g["shape"].items())),
+                b.runs, "{:,}".format(b.sizes["growth_notify_orders"]), "{:,}".format(b.sizes["growth_uo_orders"]),
+                "{:,}".format(b.sizes["growth_rec_orders"])), ""]
+        rows = []
+        base = pts[0]
+        for x in pts:
+            rows.append(("{:,}".format(x["finished"]), "%.1f" % (x["db_bytes"] / 2 ** 30),
+                         "%.0f / %.0f (%.0f%%)" % (x["notify"], x["floor"], 100 * x["notify"] / x["floor"]),
+                         "%.0f / %.0f (%.0f%%)" % (x["uo"], x["curl"], 100 * x["uo"] / x["curl"]),
+                         "%.0f / %.0f (%.0f%%)" % (x["rec"]["qps"], x["rec"]["curl"],
+                                                   100 * x["rec"]["qps"] / x["rec"]["curl"]),
+                         "%.2f" % x["rec"]["round_s"], pct(x["rec"]["claim_share"]),
+                         "%s / %.2f ms" % (x["claim_buffers"], x["claim_ms"]), len(x["plans"]), len(x["scans"])))
+        s.append(md_table(("finished orders", "database GB", "notifications/s / floor", "unified orders/s / curl",
+                           "worker queries/s / curl", "s per worker round (1,000 orders)", "worker time claiming",
+                           "claim: buffers / time", "plans", "scans"), rows))
+        if g["loads"]:
+            s += ["", "Loading: %s." % "; ".join("%s orders in %.0f s (%.0f orders/s)" % ("{:,}".format(n), t, n / t)
+                                                  for n, t in g["loads"])]
+        for size, need, have in g["skipped"]:
+            s += ["", "**%s orders were not run**: they need about %.0f GB of disk and %.0f GB were free."
+                  % ("{:,}".format(size), need / 2 ** 30, have / 2 ** 30)]
+        if max(g["sizes"]) < 10_000_000 and not g["skipped"]:
+            s += ["", "**10 million orders were not run in this invocation** (`BENCH_GROWTH_SIZES` did not ask for "
+                  "them): loading them takes about %s on this machine, beyond what `make bench` should take by "
+                  "default. `BENCH_GROWTH_SIZES=10000,1000000,10000000 BENCH_ONLY=growth make bench` runs them."
+                  % ("%.0f minutes" % (10_000_000 / (g["loads"][-1][0] / g["loads"][-1][1]) / 60)
+                     if g["loads"] else "a quarter of an hour")]
+        worst = [x for x in pts[1:]]
+        if worst:
+            top = pts[-1]
+            s += ["", "**Against the target** (at the largest size, throughput within 80%% of the smallest size's, "
+                  "each against its own baseline): notifications %.2fx, unified orders %.2fx, worker %.2fx; the "
+                  "worker's claim touched %s buffers at %s finished orders and %s at %s. Every claim and lookup "
+                  "goes through an index: the claim through the partial index of pending orders "
+                  "(`orders_pending_idx`), which holds no finished order, so its cost follows the number of "
+                  "pending orders, not of finished ones; the lookups by the primary key `(mch_id, out_trade_no)` "
+                  "and `notifications_order_idx`, whose depth grows with the logarithm of the rows."
+                  % ((top["notify"] / top["floor"]) / (base["notify"] / base["floor"]),
+                     (top["uo"] / top["curl"]) / (base["uo"] / base["curl"]),
+                     (top["rec"]["qps"] / top["rec"]["curl"]) / (base["rec"]["qps"] / base["rec"]["curl"]),
+                     base["claim_buffers"], "{:,}".format(base["finished"]), top["claim_buffers"],
+                     "{:,}".format(top["finished"]))]
+        scans = [(x["finished"], label, q) for x in pts for label, q in x["scans"]]
+        if scans:
+            s += ["", "**Statements that scan a growing table:**", ""]
+            s += ["- %s orders, %s: `%s`" % ("{:,}".format(n), label, q[:300]) for n, label, q in scans]
+        top = pts[-1]
+        s += ["", "The plans at %s finished orders, as PostgreSQL ran them (auto_explain, nested statements "
+              "included, for one unified order, one notification and its duplicate, one order query; "
+              "EXPLAIN of the worker's scans as prepared):" % "{:,}".format(top["finished"]), "", "```"]
+        seen = set()
+        for label, q, plan in top["plans"]:
+            if q in seen:
+                continue
+            seen.add(q)
+            s += ["-- %s: %s" % (label, q[:400]), plan, ""]
+        s += ["-- the worker's claim, EXPLAIN (ANALYZE, BUFFERS), %s due orders, rolled back" % top["claimed"],
+              top["claim_plan"], "```"]
+        out.append(s)
     return out

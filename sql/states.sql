@@ -108,3 +108,11 @@ SELECT w.name, count(*) FILTER (WHERE p LIKE '%Seq Scan%') AS seq_scans,
 	   count(*) FILTER (WHERE p ~ 'Index (Only )?Scan using (orders|refunds)_pending_idx') AS pending_index_scans
   FROM wxpay.worker_queries() w, pg_temp.plan_of(w.name) p
  GROUP BY w.name ORDER BY w.name;
+-- The claims find the rows they locked again by ctid: no join, which the
+-- planner could turn into a scan of the whole table as it grows (a hash
+-- join over a sequential scan of orders did, at 100,000 orders: bench
+-- section 6).
+SELECT w.name, count(*) FILTER (WHERE p ~ 'Tid Scan on (orders|refunds)') AS tid_scans,
+	   count(*) FILTER (WHERE p ~ '(Hash|Merge) Join|Nested Loop') AS joins
+  FROM wxpay.worker_queries() w, pg_temp.plan_of(w.name) p
+ WHERE w.name LIKE 'claim%' GROUP BY w.name ORDER BY w.name;
