@@ -666,11 +666,12 @@ def sections(b):
              "signed bodies; then the worker reconciling %s paid orders at max_concurrency 64 beside curl "
              "sending their queries. Each figure is compared with its baseline of the same moment, and that "
              "ratio with the smallest size's, so that what other work on the machine does to both cancels "
-             "out."
+             "out. \"Scans\" counts sequential scans of wxpay tables holding %s rows or more in the plans "
+             "(over an empty table, such as refunds here, a sequential scan is the right plan)."
              % (" / ".join("{:,}".format(x) for x in g["sizes"]),
                 ", ".join("%s +%d" % (t.replace("wxpay.", ""), v) for t, v in sorted(g["shape"].items())),
                 b.runs, "{:,}".format(b.sizes["growth_notify_orders"]), "{:,}".format(b.sizes["growth_uo_orders"]),
-                "{:,}".format(b.sizes["growth_rec_orders"])), ""]
+                "{:,}".format(b.sizes["growth_rec_orders"]), "{:,}".format(b.growth_scan_rows)), ""]
         rows = []
         base = pts[0]
         for x in pts:
