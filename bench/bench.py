@@ -1319,7 +1319,9 @@ class Bench:
         out.update(self.growth_plans("%d" % k))
         self.set_worker(16, "1h")      # orders made from here on wait an hour, as before
         out["finished"] = self.one("SELECT count(*) FROM wxpay.orders WHERE NOT wxpay.order_state_pending(state)")
-        out["db_bytes"] = self.one("SELECT pg_database_size(current_database())")
+        out["db_bytes"] = float(self.one("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
+                                         " WHERE c.relnamespace = 'wxpay'::regnamespace AND c.relkind = 'r'"))
+        out["orders"] = self.one("SELECT count(*) FROM wxpay.orders")
         return out
 
     def growth(self):
@@ -1333,8 +1335,11 @@ class Bench:
         for k, size in enumerate(self.growth_sizes()):
             if size > loaded:
                 have = shutil.disk_usage(self.work).free
-                used = self.one("SELECT pg_database_size(current_database())")
-                per_order = max(2000.0, used / max(1, loaded + 1))
+                # Bytes per order so far: the wxpay tables and their indexes.
+                used, orders = self.q("SELECT sum(pg_total_relation_size(c.oid)),"
+                                      " (SELECT count(*) FROM wxpay.orders) FROM pg_class c"
+                                      " WHERE c.relnamespace = 'wxpay'::regnamespace AND c.relkind = 'r'")[0]
+                per_order = max(2500.0, float(used) / max(1, orders)) if orders > 1000 else 2500.0
                 # The tables, their indexes and the WAL written while loading.
                 need = (size - loaded) * per_order * 1.6
                 if need > have - 5 * 2 ** 30:
