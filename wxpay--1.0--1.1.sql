@@ -482,7 +482,7 @@ BEGIN
 		(mch_id, out_trade_no, old_state, new_state, source, transaction_id, db_user, created_at)
 	VALUES (NEW.mch_id, NEW.out_trade_no,
 			CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state,
-			wxpay.change_source_among('{unifiedorder,notify,query,close,refund}'), NEW.transaction_id,
+			wxpay.change_source_among('{unifiedorder,micropay,notify,query,close,reverse,refund}'), NEW.transaction_id,
 			wxpay.change_actor(), clock_timestamp());
 	IF NEW.state = 'SUCCESS' THEN
 		PERFORM pg_notify('wxpay_order_paid',
@@ -646,3 +646,74 @@ LANGUAGE C VOLATILE STRICT;
 REVOKE ALL ON FUNCTION wxpay.worker_leave(interval) FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.worker_leave(interval) IS
 'ask the worker to leave its database for this long and wait until it has (then DROP DATABASE works); ''0'' calls it back';
+
+----------------------------------------------------------------------
+-- In-store payments (micropay, 付款码).  The till scans the payer's code;
+-- wxpay_micropay records the order and asks WeChat Pay.  An outcome not
+-- known at once (USERPAYING, SYSTEMERROR) is followed by the worker on a
+-- fast schedule (wxpay.micropay_interval), and an order still unpaid when
+-- its window (wxpay.micropay_window) closes is reversed over mutual TLS
+-- until WeChat Pay confirms it: REVOKED.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.orders DROP CONSTRAINT orders_trade_type_valid;
+ALTER TABLE wxpay.orders ADD CONSTRAINT orders_trade_type_valid
+	CHECK (trade_type OPERATOR(pg_catalog.=) ANY (ARRAY['APP', 'JSAPI', 'NATIVE', 'MWEB', 'MICROPAY']));
+ALTER TABLE wxpay.orders ADD COLUMN reverse_after timestamptz;
+ALTER TABLE wxpay.orders ADD COLUMN reverse_requested_at timestamptz;
+ALTER TABLE wxpay.orders ADD COLUMN reverse_count integer NOT NULL DEFAULT 0;
+ALTER TABLE wxpay.orders ADD CONSTRAINT orders_reverse_only_micropay
+	CHECK (trade_type OPERATOR(pg_catalog.=) 'MICROPAY'
+		   OR (reverse_after IS NULL AND reverse_requested_at IS NULL));
+COMMENT ON COLUMN wxpay.orders.reverse_after IS
+'micropay: when the worker stops waiting for the payer and reverses the order if it is still unpaid';
+COMMENT ON COLUMN wxpay.orders.reverse_requested_at IS
+'micropay: when a reverse was decided (window over unpaid, or wxpay_reverse); the worker repeats it until the order is REVOKED';
+COMMENT ON COLUMN wxpay.orders.reverse_count IS 'micropay: reverse requests sent so far';
+COMMENT ON COLUMN wxpay.orders.params IS
+'the optional fields sent, as given; for micropay also auth_code_hmac (HMAC-SHA256 of the payer''s code under the API key: the code itself is never stored)';
+
+ALTER TABLE wxpay.order_events DROP CONSTRAINT order_events_source_valid;
+ALTER TABLE wxpay.order_events ADD CONSTRAINT order_events_source_valid
+	CHECK (source OPERATOR(pg_catalog.=) ANY
+		   (ARRAY['unifiedorder', 'notify', 'query', 'close', 'refund', 'manual', 'micropay', 'reverse']));
+
+-- (OR REPLACE replaces the options too: security_invoker is said again.)
+CREATE OR REPLACE VIEW wxpay.worker_status WITH (security_invoker = true) AS
+	SELECT mch_id, out_trade_no, state, total_fee, created_at, time_expire,
+		   CASE WHEN reverse_requested_at IS NOT NULL THEN 'reverse'
+				WHEN reverse_after IS NOT NULL THEN 'query'
+				WHEN time_expire OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'close'
+				ELSE 'query' END AS next_action,
+		   next_query_at, query_count, last_query_at, last_error
+	  FROM wxpay.orders
+	 WHERE wxpay.order_state_pending(state)
+	 ORDER BY next_query_at;
+
+CREATE FUNCTION @extschema@.wxpay_micropay(mch_id text, out_trade_no text, total_fee integer,
+	body text, spbill_create_ip text, auth_code text, extra jsonb DEFAULT '{}')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_micropay'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_micropay(text, text, integer, text, text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_micropay(text, text, integer, text, text, text, jsonb) IS
+'charge the payer''s scanned code (付款码); recorded and committed before it is sent; returns state SUCCESS, USERPAYING or UNKNOWN at once';
+
+CREATE FUNCTION @extschema@.wxpay_reverse(mch_id text, out_trade_no text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_reverse'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_reverse(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_reverse(text, text) IS
+'cancel an unpaid micropay order over mutual TLS; state REVOKED once WeChat Pay confirms, else the worker repeats the reverse';
+
+CREATE FUNCTION @extschema@.wxpay_micropay_wait(mch_id text, out_trade_no text, timeout interval)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_micropay_wait'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_micropay_wait(text, text, interval) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_micropay_wait(text, text, interval) IS
+'wait, woken at the commit that settles it, until the order is no longer pending or timeout passes; returns its state';

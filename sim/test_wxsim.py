@@ -530,6 +530,100 @@ class EndToEnd(unittest.TestCase):
         order = self.control("GET", "/_sim/orders?mch_id=%s&out_trade_no=r-1" % self.MCH)
         self.assertEqual([r["out_refund_no"] for r in order["refunds"]], ["rf-1", "rf-4"])
 
+    # ----------------------------------------------------------- micropay
+
+    def micropay(self, no, scenario, n=0, **extra):
+        """A micropay call with the auth_code that scripts scenario (wxsim.MICROPAY_SCENARIOS)."""
+        auth_code = "13%s%d%s" % (scenario, n, "1234567890123")
+        params = {"body": "Till", "out_trade_no": no, "total_fee": "100", "spbill_create_ip": "203.0.113.7",
+                  "auth_code": auth_code, **extra}
+        return self.call("/pay/micropay", params)
+
+    def reverse(self, no, ctx=None):
+        return self.call("/secapi/pay/reverse", {"out_trade_no": no}, ctx=ctx or self.mtls)
+
+    def sim_order(self, no):
+        return self.control("GET", "/_sim/orders?mch_id=%s&out_trade_no=%s" % (self.MCH, no))
+
+    def test_micropay_success_at_once(self):
+        answer = self.micropay("mp-ok", "00", attach="till 7")
+        self.assertEqual(answer["result_code"], "SUCCESS")
+        for name, value in (("trade_type", "MICROPAY"), ("out_trade_no", "mp-ok"), ("total_fee", "100"),
+                            ("cash_fee", "100"), ("attach", "till 7")):
+            self.assertEqual(answer[name], value, name)
+        self.assertRegex(answer["transaction_id"], r"^42000\d{23}$")
+        self.assertRegex(answer["time_end"], r"^\d{14}$")
+        query = self.query("mp-ok")
+        self.assertEqual((query["trade_state"], query["trade_type"], query["transaction_id"]),
+                         ("SUCCESS", "MICROPAY", answer["transaction_id"]))
+        self.assertEqual(self.micropay("mp-ok", "00", attach="till 7")["err_code"], "ORDERPAID",
+                         "the same out_trade_no never charges twice")
+
+    def test_micropay_userpaying_then_success(self):
+        self.assertEqual(self.micropay("mp-up", "01", 2)["err_code"], "USERPAYING")
+        self.assertEqual([self.query("mp-up")["trade_state"] for _ in range(4)],
+                         ["USERPAYING", "USERPAYING", "SUCCESS", "SUCCESS"])
+
+    def test_micropay_userpaying_forever_and_reverse(self):
+        self.assertEqual(self.micropay("mp-upf", "02")["err_code"], "USERPAYING")
+        self.assertEqual({self.query("mp-upf")["trade_state"] for _ in range(5)}, {"USERPAYING"})
+        for ctx in (self.ctx, self.mtls_other):
+            answer = self.reverse("mp-upf", ctx)
+            self.assertEqual(answer["return_code"], "FAIL", "reverse needs the merchant's own certificate")
+            self.assertTrue(answer["return_msg"].startswith("CERT_ERROR"))
+        answer = self.reverse("mp-upf")
+        self.assertEqual((answer["result_code"], answer["recall"]), ("SUCCESS", "N"))
+        self.assertEqual(self.query("mp-upf")["trade_state"], "REVOKED")
+        self.assertFalse(self.sim_order("mp-upf")["reversed_paid"])
+        self.assertEqual(self.micropay("mp-upf", "02")["err_code"], "ORDERREVERSED")
+        self.assertEqual(self.reverse("mp-upf")["recall"], "N", "reversing again is harmless")
+        self.assertEqual(self.reverse("mp-none")["err_code"], "ORDERNOTEXIST")
+
+    def test_micropay_systemerror(self):
+        self.assertEqual(self.micropay("mp-se-paid", "03")["err_code"], "SYSTEMERROR")
+        self.assertEqual(self.query("mp-se-paid")["trade_state"], "SUCCESS", "the payment went through")
+        self.assertEqual(self.micropay("mp-se-unpaid", "04")["err_code"], "SYSTEMERROR")
+        self.assertEqual(self.query("mp-se-unpaid")["trade_state"], "NOTPAY")
+        self.assertEqual(self.micropay("mp-se-unpaid", "04", 0, device_info="T1")["err_code"], "INVALID_REQUEST",
+                         "a retry must repeat the request")
+        self.assertEqual(self.micropay("mp-se-unpaid", "04")["result_code"], "SUCCESS", "the identical retry pays")
+        self.assertEqual(self.sim_order("mp-se-unpaid")["micropay_calls"], 2)
+
+    def test_micropay_bankerror_then_success(self):
+        self.assertEqual(self.micropay("mp-bank", "05", 1)["err_code"], "BANKERROR")
+        self.assertEqual([self.query("mp-bank")["trade_state"] for _ in range(2)], ["USERPAYING", "SUCCESS"])
+
+    def test_micropay_refusals(self):
+        for digits, (code, _) in sorted(wxsim.MICROPAY_REFUSALS.items()):
+            no = "mp-refused-" + digits
+            self.assertEqual(self.micropay(no, digits)["err_code"], code, digits)
+            self.assertEqual(self.query(no)["trade_state"], "PAYERROR")
+        params = {"body": "Till", "out_trade_no": "mp-bad", "total_fee": "100", "spbill_create_ip": "203.0.113.7",
+                  "auth_code": "161234567890123456"}
+        self.assertEqual(self.call("/pay/micropay", params)["err_code"], "AUTH_CODE_INVALID")
+        del params["auth_code"]
+        self.assertEqual(self.call("/pay/micropay", params)["err_code"], "LACK_PARAMS")
+        self.order("mp-uo")
+        self.assertEqual(self.micropay("mp-uo", "00")["err_code"], "OUT_TRADE_NO_USED")
+
+    def test_reverse_racing_a_late_success_returns_the_money(self):
+        self.assertEqual(self.micropay("mp-race", "06")["err_code"], "USERPAYING")
+        self.assertEqual(self.query("mp-race")["trade_state"], "USERPAYING")
+        self.assertEqual(self.reverse("mp-race")["recall"], "N")
+        order = self.sim_order("mp-race")
+        self.assertEqual((order["state"], order["reversed_paid"]), ("REVOKED", True))
+        self.assertIsNotNone(order["transaction_id"], "it was paid before it was reversed")
+
+    def test_reverse_recall(self):
+        self.micropay("mp-recall", "07", 2)
+        answers = [self.reverse("mp-recall") for _ in range(3)]
+        self.assertEqual([(a["result_code"], a.get("err_code"), a["recall"]) for a in answers],
+                         [("FAIL", "SYSTEMERROR", "Y"), ("FAIL", "SYSTEMERROR", "Y"), ("SUCCESS", None, "N")])
+        self.assertEqual(self.sim_order("mp-recall")["reverse_calls"], 3)
+        self.control("POST", "/_sim/backdate", {"mch_id": self.MCH, "out_trade_no": "mp-recall",
+                                                "seconds": wxsim.REVERSE_MAX_AGE_S + 1})
+        self.assertEqual(self.reverse("mp-recall")["err_code"], "REVERSE_EXPIRE")
+
     # ------------------------------------------------------------- faults
 
     def fault(self, mode, **extra):
@@ -635,7 +729,7 @@ class EndToEnd(unittest.TestCase):
     def test_http_edges(self):
         status, headers, _ = self.http("POST", "/pay/orderquery", "<xml/>", self.ctx, {"Connection": "close"})
         self.assertEqual((status, headers["Connection"]), (200, "close"))
-        self.assertEqual(self.http("POST", "/pay/micropay", "<xml/>")[0], 404)
+        self.assertEqual(self.http("POST", "/pay/no_such_endpoint", "<xml/>")[0], 404)
         self.assertEqual(self.http("GET", "/pay/orderquery")[0], 405)
         self.assertEqual(self.http("GET", "/_sim/nothing")[0], 404)
         with socket.create_connection(("127.0.0.1", self.port)) as raw:

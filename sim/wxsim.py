@@ -61,7 +61,32 @@ OUT_NO = re.compile(r"[0-9A-Za-z_\-|*@]+")
 POSITIVE_INT = re.compile(r"[1-9][0-9]*")
 FAULT_MODES = ("delay", "http500", "garbage", "reset", "badsign", "truncated", "oversize", "wrong_appid")
 OVERSIZE_PADDING = 3 * 1024 * 1024
-API_PATHS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/secapi/pay/refund", "/pay/refundquery")
+API_PATHS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/secapi/pay/refund", "/pay/refundquery",
+             "/pay/micropay", "/secapi/pay/reverse")
+AUTH_CODE = re.compile(r"1[0-5][0-9]{16}")
+# micropay's scripted outcomes, chosen by the 3rd and 4th digits of the
+# auth_code; N is its 5th digit.  See sim/README.md.
+MICROPAY_SCENARIOS = {
+    "00": "success",                  # paid at once
+    "01": "userpaying_then_success",  # USERPAYING; N orderqueries say so, the next finds it paid
+    "02": "userpaying_forever",       # USERPAYING; the payer never confirms
+    "03": "systemerror_paid",         # SYSTEMERROR, but the payment went through
+    "04": "systemerror_unpaid",       # SYSTEMERROR, nothing charged; the same request again succeeds
+    "05": "bankerror_then_success",   # BANKERROR; likewise
+    "06": "reverse_race",             # USERPAYING; the payer confirms just as the reverse arrives
+    "07": "recall",                   # USERPAYING forever; the reverse answers recall=Y N times first
+}
+# ... and the refusals (nothing is charged; the order is PAYERROR there).
+MICROPAY_REFUSALS = {
+    "10": ("NOTENOUGH", "余额不足"),
+    "11": ("AUTHCODEEXPIRE", "二维码已过期，请用户在微信上刷新后再试"),
+    "12": ("AUTH_CODE_ERROR", "授权码参数错误"),
+    "13": ("AUTH_CODE_INVALID", "授权码检验错误"),
+    "14": ("NOTSUPORTCARD", "不支持卡类型"),
+    "15": ("BUYER_MISMATCH", "支付帐号错误"),
+    "16": ("TRADE_ERROR", "交易错误"),
+}
+REVERSE_MAX_AGE_S = 7 * 24 * 3600
 
 
 # --------------------------------------------------------------- signing
@@ -304,6 +329,18 @@ class Order:
     time_end: str = None
     openid: str = None
     refunds: list = dataclasses.field(default_factory=list)
+    # micropay: the scripted outcome, its N, and what happened
+    scenario: str = None
+    scenario_n: int = 0
+    micropay_calls: int = 0
+    queries: int = 0
+    reverse_calls: int = 0
+    recalls: int = 0
+    reversed_paid: bool = False  # reversed after the payment: the money went back
+
+    @property
+    def trade_type(self):
+        return self.params.get("trade_type", "MICROPAY")
 
     @property
     def fee(self):
@@ -319,11 +356,12 @@ class Fail(Exception):
 
 
 class BizError(Exception):
-    """result_code FAIL with err_code / err_code_des, answered signed."""
+    """result_code FAIL with err_code / err_code_des (and extra fields such
+    as reverse's recall), answered signed."""
 
-    def __init__(self, code, des):
+    def __init__(self, code, des, **extra):
         super().__init__(code)
-        self.code, self.des = code, des
+        self.code, self.des, self.extra = code, des, extra
 
 
 def require(params, *names):
@@ -413,7 +451,7 @@ class Sim:
             handler = getattr(self, path.rsplit("/", 1)[1])
             fields.update(result_code="SUCCESS", **handler(merchant, params))
         except BizError as e:
-            fields.update(result_code="FAIL", err_code=e.code, err_code_des=e.des)
+            fields.update(result_code="FAIL", err_code=e.code, err_code_des=e.des, **e.extra)
         return Reply(fields, merchant.api_key, sign_type)
 
     @staticmethod
@@ -507,9 +545,10 @@ class Sim:
 
     def orderquery(self, merchant, p):
         order = self.find_order(merchant, p)
+        self.payer_confirms(order)
         out = {"trade_state": order.state, "trade_state_desc": TRADE_STATE_DESC[order.state],
                "out_trade_no": order.out_trade_no, "total_fee": str(order.fee), "fee_type": "CNY",
-               "trade_type": order.params["trade_type"]}
+               "trade_type": order.trade_type}
         for name in ("attach", "device_info"):
             if order.params.get(name):
                 out[name] = order.params[name]
@@ -543,6 +582,90 @@ class Sim:
             order.time_end = compact_time(time.time())
             order.openid = order.params.get("openid") or "oSim" + secrets.token_hex(12)
             self.by_transaction[(order.mch_id, order.transaction_id)] = order
+
+    # ----------------------------------------------------------- micropay
+
+    def micropay(self, merchant, p):
+        require(p, "body", "out_trade_no", "total_fee", "spbill_create_ip", "auth_code")
+        check_out_no(p, "out_trade_no", 32)
+        total_fee = positive_int(p, "total_fee")
+        if not AUTH_CODE.fullmatch(p["auth_code"]):
+            raise BizError("AUTH_CODE_INVALID", "授权码检验错误 (18 digits starting 10 to 15)")
+        params = {k: v for k, v in p.items() if k not in ("sign", "sign_type", "nonce_str")}
+        order = self.orders.get((merchant.mch_id, p["out_trade_no"]))
+        if order is None:
+            order = Order(merchant.mch_id, p["out_trade_no"], params, total_fee, None,
+                          scenario=MICROPAY_SCENARIOS.get(p["auth_code"][2:4], p["auth_code"][2:4]),
+                          scenario_n=int(p["auth_code"][4]))
+            self.orders[(merchant.mch_id, order.out_trade_no)] = order
+        elif order.trade_type != "MICROPAY":
+            raise BizError("OUT_TRADE_NO_USED", "商户订单号重复")
+        elif order.state in PAID:
+            raise BizError("ORDERPAID", "订单已支付")
+        elif order.state == "REVOKED":
+            raise BizError("ORDERREVERSED", "订单已撤销")
+        elif order.state == "CLOSED":
+            raise BizError("ORDERCLOSED", "订单已关闭")
+        elif order.params != params:
+            raise BizError("INVALID_REQUEST", "参数错误 (parameters differ from the first call)")
+        order.micropay_calls += 1
+        return self.micropay_outcome(order)
+
+    def micropay_outcome(self, order):
+        """What this micropay call of the order's scenario answers."""
+        scenario = order.scenario
+        if scenario in MICROPAY_REFUSALS:
+            code, des = MICROPAY_REFUSALS[scenario]
+            order.state = "PAYERROR"
+            raise BizError(code, des)
+        if scenario == "systemerror_paid" or (scenario == "systemerror_unpaid" and order.micropay_calls == 1):
+            if scenario == "systemerror_paid":
+                self.pay(order)
+            raise BizError("SYSTEMERROR", "系统超时")
+        if scenario == "bankerror_then_success":
+            order.state = "USERPAYING"
+            raise BizError("BANKERROR", "银行系统异常")
+        if scenario in ("userpaying_then_success", "userpaying_forever", "reverse_race", "recall"):
+            order.state = "USERPAYING"
+            raise BizError("USERPAYING", "需要用户输入支付密码")
+        self.pay(order)
+        return self.micropay_fields(order)
+
+    def payer_confirms(self, order):
+        """An orderquery of a USERPAYING micropay order: the payer confirms after N of them."""
+        if order.state != "USERPAYING" or order.scenario not in ("userpaying_then_success",
+                                                                  "bankerror_then_success"):
+            return
+        if order.queries >= order.scenario_n:
+            self.pay(order)
+        order.queries += 1
+
+    def pay(self, order):
+        self.reserve_payment_identity(order)
+        order.state = "SUCCESS"
+
+    def micropay_fields(self, order):
+        out = {"trade_type": "MICROPAY", "out_trade_no": order.out_trade_no, "total_fee": str(order.fee),
+               "fee_type": "CNY", **self.payment_fields(order)}
+        for name in ("attach", "device_info"):
+            if order.params.get(name):
+                out[name] = order.params[name]
+        return out
+
+    def reverse(self, merchant, p):
+        order = self.find_order(merchant, p)
+        order.reverse_calls += 1
+        if time.time() - order.created > REVERSE_MAX_AGE_S:
+            raise BizError("REVERSE_EXPIRE", "订单已超过可撤销时间")
+        if order.scenario == "reverse_race" and order.state == "USERPAYING":
+            self.pay(order)        # confirmed a moment before the reverse arrived
+        if order.scenario == "recall" and order.recalls < order.scenario_n:
+            order.recalls += 1
+            raise BizError("SYSTEMERROR", "系统超时，请重新调用撤销", recall="Y")
+        if order.state in PAID:
+            order.reversed_paid = True   # reversing a paid order returns the money
+        order.state = "REVOKED"
+        return {"recall": "N"}
 
     # ------------------------------------------------------------ refunds
 
@@ -653,7 +776,7 @@ class Sim:
         sign_type = sign_type or merchant.sign_type
         body = {"return_code": "SUCCESS", "return_msg": "OK", "appid": merchant.appid,
                 "mch_id": merchant.mch_id, "nonce_str": nonce(), "result_code": "SUCCESS",
-                "openid": order.openid, "is_subscribe": "N", "trade_type": order.params["trade_type"],
+                "openid": order.openid, "is_subscribe": "N", "trade_type": order.trade_type,
                 "bank_type": "CMC", "total_fee": str(order.fee), "fee_type": "CNY", "cash_fee": str(order.fee),
                 "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
                 "time_end": order.time_end}
@@ -1128,7 +1251,7 @@ class Server:
             order.state = "SUCCESS"
         body = self.sim.payment_notification(order)
         if p.get("notify", True):
-            self.notifier.send("pay", order.mch_id, order.out_trade_no, order.params["notify_url"], body)
+            self.notifier.send("pay", order.mch_id, order.out_trade_no, order.params.get("notify_url"), body)
         return {"transaction_id": order.transaction_id, "notification": body}
 
     def c_notification(self, p, _):

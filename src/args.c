@@ -5,6 +5,7 @@
  */
 #include "wxpay.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 
 #include "catalog/pg_collation.h"
@@ -25,8 +26,8 @@ wxpay_require_args(FunctionCallInfo fcinfo, const char *const *names, int nargs)
 }
 
 /* Whether value matches the POSIX regex pattern, byte-wise. */
-static bool
-matches(const char *value, const char *pattern)
+bool
+wxpay_matches(const char *value, const char *pattern)
 {
 	return DatumGetBool(DirectFunctionCall2Coll(textregexeq, C_COLLATION_OID,
 												CStringGetTextDatum(value),
@@ -38,11 +39,25 @@ void
 wxpay_check_pattern(const char *name, const char *value, const char *pattern,
 					const char *hint)
 {
-	if (!matches(value, pattern))
+	if (!wxpay_matches(value, pattern))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s \"%s\"", name, value),
 				 errhint("%s", hint)));
+}
+
+/* spbill_create_ip: an IPv4 or IPv6 address. */
+void
+wxpay_check_ip(const char *ip)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (strlen(ip) > 64 ||
+		(inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid spbill_create_ip \"%s\"", ip),
+				 errhint("Use the client's IPv4 or IPv6 address (the server's for NATIVE and MICROPAY).")));
 }
 
 /*

@@ -22,6 +22,8 @@ typedef struct WxOptionalField
 
 extern void wxpay_require_args(FunctionCallInfo fcinfo, const char *const *names,
 							   int nargs);
+extern bool wxpay_matches(const char *value, const char *pattern);
+extern void wxpay_check_ip(const char *ip);
 extern void wxpay_check_pattern(const char *name, const char *value,
 								const char *pattern, const char *hint);
 extern void wxpay_check_text_value(const char *name, const char *value, size_t len,

@@ -166,6 +166,10 @@ wxpay_autonomous_step(const char *step, Jsonb *args, MemoryContext cxt)
 {
 	if (strcmp(step, "refund") == 0)
 		return wxpay_refund_step(args, cxt);
+	if (strcmp(step, "micropay") == 0)
+		return wxpay_micropay_step(args, cxt);
+	if (strcmp(step, "reverse") == 0)
+		return wxpay_reverse_step(args, cxt);
 	elog(ERROR, "unknown autonomous step \"%s\"", step);
 	return NULL;				/* not reached */
 }

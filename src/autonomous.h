@@ -1,7 +1,7 @@
 /*
  * autonomous.h
  *	  Steps run in a dynamic background worker, committing on their own
- *	  (autonomous.c), and the steps there are (refund.c).
+ *	  (autonomous.c), and the steps there are (refund.c, micropay.c).
  */
 #ifndef WXPAY_AUTONOMOUS_H
 #define WXPAY_AUTONOMOUS_H
@@ -13,5 +13,9 @@ extern Jsonb *wxpay_autonomous_step(const char *step, Jsonb *args, MemoryContext
 
 /* refund.c */
 extern Jsonb *wxpay_refund_step(Jsonb *args, MemoryContext cxt);
+
+/* micropay.c */
+extern Jsonb *wxpay_micropay_step(Jsonb *args, MemoryContext cxt);
+extern Jsonb *wxpay_reverse_step(Jsonb *args, MemoryContext cxt);
 
 #endif							/* WXPAY_AUTONOMOUS_H */

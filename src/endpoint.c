@@ -16,6 +16,20 @@ wxpay_call_init(WxCall *call, const WxEndpoint *endpoint, const WxMerchant *m)
 	call->merchant = m;
 }
 
+/* A build step for endpoints whose caller assembled the fields (call->fields). */
+void
+wxpay_build_fields(const WxCall *call, WxParamList *req)
+{
+	wxpay_list_append(req, call->fields);
+}
+
+/* A build step for endpoints that name the order by out_trade_no alone. */
+void
+wxpay_build_by_out_trade_no(const WxCall *call, WxParamList *req)
+{
+	wxpay_list_add_cstr(req, "out_trade_no", call->out_trade_no);
+}
+
 /*
  * Whether the merchant can make this call at all (a /secapi/ endpoint
  * needs its client certificate); checked before anything is recorded.
@@ -116,4 +130,18 @@ wxpay_apply_outcome(WxApplyResult result, char *reason, WxAnswer *answer,
 						  psprintf("cannot apply WeChat Pay's answer: %s", reason));
 	answer->changed = result == WX_APPLY_CHANGED;
 	return true;
+}
+
+/*
+ * The apply step of endpoints that report a payment: the answer's report
+ * to the order, under the endpoint's change source.
+ */
+bool
+wxpay_apply_payment_answer(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	char	   *reason;
+	WxApplyResult result = wxpay_apply_payment(call->merchant->mch_id, &answer->payment,
+											   call->endpoint->source, &reason);
+
+	return wxpay_apply_outcome(result, reason, answer, fail);
 }

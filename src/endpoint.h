@@ -99,6 +99,7 @@ struct WxEndpoint
 	const char *name;			/* "orderquery": messages and logs */
 	const char *path;			/* "/pay/orderquery" */
 	bool		client_cert;	/* mutual TLS with the merchant's certificate */
+	const char *source;			/* order_events.source of what apply changes */
 	/* The request's own fields (the protocol adds the common ones). */
 	void		(*build) (const WxCall *call, WxParamList *req);
 	/* What a verified answer means; false with fail when it is a refusal. */
@@ -107,14 +108,18 @@ struct WxEndpoint
 	bool		(*apply) (const WxCall *call, WxAnswer *answer, WxFailure *fail);
 };
 
-/* The endpoints (query.c, refund.c, unifiedorder.c). */
+/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c). */
 extern const WxEndpoint wx_endpoint_unifiedorder;
 extern const WxEndpoint wx_endpoint_orderquery;
 extern const WxEndpoint wx_endpoint_closeorder;
 extern const WxEndpoint wx_endpoint_refund;
 extern const WxEndpoint wx_endpoint_refundquery;
+extern const WxEndpoint wx_endpoint_micropay;
+extern const WxEndpoint wx_endpoint_reverse;
 
-/* endpoint.c: the pipeline */
+/* endpoint.c: the pipeline, and build steps endpoints share */
+extern void wxpay_build_fields(const WxCall *call, WxParamList *req);
+extern void wxpay_build_by_out_trade_no(const WxCall *call, WxParamList *req);
 extern bool wxpay_endpoint_usable(const WxCall *call, WxFailure *fail);
 extern bool wxpay_endpoint_request(const WxCall *call, WxHttpRequest *req,
 								   WxFailure *fail);
@@ -150,5 +155,7 @@ extern WxApplyResult wxpay_apply_refund_report(const char *mch_id,
 											   const char *source, char **reason);
 extern bool wxpay_apply_outcome(WxApplyResult result, char *reason,
 								WxAnswer *answer, WxFailure *fail);
+extern bool wxpay_apply_payment_answer(const WxCall *call, WxAnswer *answer,
+									   WxFailure *fail);
 
 #endif							/* WXPAY_ENDPOINT_H */

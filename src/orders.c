@@ -12,7 +12,7 @@
  * then find the order already paid, so a payment is applied exactly once.
  *
  * The extension's own C code names itself (unifiedorder, notify, query,
- * close, refund) right before it writes; the trigger asks
+ * close, refund, micropay, reverse) right before it writes; the trigger asks
  * wxpay.change_source() and gets 'manual' for every other writer.  The
  * value lives in C, not in a GUC, so SQL cannot forge it, and transaction
  * and subtransaction aborts reset it so it never outlives a failed write.
@@ -274,6 +274,9 @@ wxpay_apply_payment(const char *mch_id, const WxPaymentReport *r,
 		result = WX_APPLY_REJECTED;
 	}
 	wxpay_set_change_source(NULL);
+	/* Tills waiting for this order (order_wait.c) look again at commit. */
+	if (result == WX_APPLY_CHANGED)
+		wxpay_order_waiters_wake_at_commit(mch_id, r->out_trade_no);
 	return result;
 }
 
@@ -323,7 +326,7 @@ wxpay_order_record(const WxNewOrder *uo)
 	values[10] = wxpay_text_or_null(uo->time_expire, nulls, 10);
 	values[11] = Float8GetDatum((double) wxpay_order_ttl);
 
-	wxpay_set_change_source("unifiedorder");
+	wxpay_set_change_source(uo->source);
 	wxpay_spi_exec_plan(&insert_plan, ORDER_INSERT, 12, types, values, nulls, false,
 						SPI_OK_INSERT_RETURNING);
 	wxpay_set_change_source(NULL);

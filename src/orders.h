@@ -22,6 +22,7 @@ typedef struct WxNewOrder
 	const char *product_id;
 	Jsonb	   *params;			/* the optional fields as sent */
 	const char *time_expire;	/* yyyyMMddHHmmss GMT+8; NULL: wxpay.order_ttl */
+	const char *source;			/* the change source: unifiedorder, micropay */
 } WxNewOrder;
 
 extern char *wxpay_order_record(const WxNewOrder *o);

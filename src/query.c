@@ -23,13 +23,6 @@
 PG_FUNCTION_INFO_V1(wxpay_orderquery);
 PG_FUNCTION_INFO_V1(wxpay_closeorder);
 
-/* Both endpoints name the order by out_trade_no. */
-static void
-build_by_out_trade_no(const WxCall *call, WxParamList *req)
-{
-	wxpay_list_add_cstr(req, "out_trade_no", call->out_trade_no);
-}
-
 /* An orderquery answer: this order's trade_state. */
 static bool
 read_orderquery(const WxCall *call, WxAnswer *answer, WxFailure *fail)
@@ -67,26 +60,15 @@ read_closeorder(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 	return true;
 }
 
-/* Apply the report to the order, naming the endpoint as the change's source. */
-static bool
-apply_payment_report(const WxCall *call, WxAnswer *answer, WxFailure *fail)
-{
-	char	   *reason;
-	WxApplyResult result = wxpay_apply_payment(call->merchant->mch_id, &answer->payment,
-											   call->endpoint == &wx_endpoint_closeorder ? "close" : "query",
-											   &reason);
-
-	return wxpay_apply_outcome(result, reason, answer, fail);
-}
-
 const WxEndpoint wx_endpoint_orderquery = {
 	.protocol = &wx_protocol_v2,
 	.name = "orderquery",
 	.path = "/pay/orderquery",
 	.client_cert = false,
-	.build = build_by_out_trade_no,
+	.source = "query",
+	.build = wxpay_build_by_out_trade_no,
 	.read = read_orderquery,
-	.apply = apply_payment_report,
+	.apply = wxpay_apply_payment_answer,
 };
 
 const WxEndpoint wx_endpoint_closeorder = {
@@ -94,9 +76,10 @@ const WxEndpoint wx_endpoint_closeorder = {
 	.name = "closeorder",
 	.path = "/pay/closeorder",
 	.client_cert = false,
-	.build = build_by_out_trade_no,
+	.source = "close",
+	.build = wxpay_build_by_out_trade_no,
 	.read = read_closeorder,
-	.apply = apply_payment_report,
+	.apply = wxpay_apply_payment_answer,
 };
 
 /* The local state of an order, which must exist; SPI must be connected. */

@@ -9,8 +9,6 @@
  */
 #include "endpoint.h"
 
-#include <arpa/inet.h>
-
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -55,20 +53,6 @@ typedef struct WxUnifiedOrder
 	Jsonb	   *params;			/* extra as stored on the order */
 } WxUnifiedOrder;
 
-/* spbill_create_ip: an IPv4 or IPv6 address. */
-static void
-check_ip(const char *ip)
-{
-	unsigned char buf[sizeof(struct in6_addr)];
-
-	if (strlen(ip) > 64 ||
-		(inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid spbill_create_ip \"%s\"", ip),
-				 errhint("Use the client's IPv4 or IPv6 address (the server's for NATIVE).")));
-}
-
 /* A field extra must carry for this trade_type. */
 static void
 require_extra(const WxUnifiedOrder *uo, const char *field)
@@ -103,7 +87,7 @@ read_unifiedorder_args(FunctionCallInfo fcinfo, WxUnifiedOrder *uo)
 	wxpay_check_pattern("out_trade_no", uo->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
 				  "Use 1 to 32 characters from 0-9, A-Z, a-z and _-|*@.");
 	wxpay_check_text_value("body", uo->body, strlen(uo->body), 128);
-	check_ip(uo->client_ip);
+	wxpay_check_ip(uo->client_ip);
 	wxpay_check_pattern("trade_type", uo->trade_type, "^(APP|JSAPI|NATIVE|MWEB)$",
 				  "Use APP, JSAPI, NATIVE or MWEB.");
 	wxpay_extra_to_list(uo->params, unifiedorder_fields, lengthof(unifiedorder_fields), &uo->extra);
@@ -136,6 +120,7 @@ record_order(const WxUnifiedOrder *uo)
 	o.product_id = wxpay_list_get(&uo->extra, "product_id");
 	o.params = uo->params;
 	o.time_expire = wxpay_list_get(&uo->extra, "time_expire");
+	o.source = "unifiedorder";
 	return wxpay_order_record(&o);
 }
 
@@ -145,13 +130,6 @@ store_prepay(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 {
 	wxpay_order_store_prepay(call->merchant->mch_id, &answer->payment);
 	return true;
-}
-
-/* The request fields were assembled by wxpay_unifiedorder. */
-static void
-build_copy(const WxCall *call, WxParamList *req)
-{
-	wxpay_list_append(req, call->fields);
 }
 
 /* An answer with a prepay_id for the requested trade_type. */
@@ -180,7 +158,8 @@ const WxEndpoint wx_endpoint_unifiedorder = {
 	.name = "unifiedorder",
 	.path = "/pay/unifiedorder",
 	.client_cert = false,
-	.build = build_copy,
+	.source = "unifiedorder",
+	.build = wxpay_build_fields,
 	.read = read_prepay,
 	.apply = store_prepay,
 };

@@ -22,7 +22,9 @@
  *		poisoned row costs only its own attempt, and the next query is
  *		scheduled with a growing interval (poll_interval doubling, capped at
  *		5 minutes).  Orders past time_expire and at least five minutes old
- *		are closed instead of queried.
+ *		are closed instead of queried.  Unsettled micropay orders are on
+ *		micropay's schedule instead: queried every micropay_interval inside
+ *		their window, then reversed (micropay.c).
  * All state is in wxpay.orders, so a restarted worker continues where the
  * last one stopped.  The round's memory is one context, reset every time.
  */
@@ -48,6 +50,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "micropay.h"
 #include "spi_util.h"
 #include "txn.h"
 
@@ -67,6 +70,7 @@ typedef struct WxJob
 	char	   *mch_id;
 	char	   *key;			/* out_trade_no, or out_refund_no */
 	char	   *error;			/* set when no request could be made */
+	bool		micropay;		/* on micropay's schedule (micropay.c) */
 	WxHttpRequest req;
 	WxHttpResponse resp;
 	CURLcode	code;
@@ -202,9 +206,12 @@ prepare_job(WxJob *job, const WxMerchant *m)
 	"        WHERE wxpay.order_state_pending(state)" \
 	"          AND next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
 	"        ORDER BY next_query_at LIMIT $1 FOR UPDATE SKIP LOCKED))" \
-	" RETURNING o.mch_id, o.out_trade_no," \
-	"  o.time_expire OPERATOR(pg_catalog.<) pg_catalog.now() AND" \
-	"  o.created_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '5 minutes')"
+	" RETURNING o.mch_id, o.out_trade_no, CASE" \
+	"  WHEN o.reverse_requested_at IS NOT NULL THEN 'reverse'" \
+	"  WHEN o.reverse_after IS NOT NULL THEN 'micropay'" \
+	"  WHEN o.time_expire OPERATOR(pg_catalog.<) pg_catalog.now() AND" \
+	"   o.created_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '5 minutes')" \
+	"   THEN 'close' ELSE 'query' END"
 
 #define CLAIM_REFUNDS \
 	"UPDATE wxpay.refunds r SET next_query_at = pg_catalog.now() OPERATOR(pg_catalog.+)" \
@@ -213,7 +220,27 @@ prepare_job(WxJob *job, const WxMerchant *m)
 	"        WHERE wxpay.refund_state_pending(state)" \
 	"          AND next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
 	"        ORDER BY next_query_at LIMIT $1 FOR UPDATE SKIP LOCKED))" \
-	" RETURNING r.mch_id, r.out_refund_no, false"
+	" RETURNING r.mch_id, r.out_refund_no, 'refundquery'"
+
+/*
+ * The call a claimed row's action asks for: a close of an expired order, a
+ * reverse of a micropay order whose window passed unpaid, else a query
+ * (micropay orders on micropay's schedule).
+ */
+static void
+set_job_action(WxJob *job, const char *action)
+{
+	if (strcmp(action, "refundquery") == 0)
+	{
+		job->call.endpoint = &wx_endpoint_refundquery;
+		job->call.out_refund_no = job->key;
+		return;
+	}
+	job->call.out_trade_no = job->key;
+	job->micropay = strcmp(action, "reverse") == 0 || strcmp(action, "micropay") == 0;
+	job->call.endpoint = strcmp(action, "close") == 0 ? &wx_endpoint_closeorder :
+		strcmp(action, "reverse") == 0 ? &wx_endpoint_reverse : &wx_endpoint_orderquery;
+}
 
 /*
  * Claim due rows with one of the statements above, pushing each out by a
@@ -234,17 +261,10 @@ claim(const char *sql, int limit, bool refunds, WxJob *jobs, int njobs)
 		HeapTuple	row = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		WxJob	   *job = &jobs[njobs++];
-		bool		isnull;
 
 		job->mch_id = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 1));
 		job->key = MemoryContextStrdup(round_cxt, SPI_getvalue(row, desc, 2));
-		job->call.endpoint = refunds ? &wx_endpoint_refundquery :
-			DatumGetBool(SPI_getbinval(row, desc, 3, &isnull)) ? &wx_endpoint_closeorder :
-			&wx_endpoint_orderquery;
-		if (refunds)
-			job->call.out_refund_no = job->key;
-		else
-			job->call.out_trade_no = job->key;
+		set_job_action(job, SPI_getvalue(row, desc, 3));
 	}
 	return njobs;
 }
@@ -253,9 +273,16 @@ claim(const char *sql, int limit, bool refunds, WxJob *jobs, int njobs)
 static WxJob *
 claim_jobs(int *njobs)
 {
+	static bool leases_released = false;
 	List	   *merchants = NIL;
 	WxJob	   *jobs = MemoryContextAllocZero(round_cxt, sizeof(WxJob) * WORKER_BATCH);
 
+	/* Once per worker: micropay orders a dead worker had claimed are due now. */
+	if (!leases_released)
+	{
+		wxpay_micropay_release_leases();
+		leases_released = true;
+	}
 	*njobs = claim(CLAIM_ORDERS, WORKER_BATCH, false, jobs, 0);
 	*njobs = claim(CLAIM_REFUNDS, WORKER_BATCH - *njobs, true, jobs, *njobs);
 	for (int i = 0; i < *njobs; i++)
@@ -341,7 +368,10 @@ valid_text(const char *s)
 	return copy;
 }
 
-/* Record an attempt and when to try next: poll_interval doubling, at most 5 minutes. */
+/*
+ * Record an attempt and when to try next: poll_interval doubling, at most
+ * 5 minutes; micropay orders follow micropay's schedule.
+ */
 static void
 schedule(const WxJob *job, const char *error, bool again_now)
 {
@@ -351,6 +381,12 @@ schedule(const WxJob *job, const char *error, bool again_now)
 	Datum		values[5];
 	char		nulls[6] = "     ";
 
+	if (job->micropay)
+	{
+		wxpay_micropay_schedule(job->mch_id, job->key, error,
+								job->call.endpoint == &wx_endpoint_reverse);
+		return;
+	}
 	values[0] = CStringGetTextDatum(job->mch_id);
 	values[1] = CStringGetTextDatum(job->key);
 	values[2] = error ? CStringGetTextDatum(valid_text(error)) : (Datum) 0;
@@ -377,8 +413,7 @@ log_change(const WxJob *job, const WxAnswer *answer)
 	else
 		ereport(LOG,
 				(errmsg("wxpay: order %s of merchant %s reconciled to %s (%s)",
-						job->key, job->mch_id, answer->payment.state,
-						ep == &wx_endpoint_closeorder ? "close" : "query")));
+						job->key, job->mch_id, answer->payment.state, ep->source)));
 }
 
 /*

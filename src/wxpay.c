@@ -21,6 +21,8 @@ char	   *wxpay_database = NULL;
 int			wxpay_poll_interval = 30000;
 int			wxpay_max_concurrency = 16;
 int			wxpay_lock_timeout = 2000;
+int			wxpay_micropay_interval = 5000;
+int			wxpay_micropay_window = 30000;
 
 /* Whether this process loaded the library from shared_preload_libraries. */
 static bool preloaded = false;
@@ -72,6 +74,22 @@ define_settings(void)
 							PGC_SUSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("wxpay.micropay_interval",
+							"How often the worker queries a micropay order whose outcome is not known yet, and repeats a reverse that has not gone through.",
+							NULL,
+							&wxpay_micropay_interval,
+							5000, 100, 60000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("wxpay.micropay_window",
+							"How long after wxpay_micropay the worker waits for the payer before it reverses an unpaid micropay order.",
+							"Keep it longer than wxpay.http_timeout: a reverse must not overtake the micropay request itself.",
+							&wxpay_micropay_window,
+							30000, 1000, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("wxpay.max_concurrency",
 							"Requests the worker keeps in flight at once.",
 							NULL,
@@ -118,6 +136,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wxpay_worker_shmem_init();
+		wxpay_order_wait_shmem_init();
 		wxpay_worker_register();
 	}
 }

@@ -65,6 +65,8 @@ extern char *wxpay_database;
 extern int	wxpay_poll_interval;
 extern int	wxpay_max_concurrency;
 extern int	wxpay_lock_timeout;
+extern int	wxpay_micropay_interval;
+extern int	wxpay_micropay_window;
 
 /* worker.c, worker_start.c */
 extern void wxpay_worker_register(void);
@@ -78,6 +80,11 @@ extern void wxpay_orders_init(void);
 
 /* wake.c */
 extern void wxpay_wake_worker_at_commit(void);
+
+/* order_wait.c: backends waiting for an order to settle */
+extern void wxpay_order_wait_shmem_init(void);
+extern void wxpay_order_waiters_wake_at_commit(const char *mch_id,
+												const char *out_trade_no);
 
 /* merchant.c */
 typedef struct WxMerchant

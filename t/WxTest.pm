@@ -201,8 +201,8 @@ sub wx_audit
 		GROUP BY mch_id, out_trade_no HAVING count(*) > 1) d}), '0', "$label audit: no duplicate SUCCESS transition");
 	is($q->(q{SELECT count(*) FROM wxpay.orders o WHERE state IN ('SUCCESS', 'REFUND') AND 1 <>
 		(SELECT count(*) FROM wxpay.order_events e WHERE e.mch_id = o.mch_id AND e.out_trade_no = o.out_trade_no
-		  AND e.new_state = 'SUCCESS' AND e.source IN ('notify', 'query'))}), '0',
-		"$label audit: every paid order was paid once, by a notification or a query");
+		  AND e.new_state = 'SUCCESS' AND e.source IN ('notify', 'query', 'micropay'))}), '0',
+		"$label audit: every paid order was paid once, by a notification, a query or micropay's answer");
 	is($q->(q{SELECT count(*) FROM wxpay.order_events e JOIN wxpay.orders o USING (mch_id, out_trade_no)
 		WHERE e.new_state = 'SUCCESS' AND e.source = 'notify' AND NOT EXISTS
 		(SELECT 1 FROM wxpay.notifications n WHERE n.kind = 'pay' AND n.outcome = 'accepted'
