@@ -85,6 +85,7 @@ MICROPAY_REFUSALS = {
     "14": ("NOTSUPORTCARD", "不支持卡类型"),
     "15": ("BUYER_MISMATCH", "支付帐号错误"),
     "16": ("TRADE_ERROR", "交易错误"),
+    "17": ("NOAUTH", "商户无此接口权限"),
 }
 REVERSE_MAX_AGE_S = 7 * 24 * 3600
 

@@ -29,6 +29,7 @@
 #include "autonomous.h"
 #include "history.h"
 #include "remote_error.h"
+#include "txn.h"
 
 PGDLLEXPORT void wxpay_autonomous_main(Datum main_arg);
 
@@ -158,6 +159,32 @@ report_result(WxAutonomousSlot *slot, Jsonb *result)
 				 errdetail("Its outcome is in the tables.")));
 	memcpy(slot->data + slot->args_len, result, VARSIZE(result));
 	slot->result_len = VARSIZE(result);
+}
+
+/*
+ * In a step, between its transactions: commit what was recorded, make the
+ * request outside any transaction, and begin the transaction that records
+ * the answer (its activity).  Memory stays in cxt.
+ */
+WxHttpFailure
+wxpay_step_exchange(const WxHttpRequest *req, WxHttpResponse *resp, char **message,
+					MemoryContext cxt, const char *activity)
+{
+	WxHttpFailure transport;
+
+	wxpay_step_commit(cxt);
+	pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
+	transport = wxpay_http_perform(req, resp, message);
+	wxpay_txn_begin(activity);
+	return transport;
+}
+
+/* Commit a step's transaction, back in cxt (commit leaves TopMemoryContext). */
+void
+wxpay_step_commit(MemoryContext cxt)
+{
+	wxpay_txn_commit();
+	MemoryContextSwitchTo(cxt);
 }
 
 /* The steps there are, by name. */

@@ -8,8 +8,14 @@
 
 #include "wxpay.h"
 
+#include "http.h"
+
 extern Jsonb *wxpay_run_autonomous(const char *step, Jsonb *args, Oid owner);
 extern Jsonb *wxpay_autonomous_step(const char *step, Jsonb *args, MemoryContext cxt);
+extern WxHttpFailure wxpay_step_exchange(const WxHttpRequest *req, WxHttpResponse *resp,
+										 char **message, MemoryContext cxt,
+										 const char *activity);
+extern void wxpay_step_commit(MemoryContext cxt);
 
 /* refund.c */
 extern Jsonb *wxpay_refund_step(Jsonb *args, MemoryContext cxt);

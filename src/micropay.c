@@ -37,7 +37,6 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "utils/builtins.h"
 
 #include "args.h"
@@ -569,8 +568,7 @@ wxpay_micropay_step(Jsonb *args, MemoryContext cxt)
 	{
 		MemoryContextSwitchTo(cxt);
 		result = order_summary(a.mch_id, a.out_trade_no, NULL, NULL);
-		wxpay_txn_commit();
-		MemoryContextSwitchTo(cxt);
+		wxpay_step_commit(cxt);
 		return result;
 	}
 	/* The worker takes over if this process dies: it must not sleep through the window. */
@@ -580,13 +578,7 @@ wxpay_micropay_step(Jsonb *args, MemoryContext cxt)
 	call.fields = &req;
 	if (!wxpay_endpoint_request(&call, &http, &fail))
 		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
-	wxpay_txn_commit();
-	MemoryContextSwitchTo(cxt);
-
-	pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
-	transport = wxpay_http_perform(&http, &resp, &message);
-
-	wxpay_txn_begin("wxpay: recording the micropay answer");
+	transport = wxpay_step_exchange(&http, &resp, &message, cxt, "wxpay: recording the micropay answer");
 	memset(&kept, 0, sizeof(kept));
 	if (!wxpay_endpoint_finish(&call, transport, message, &resp, &answer, &fail))
 	{
@@ -596,8 +588,7 @@ wxpay_micropay_step(Jsonb *args, MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 	result = order_summary(a.mch_id, a.out_trade_no, pending_state_name(outcome),
 						   kept.message ? wxpay_failure_text(&kept) : NULL);
-	wxpay_txn_commit();
-	MemoryContextSwitchTo(cxt);
+	wxpay_step_commit(cxt);
 	if (outcome == MICROPAY_REFUSED)
 		wxpay_raise_failure(&kept, a.mch_id, http.url);
 	return result;
@@ -710,20 +701,13 @@ wxpay_reverse_step(Jsonb *args, MemoryContext cxt)
 	{
 		MemoryContextSwitchTo(cxt);
 		result = order_summary(mch_id, out_trade_no, NULL, NULL);
-		wxpay_txn_commit();
-		MemoryContextSwitchTo(cxt);
+		wxpay_step_commit(cxt);
 		return result;
 	}
 	MemoryContextSwitchTo(cxt);
 	if (!wxpay_endpoint_request(&call, &http, &fail))
 		wxpay_raise_failure(&fail, mch_id, call.endpoint->path);
-	wxpay_txn_commit();
-	MemoryContextSwitchTo(cxt);
-
-	pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
-	transport = wxpay_http_perform(&http, &resp, &message);
-
-	wxpay_txn_begin("wxpay: recording the reverse's answer");
+	transport = wxpay_step_exchange(&http, &resp, &message, cxt, "wxpay: recording the reverse's answer");
 	if (!wxpay_endpoint_finish(&call, transport, message, &resp, &answer, &fail))
 		error = MemoryContextStrdup(cxt, wxpay_failure_text(&fail));
 	else if (answer.payment.state == NULL)
@@ -732,8 +716,7 @@ wxpay_reverse_step(Jsonb *args, MemoryContext cxt)
 	wxpay_wake_worker_at_commit();
 	MemoryContextSwitchTo(cxt);
 	result = order_summary(mch_id, out_trade_no, NULL, error);
-	wxpay_txn_commit();
-	MemoryContextSwitchTo(cxt);
+	wxpay_step_commit(cxt);
 	return result;
 }
 

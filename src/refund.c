@@ -16,7 +16,6 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "utils/builtins.h"
 
 #include "args.h"
@@ -468,27 +467,19 @@ wxpay_refund_step(Jsonb *args, MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 	if (!wxpay_endpoint_request(&call, &req, &fail))
 		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
-	wxpay_txn_commit();
-	MemoryContextSwitchTo(cxt);
-
-	pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
-	transport = wxpay_http_perform(&req, &resp, &message);
-
-	wxpay_txn_begin("wxpay: recording the refund's answer");
+	transport = wxpay_step_exchange(&req, &resp, &message, cxt, "wxpay: recording the refund's answer");
 	if (!wxpay_endpoint_finish(&call, transport, message, &resp, &answer, &fail))
 	{
 		WxFailure	kept;
 
 		record_refund_failure(&a, &fail);
 		wxpay_failure_copy(&kept, &fail, cxt);
-		wxpay_txn_commit();
-		MemoryContextSwitchTo(cxt);
+		wxpay_step_commit(cxt);
 		wxpay_raise_failure(&kept, a.mch_id, req.url);
 	}
 	MemoryContextSwitchTo(cxt);
 	result = wxpay_list_to_jsonb(&answer.fields);
-	wxpay_txn_commit();
-	MemoryContextSwitchTo(cxt);
+	wxpay_step_commit(cxt);
 	return result;
 }
 

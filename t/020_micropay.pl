@@ -98,7 +98,8 @@ is($wait->('mp-bank')->{state}, 'SUCCESS', 'paid, as the query finds');
 # --- Refusals: nothing charged, the order closed here, never reversed.
 my %refusals = ('10' => [ 'NOTENOUGH', 'WX004' ], '11' => [ 'AUTHCODEEXPIRE', 'WX000' ],
 	'12' => [ 'AUTH_CODE_ERROR', 'WX000' ], '13' => [ 'AUTH_CODE_INVALID', 'WX000' ],
-	'14' => [ 'NOTSUPORTCARD', 'WX000' ], '15' => [ 'BUYER_MISMATCH', 'WX000' ], '16' => [ 'TRADE_ERROR', 'WX000' ]);
+	'14' => [ 'NOTSUPORTCARD', 'WX000' ], '15' => [ 'BUYER_MISMATCH', 'WX000' ], '16' => [ 'TRADE_ERROR', 'WX000' ],
+	'17' => [ 'NOAUTH', 'WX000' ]);
 for my $digits (sort keys %refusals)
 {
 	my ($err_code, $sqlstate) = @{ $refusals{$digits} };
