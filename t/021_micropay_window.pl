@@ -130,6 +130,22 @@ ok($settled->('w-both'), 'settled');
 is($sql->("SELECT count(*) FROM wxpay.order_events WHERE out_trade_no = 'w-both' AND new_state = 'REVOKED'"), '1',
 	'REVOKED once');
 
+# --- A micropay that never reached WeChat Pay (the connection was reset
+# before it was read): the queries find no order; a reverse inside the
+# window that WeChat Pay answers ORDERNOTEXIST is not believed (the
+# request might still arrive after it); once the window is over it is.
+sim_call($sim, 'POST', '/_sim/faults', { mode => 'reset', count => 1, path => '/pay/micropay' });
+is($micropay->('w-lost', '00')->{state}, 'UNKNOWN', 'a micropay whose connection was reset: the outcome is unknown');
+my $early = $json->decode($sql->("SELECT wxpay_reverse('10000100', 'w-lost')"));
+is($early->{state}, 'NOTPAY', 'a till\'s reverse inside the window, answered ORDERNOTEXIST');
+like($early->{reason}, qr/ORDERNOTEXIST/, 'is not believed yet');
+ok($settled->('w-lost'), 'the order is settled after the window');
+is($sql->("SELECT o.state || ' ' || (o.reverse_requested_at < o.reverse_after) || ' ' || (e.created_at >= o.reverse_after)"
+	  . " FROM wxpay.orders o JOIN wxpay.order_events e USING (mch_id, out_trade_no)"
+	  . " WHERE out_trade_no = 'w-lost' AND e.new_state = 'REVOKED'"), 'REVOKED true true',
+	'REVOKED, by a reverse repeated until the window was over');
+ok(!eval { $there->('w-lost'); 1 }, 'WeChat Pay never had it');
+
 wx_audit($node, $sim, '10000100', 'window');
 $node->stop;
 done_testing();
