@@ -690,6 +690,10 @@ def sections(b):
         if g["loads"]:
             s += ["", "Loading: %s." % "; ".join("%s orders in %.0f s (%.0f orders/s)" % ("{:,}".format(n), t, n / t)
                                                   for n, t in g["loads"])]
+        if g.get("vacuums"):
+            s[-1] += (" After each load, before measuring, `VACUUM (ANALYZE)` of the three tables and a "
+                      "`CHECKPOINT`, as a live cluster would have had long before: %s."
+                      % "; ".join("%.0f s at %s orders" % (t, "{:,}".format(n)) for n, t in g["vacuums"]))
         for size, need, have in g["skipped"]:
             s += ["", "**%s orders were not run**: they need about %.0f GB of disk and %.0f GB were free."
                   % ("{:,}".format(size), need / 2 ** 30, have / 2 ** 30)]
