@@ -8,7 +8,7 @@ MODULE_big = wxpay
 DATA = $(notdir $(wildcard $(srcdir)/wxpay--*.sql))
 
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
-CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o
+CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o
 # ... and the SQL glue around it, one file per concern.
 OBJS = $(CORE_OBJS) src/wxpay.o src/refuse.o src/params.o src/states.o src/args.o src/spi_util.o src/txn.o src/wake.o src/merchant.o src/autonomous.o \
 	src/sign.o src/xml.o src/http.o src/remote_error.o src/proto_v2.o src/endpoint.o \
@@ -28,7 +28,7 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--encoding=UTF8 --no-locale
 TAP_TESTS := $(if $(wildcard t/*.pl),1)
 
-EXTRA_CLEAN = tmp_check_regress test/unit/test_core $(addprefix test/fuzz/,$(FUZZ_TARGETS))
+EXTRA_CLEAN = tmp_check_regress test/unit/test_core test/unit/test_bill $(addprefix test/fuzz/,$(FUZZ_TARGETS))
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -42,13 +42,18 @@ test/unit/test_core: test/unit/test_core.c $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
 		-o $@ test/unit/test_core.c \
 		$(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
 
+# The bill parser has its own file of tests (one concern, one file).
+test/unit/test_bill: test/unit/test_bill.c src/wx_bill.c src/wx_bill.h
+	$(CC) $(UNIT_CFLAGS) -Isrc -o $@ test/unit/test_bill.c src/wx_bill.c
+
 .PHONY: unit
-unit: test/unit/test_core
+unit: test/unit/test_core test/unit/test_bill
 	test/unit/test_core
+	test/unit/test_bill
 
 # libFuzzer harnesses for the core, each run for FUZZ_SECONDS on a copy of
 # its seed corpus.  A crash leaves its reproducer in test/fuzz/artifacts.
-FUZZ_TARGETS = fuzz_xml fuzz_sign fuzz_refund
+FUZZ_TARGETS = fuzz_xml fuzz_sign fuzz_refund fuzz_bill
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 test/fuzz/%: test/fuzz/%.c test/fuzz/fuzz_common.h $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)

@@ -32,7 +32,7 @@ make -s install >/dev/null
 wx_stage "core unit tests (ASan, UBSan)" "a few seconds"
 make -s unit
 
-wx_stage "fuzzing the core (libFuzzer, ASan, UBSan)" "3 harnesses x $fuzz_seconds s, about $((3 * fuzz_seconds + 5)) s"
+wx_stage "fuzzing the core (libFuzzer, ASan, UBSan)" "4 harnesses x $fuzz_seconds s, about $((4 * fuzz_seconds + 5)) s"
 make -s fuzz FUZZ_SECONDS="$fuzz_seconds"
 
 # pg_regress and TAP write next to the sources, so they run in a copy the
