@@ -479,16 +479,14 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	INSERT INTO wxpay.order_events
-		(mch_id, out_trade_no, old_state, new_state, source, transaction_id, db_user, created_at)
+		(mch_id, out_trade_no, old_state, new_state, source, transaction_id, db_user, created_at, xid)
 	VALUES (NEW.mch_id, NEW.out_trade_no,
 			CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state,
 			wxpay.change_source_among('{unifiedorder,micropay,notify,query,close,reverse,refund}'), NEW.transaction_id,
-			wxpay.change_actor(), clock_timestamp());
+			wxpay.change_actor(), clock_timestamp(), pg_current_xact_id());
+	-- No NOTIFY here: it would serialise every paying commit (see paid events).
 	IF NEW.state = 'SUCCESS' THEN
-		PERFORM pg_notify('wxpay_order_paid',
-						  json_build_object('mch_id', NEW.mch_id, 'out_trade_no', NEW.out_trade_no,
-											'transaction_id', NEW.transaction_id,
-											'total_fee', NEW.total_fee)::text);
+		PERFORM wxpay.paid_event_at_commit();
 	END IF;
 	RETURN NULL;
 END
@@ -717,3 +715,149 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION @extschema@.wxpay_micropay_wait(text, text, interval) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.wxpay_micropay_wait(text, text, interval) IS
 'wait, woken at the commit that settles it, until the order is no longer pending or timeout passes; returns its state';
+
+----------------------------------------------------------------------
+-- Paid events.  A NOTIFY in the paying transaction takes PostgreSQL's
+-- global notification lock from pre-commit to the end of the commit, WAL
+-- flush included, so paying commits could not be grouped; and every
+-- listener, whatever its grants, read every payment's details.  Instead:
+-- the transition to SUCCESS is an order_events row that commits with the
+-- order; at commit the worker is woken (shared memory only); it appends
+-- the newly committed ones to wxpay.paid_events in commit-safe order (only
+-- events of transactions older than its snapshot's xmin, so none is
+-- skipped by a slower commit) and sends one NOTIFY wxpay_order_paid per
+-- batch, whose payload is only the newest seq.  Listeners read the events
+-- back, under their own row security, with wxpay.paid_events_next(), which
+-- keeps an acknowledged position per consumer.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.order_events ADD COLUMN xid xid8;
+COMMENT ON COLUMN wxpay.order_events.xid IS
+'the transaction that wrote the event (NULL before 1.1): the worker publishes paid events in a safe order by it';
+CREATE INDEX order_events_paid_xid_idx ON wxpay.order_events (xid) WHERE new_state OPERATOR(pg_catalog.=) 'SUCCESS';
+
+CREATE FUNCTION wxpay.paid_event_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'wxpay_paid_event_at_commit_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION wxpay.paid_event_at_commit() FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.paid_event_at_commit() IS
+'tell the worker, when this transaction commits, that it made an order SUCCESS';
+
+CREATE TABLE wxpay.paid_events (
+	seq			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	event_id	bigint NOT NULL UNIQUE CONSTRAINT paid_events_event_fkey REFERENCES wxpay.order_events,
+	mch_id		text NOT NULL,
+	published_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+REVOKE ALL ON wxpay.paid_events FROM PUBLIC;
+COMMENT ON TABLE wxpay.paid_events IS
+'every transition of an order to SUCCESS, in the order the worker published it (seq); append-only';
+CREATE TRIGGER paid_events_written_by_wxpay BEFORE INSERT ON wxpay.paid_events
+	FOR EACH ROW EXECUTE FUNCTION wxpay.history_guard();
+CREATE TRIGGER paid_events_append_only BEFORE UPDATE OR DELETE ON wxpay.paid_events
+	FOR EACH ROW EXECUTE FUNCTION wxpay.forbid_change();
+CREATE TRIGGER paid_events_no_truncate BEFORE TRUNCATE ON wxpay.paid_events
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.forbid_change();
+ALTER TABLE wxpay.paid_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY paid_events_by_merchant ON wxpay.paid_events
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+SELECT pg_catalog.pg_extension_config_dump('wxpay.paid_events', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.paid_events_seq_seq', '');
+
+-- Payments made before 1.1 are history, not news: published as they are.
+INSERT INTO wxpay.paid_events (event_id, mch_id)
+SELECT id, mch_id FROM wxpay.order_events WHERE new_state OPERATOR(pg_catalog.=) 'SUCCESS' ORDER BY id;
+
+-- Where each consumer (per role) is: the seq of the last event it took.
+CREATE TABLE wxpay.paid_event_consumers (
+	role		oid NOT NULL,
+	consumer	text NOT NULL CONSTRAINT paid_event_consumers_name_format
+				CHECK (consumer OPERATOR(pg_catalog.~) '^[0-9A-Za-z_.:-]{1,64}$'),
+	last_seq	bigint NOT NULL,
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (role, consumer)
+);
+REVOKE ALL ON wxpay.paid_event_consumers FROM PUBLIC;
+COMMENT ON TABLE wxpay.paid_event_consumers IS
+'each consumer''s acknowledged position in wxpay.paid_events (the last seq it took), per role';
+SELECT pg_catalog.pg_extension_config_dump('wxpay.paid_event_consumers', '');
+
+-- The next paid events for consumer (of the calling role), at most max,
+-- of the merchants the caller may see; the position moves past them in the
+-- caller's transaction, so a rollback hands them out again (at least
+-- once).  A new consumer starts after the newest event.
+CREATE FUNCTION @extschema@.wxpay_paid_events_next(consumer text, max integer DEFAULT 100)
+RETURNS TABLE (seq bigint, mch_id text, out_trade_no text, transaction_id text, total_fee integer,
+			   paid_at timestamptz, published_at timestamptz)
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	me constant oid := wxpay.acting_role();
+	visible constant text[] := wxpay.visible_merchants();
+	pos bigint;
+	last bigint;
+	taken integer := 0;
+	p record;
+BEGIN
+	IF max < 1 OR max > 10000 THEN
+		RAISE EXCEPTION 'max must be between 1 and 10000, not %', max USING ERRCODE = '22023';
+	END IF;
+	SELECT c.last_seq INTO pos FROM wxpay.paid_event_consumers c
+	 WHERE c.role = me AND c.consumer = wxpay_paid_events_next.consumer FOR UPDATE;
+	IF NOT FOUND THEN
+		pos := COALESCE((SELECT pe.seq FROM wxpay.paid_events pe ORDER BY pe.seq DESC LIMIT 1), 0);
+		INSERT INTO wxpay.paid_event_consumers (role, consumer, last_seq)
+		VALUES (me, wxpay_paid_events_next.consumer, pos);
+	END IF;
+	last := pos;
+	FOR p IN SELECT pe.seq, pe.mch_id, pe.published_at, e.out_trade_no
+			   FROM wxpay.paid_events pe JOIN wxpay.order_events e ON e.id = pe.event_id
+			  WHERE pe.seq > pos ORDER BY pe.seq
+	LOOP
+		last := p.seq;
+		CONTINUE WHEN NOT p.mch_id = ANY (visible);
+		RETURN QUERY SELECT p.seq, o.mch_id, o.out_trade_no, o.transaction_id, o.total_fee, o.paid_at, p.published_at
+					   FROM wxpay.orders o WHERE o.mch_id = p.mch_id AND o.out_trade_no = p.out_trade_no;
+		taken := taken + 1;
+		EXIT WHEN taken >= max;
+	END LOOP;
+	UPDATE wxpay.paid_event_consumers c SET last_seq = last, updated_at = now()
+	 WHERE c.role = me AND c.consumer = wxpay_paid_events_next.consumer AND last > pos;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_paid_events_next(text, integer) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_paid_events_next(text, integer) IS
+'the paid events after this consumer''s position (its own merchants only), advancing the position in this transaction';
+
+-- Move a consumer (of the calling role) to just after seq after_seq: 0
+-- replays everything.
+CREATE FUNCTION @extschema@.wxpay_paid_events_seek(consumer text, after_seq bigint)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO wxpay.paid_event_consumers (role, consumer, last_seq)
+	VALUES (wxpay.acting_role(), consumer, after_seq)
+	ON CONFLICT (role, consumer) DO UPDATE SET last_seq = excluded.last_seq, updated_at = pg_catalog.now()
+$$;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_paid_events_seek(text, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_paid_events_seek(text, bigint) IS
+'set this consumer''s position in wxpay.paid_events (0: from the beginning)';
+
+-- An order or refund made due now (UPDATE ... SET next_query_at = now(),
+-- to have it asked again at once) wakes the worker at commit.
+CREATE FUNCTION wxpay.wake_worker()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'wxpay_wake_worker_trigger'
+LANGUAGE C;
+COMMENT ON FUNCTION wxpay.wake_worker() IS 'wakes the worker when the transaction commits';
+CREATE TRIGGER orders_due_now AFTER UPDATE OF next_query_at ON wxpay.orders
+	FOR EACH ROW WHEN (NEW.next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+					   AND NEW.next_query_at OPERATOR(pg_catalog.<) OLD.next_query_at)
+	EXECUTE FUNCTION wxpay.wake_worker();
+CREATE TRIGGER refunds_due_now AFTER UPDATE OF next_query_at ON wxpay.refunds
+	FOR EACH ROW WHEN (NEW.next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+					   AND NEW.next_query_at OPERATOR(pg_catalog.<) OLD.next_query_at)
+	EXECUTE FUNCTION wxpay.wake_worker();

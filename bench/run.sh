@@ -55,6 +55,7 @@ jit = off
 max_parallel_workers_per_gather = 0
 max_wal_size = '8GB'
 checkpoint_timeout = '30min'
+track_commit_timestamp = on
 wxpay.poll_interval = '1h'
 CONF
 bindir=$WX_BINDIR

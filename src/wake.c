@@ -1,61 +1,95 @@
 /*
  * wake.c
- *	  Waking the worker when work becomes due, at commit: a refund
- *	  notification schedules an immediate refundquery, and the worker
- *	  should not sleep through it.
+ *	  Waking the worker at commit: when work becomes due (a refund
+ *	  notification schedules an immediate refundquery) and when an order
+ *	  became SUCCESS (the worker publishes paid events and rings the
+ *	  wxpay_order_paid doorbell).
  *
- * The worker's pid is looked up when the wake is asked for (inside the
- * transaction, where SQL can run) and its latch set once the transaction
- * commits; an aborted transaction wakes nobody.  No shared memory is
- * needed, so this works without shared_preload_libraries too (there is
- * then simply no worker to wake).
+ * The latch is set, and paying commits counted, once the transaction
+ * commits; an aborted transaction wakes nobody.  Both use only the
+ * worker's shared memory: no lock that other commits wait on.  Without
+ * shared_preload_libraries there is no worker, and nothing to do.
  */
 #include "wxpay.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
-#include "storage/procarray.h"
-#include "utils/builtins.h"
 
-#include "spi_util.h"
+PG_FUNCTION_INFO_V1(wxpay_paid_event_at_commit_sql);
+PG_FUNCTION_INFO_V1(wxpay_wake_worker_trigger);
 
-static pid_t wake_pid = 0;
+static bool wake_at_commit = false;
+static bool paid_at_commit = false;
 static bool callback_registered = false;
 
-/* At commit, set the worker's latch; at any end, forget it. */
+/* At commit, count a payment and set the worker's latch; at any end, forget. */
 static void
 wake_at_end(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT && wake_pid != 0)
+	if (event == XACT_EVENT_COMMIT && (wake_at_commit || paid_at_commit))
 	{
-		PGPROC	   *proc = BackendPidGetProc(wake_pid);
+		Latch	   *latch;
 
-		if (proc != NULL)
-			SetLatch(&proc->procLatch);
+		if (paid_at_commit)
+			wxpay_count_paid_commit();
+		if ((latch = wxpay_worker_latch()) != NULL)
+			SetLatch(latch);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		wake_pid = 0;
+		wake_at_commit = paid_at_commit = false;
 }
 
-/* Wake the worker when the current transaction commits.  SPI connected. */
-void
-wxpay_wake_worker_at_commit(void)
+/* Make sure wake_at_end runs at the end of transactions. */
+static void
+register_callback(void)
 {
-	static SPIPlanPtr plan = NULL;
-
-	wxpay_spi_exec_plan(&plan,
-						"SELECT pid FROM pg_catalog.pg_stat_activity"
-						" WHERE backend_type OPERATOR(pg_catalog.=) 'wxpay worker'",
-						0, NULL, NULL, NULL, true, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return;
-	wake_pid = (pid_t) pg_strtoint32(wxpay_spi_value(0, 1));
 	if (!callback_registered)
 	{
 		RegisterXactCallback(wake_at_end, NULL);
 		callback_registered = true;
 	}
+}
+
+/* Wake the worker when the current transaction commits. */
+void
+wxpay_wake_worker_at_commit(void)
+{
+	wake_at_commit = true;
+	register_callback();
+}
+
+/* Tell the worker when the current transaction commits that it paid an order. */
+void
+wxpay_paid_event_at_commit(void)
+{
+	paid_at_commit = true;
+	register_callback();
+}
+
+/*
+ * wxpay.paid_event_at_commit() -> void, for the history trigger.
+ */
+Datum
+wxpay_paid_event_at_commit_sql(PG_FUNCTION_ARGS)
+{
+	wxpay_paid_event_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * wxpay.wake_worker() -> trigger, AFTER UPDATE FOR EACH ROW: a row made due
+ * now (an operator's "ask again at once") wakes the worker at commit,
+ * instead of waiting for the end of its sleep.
+ */
+Datum
+wxpay_wake_worker_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "wxpay.wake_worker() must be called as a trigger");
+	wxpay_wake_worker_at_commit();
+	return PointerGetDatum(NULL);
 }

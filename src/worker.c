@@ -62,6 +62,11 @@ PG_FUNCTION_INFO_V1(wxpay_worker_queries);
 #define WORKER_BATCH 1000
 /* Sleep while the extension is not installed in wxpay.database. */
 #define NOT_INSTALLED_SLEEP_MS 5000
+/* How soon to look again at paid events left behind a running transaction. */
+#define PAID_EVENTS_RETRY_MS 10
+
+/* Whether the last round found the extension installed at our version. */
+static bool schema_ready = false;
 
 /* One claimed order or refund: the call to make about it, and its transfer. */
 typedef struct WxJob
@@ -535,6 +540,7 @@ ask_and_apply(WxJob *jobs, int njobs)
 		if (active > 0 && wxpay_http_poll(worker_multi) != CURLM_OK)
 			elog(ERROR, "libcurl multi interface failed");
 		CHECK_FOR_INTERRUPTS();
+		wxpay_publish_paid_events();	/* a long round does not hold them back */
 	}
 }
 
@@ -581,7 +587,8 @@ run_round(const char **idle)
 
 	*idle = "wxpay: idle until the next due order";
 	wxpay_txn_begin("wxpay: claiming due orders");
-	if (!extension_ready())
+	schema_ready = extension_ready();
+	if (!schema_ready)
 	{
 		end_transaction();
 		*idle = "wxpay: idle, waiting for the extension (CREATE or ALTER EXTENSION wxpay)";
@@ -676,6 +683,12 @@ wxpay_worker_main(Datum main_arg)
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
 		sleep_ms = run_round(&idle);
+		if (schema_ready)
+		{
+			wxpay_publish_paid_events();
+			if (wxpay_paid_events_waiting())
+				sleep_ms = Min(sleep_ms, PAID_EVENTS_RETRY_MS);
+		}
 		if (sleep_ms > 0)
 		{
 			/* Shown in pg_stat_activity: wait_event "Extension", this query text. */

@@ -1,7 +1,8 @@
 /*
  * worker_start.c
- *	  How the worker connects to wxpay.database, and waits quietly while
- *	  that database does not exist.
+ *	  The worker's shared state: how it connects to wxpay.database (and
+ *	  waits quietly while that database does not exist), how other
+ *	  backends find its latch, and the count of paying commits it follows.
  *
  * A background worker that asks for a missing database dies (FATAL) and
  * is restarted every second, forever.  So one flag in shared memory
@@ -32,8 +33,8 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "port/atomics.h"
 #include "storage/proc.h"
-#include "storage/procarray.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -54,7 +55,9 @@ typedef struct WxWorkerShared
 	bool		database_missing;	/* the last worker died before connecting */
 	bool		connected;		/* the worker is connected to wxpay.database */
 	pid_t		pid;			/* the worker's pid while it runs, or 0 */
+	int			pgprocno;		/* its PGPROC, for its latch, while pid != 0 */
 	TimestampTz away_until;		/* asked to stay out of its database until then */
+	pg_atomic_uint64 paid_commits;	/* commits that made an order SUCCESS */
 } WxWorkerShared;
 
 static WxWorkerShared *shared = NULL;
@@ -82,7 +85,10 @@ startup_shmem(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("wxpay worker", sizeof(WxWorkerShared), &found);
 	if (!found)
+	{
 		memset(shared, 0, sizeof(WxWorkerShared));
+		pg_atomic_init_u64(&shared->paid_commits, 0);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -183,6 +189,8 @@ void
 wxpay_worker_connect(void)
 {
 	on_proc_exit(note_exit, (Datum) 0);
+	shared->pgprocno = MyProc->pgprocno;
+	pg_write_barrier();
 	shared->pid = MyProcPid;
 	if (shared->away_until > GetCurrentTimestamp())
 	{
@@ -221,14 +229,39 @@ wxpay_worker_leave_if_asked(void)
 	proc_exit(1);
 }
 
+/* The running worker's latch, or NULL (not preloaded, or not running). */
+Latch *
+wxpay_worker_latch(void)
+{
+	if (shared == NULL || shared->pid == 0)
+		return NULL;
+	pg_read_barrier();
+	return &ProcGlobal->allProcs[shared->pgprocno].procLatch;
+}
+
+/* Count a commit that made an order SUCCESS (the worker publishes it). */
+void
+wxpay_count_paid_commit(void)
+{
+	if (shared != NULL)
+		pg_atomic_fetch_add_u64(&shared->paid_commits, 1);
+}
+
+/* How many such commits there have been since the server started. */
+uint64
+wxpay_paid_commits(void)
+{
+	return shared != NULL ? pg_atomic_read_u64(&shared->paid_commits) : 0;
+}
+
 /* Set the worker's latch, if it runs. */
 static void
 wake_worker(void)
 {
-	PGPROC	   *proc = shared->pid != 0 ? BackendPidGetProc(shared->pid) : NULL;
+	Latch	   *latch = wxpay_worker_latch();
 
-	if (proc != NULL)
-		SetLatch(&proc->procLatch);
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 /*

@@ -73,6 +73,9 @@ extern void wxpay_worker_register(void);
 extern void wxpay_worker_shmem_init(void);
 extern void wxpay_worker_connect(void);
 extern void wxpay_worker_leave_if_asked(void);
+extern struct Latch *wxpay_worker_latch(void);
+extern void wxpay_count_paid_commit(void);
+extern uint64 wxpay_paid_commits(void);
 
 /* orders.c: who is writing to wxpay.orders and wxpay.refunds */
 extern void wxpay_set_change_source(const char *source);
@@ -80,6 +83,11 @@ extern void wxpay_orders_init(void);
 
 /* wake.c */
 extern void wxpay_wake_worker_at_commit(void);
+extern void wxpay_paid_event_at_commit(void);
+
+/* paid_events.c */
+extern void wxpay_publish_paid_events(void);
+extern bool wxpay_paid_events_waiting(void);
 
 /* order_wait.c: backends waiting for an order to settle */
 extern void wxpay_order_wait_shmem_init(void);

@@ -25,17 +25,28 @@ my $notification = sub {
 		{ mch_id => '10000100', out_trade_no => $out_trade_no })->{body};
 };
 
-# LISTEN receives exactly one event for a payment.
+# LISTEN rings once a payment is published; the details are read back
+# with wxpay_paid_events_next, exactly once, however often it is notified.
 $sql->("SELECT wxpay_unifiedorder('10000100', 'listen-1', 100, 'Listen', '203.0.113.7')");
+is($sql->("SELECT count(*) FROM wxpay_paid_events_next('shop')"), '0', 'a new consumer starts after the newest event');
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN wxpay_order_paid');
 my $body = $notification->('listen-1');
 $sql->("SELECT wxpay_handle_notify(\$body\$$body\$body\$)") for 1 .. 3;
-my $heard = $listener->query_safe('SELECT 1');
+my $heard = '';
+for (1 .. 100)
+{
+	$heard .= $listener->query_safe('SELECT 1');
+	last if $heard =~ /Asynchronous notification "wxpay_order_paid"/;
+	select(undef, undef, undef, 0.05);
+}
 my $count = () = $heard =~ /Asynchronous notification "wxpay_order_paid"/g;
-is($count, 1, 'one event for one payment, however often it is notified');
-like($heard, qr/"out_trade_no"\s*:\s*"listen-1"/, 'the event names the order');
-like($heard, qr/"total_fee"\s*:\s*100/, 'and carries its amount');
+is($count, 1, 'the doorbell rings once for one payment, however often it is notified');
+like($heard, qr/"wxpay_order_paid" with payload "\d+"/, 'its payload is only the newest seq');
+unlike($heard, qr/listen-1|10000100/, 'and says nothing about the payment');
+is($sql->("SELECT out_trade_no || ' ' || total_fee || ' ' || (transaction_id IS NOT NULL) FROM wxpay_paid_events_next('shop')"),
+	'listen-1 100 true', 'the consumer reads the payment back');
+is($sql->("SELECT count(*) FROM wxpay_paid_events_next('shop')"), '0', 'once');
 $listener->quit;
 
 # Eight identical notifications released at the same moment.

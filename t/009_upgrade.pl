@@ -76,6 +76,9 @@ is($sql->('updated', "SELECT extversion FROM pg_extension WHERE extname = 'wxpay
 is($contents->('updated'), $before, 'every row of every table is intact');
 is($sql->('updated', "SELECT string_agg(mch_id || ' ' || allowed_role_oids::regrole[]::text, ', ' ORDER BY mch_id) FROM wxpay.merchants"),
 	'10000100 {postgres}, 10000200 {postgres}', 'allowed_roles is resolved to OIDs, a dropped role\'s name to nothing');
+is($sql->('updated', "SELECT count(*) FROM wxpay.paid_events p JOIN wxpay.order_events e ON e.id = p.event_id AND e.new_state = 'SUCCESS'")
+	  . ' ' . $sql->('updated', "SELECT count(*) FROM wxpay.order_events WHERE new_state = 'SUCCESS'"), '2 2',
+	'payments made under 1.0 are published as history');
 is($sql->('updated', "SELECT count(*) FROM wxpay.worker_status"), '3',
 	'PAYERROR orders are pending after the update (NOTPAY, USERPAYING, PAYERROR)');
 is($sql->('updated', "SELECT string_agg(out_refund_no, ',' ORDER BY out_refund_no) FROM wxpay.refunds WHERE wxpay.refund_state_pending(state)"),

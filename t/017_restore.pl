@@ -38,11 +38,13 @@ $sql->("SELECT wxpay_closeorder('10000100', 'o-closed')");
 $sql->("SELECT wxpay_refund('10000100', 'o-refunded', 'r-1', 40)");
 $sql->("SELECT wxpay_refund('10000100', 'o-refunded', 'r-2', 60)");
 $sql->("SELECT wxpay_handle_notify('<xml><return_code>FAIL</return_code></xml>')");
+ok($source->poll_query_until('postgres', "SELECT count(*) = 3 FROM wxpay.paid_events"), 'the payments are published');
+$sql->("SELECT count(*) FROM wxpay_paid_events_next('fulfilment')");	# a consumer, at the newest event
 # Nothing is due while the dump is taken, so the tables stand still.
 $sql->("UPDATE wxpay.orders SET next_query_at = now() + interval '1 hour' WHERE wxpay.order_state_pending(state)");
 $sql->("UPDATE wxpay.refunds SET next_query_at = now() + interval '1 hour' WHERE wxpay.refund_state_pending(state)");
 
-my @tables = qw(merchants orders order_events notifications refunds refund_events);
+my @tables = qw(merchants orders order_events notifications refunds refund_events paid_events paid_event_consumers);
 my $contents = sub {
 	my ($node, $db) = @_;
 	return join "\n", map {
@@ -67,14 +69,20 @@ my $copy = PostgreSQL::Test::Cluster->new('copy');
 $copy->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
 $copy->append_conf('postgresql.conf', "shared_preload_libraries = 'wxpay'\nwxpay.poll_interval = '300ms'\n");
 $copy->start;
-$copy->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $copy->connstr('postgres'), '-f', $plain ],
-	'the plain dump restores with psql, without a single error');
+# Into the worker's own database in one transaction (so the worker sees
+# nothing until the restore is complete), into others statement by
+# statement.
+$copy->command_ok([ 'psql', '-X', '-q', '-1', '-v', 'ON_ERROR_STOP=1', '-d', $copy->connstr('postgres'), '-f', $plain ],
+	'the plain dump restores with psql -1 into the worker\'s database, without a single error');
+$copy->safe_psql('postgres', 'CREATE DATABASE plain');
 $copy->safe_psql('postgres', 'CREATE DATABASE custom');
+$copy->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $copy->connstr('plain'), '-f', $plain ],
+	'the plain dump restores with psql into another database, without a single error');
 $copy->command_ok([ 'pg_restore', '--exit-on-error', '-d', $copy->connstr('custom'), $custom ],
 	'the custom dump restores with pg_restore, without a single error');
-is($contents->($copy, $_), $before, "every row of every table is back, no more ($_)") for qw(postgres custom);
+is($contents->($copy, $_), $before, "every row of every table is back, no more ($_)") for qw(postgres plain custom);
 
-for my $db (qw(postgres custom))
+for my $db (qw(postgres plain custom))
 {
 	my $q = sub { $copy->safe_psql($db, shift) };
 	# Still strict for everybody else.
@@ -104,6 +112,10 @@ ok($copy->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orde
 	'the worker resumes on the restored database and reconciles a lost payment');
 is($copy->safe_psql('postgres', "SELECT source FROM wxpay.order_events WHERE out_trade_no = 'o-later' AND new_state = 'SUCCESS'"),
 	'query', 'through its query');
+ok($copy->poll_query_until('postgres', "SELECT count(*) = 5 FROM wxpay.paid_events"),
+	'the worker publishes the payments made after the restore');
+is($copy->safe_psql('postgres', "SELECT string_agg(out_trade_no, ',' ORDER BY seq) FROM wxpay_paid_events_next('fulfilment')"),
+	'o-notify-later,o-later', 'and the restored consumer goes on from where it was, with exactly those');
 wx_audit($copy, $sim, '10000100', 'restored');
 
 done_testing();
