@@ -62,6 +62,8 @@ PG_FUNCTION_INFO_V1(wxpay_worker_queries);
 #define WORKER_BATCH 1000
 /* Sleep while the extension is not installed in wxpay.database. */
 #define NOT_INSTALLED_SLEEP_MS 5000
+/* How soon to look again at due rows other sessions held locked. */
+#define LOCKED_RETRY_MS 500
 /* How soon to look again at paid events left behind a running transaction. */
 #define PAID_EVENTS_RETRY_MS 10
 
@@ -610,11 +612,13 @@ run_round(const char **idle)
 		end_transaction();
 		/*
 		 * Nothing claimed yet something due: those rows are locked by other
-		 * sessions (we skip locked rows).  Retry them a poll interval later
-		 * rather than spinning until the locks go.
+		 * sessions (we skip locked rows).  Retry them shortly rather than
+		 * spinning until the locks go, and rather than a whole poll interval
+		 * (a till's micropay holds its row for a moment; its window is
+		 * seconds).
 		 */
 		if (njobs == 0 && sleep_ms == 0)
-			sleep_ms = wxpay_poll_interval;
+			sleep_ms = Min(wxpay_poll_interval, LOCKED_RETRY_MS);
 	}
 	return sleep_ms;
 }

@@ -34,7 +34,7 @@ ok($node->poll_query_until('postgres', "SELECT bool_and(query_count >= 1) FROM w
 	'the worker is inside the window of every order');
 my $pid = $worker_pid->();
 kill 'KILL', $pid;
-ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"
+ok(wx_poll_through_crash($node, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"
 	  . " AND pid <> $pid"), 'the worker is killed in the middle of the window, and comes back');
 ok($node->poll_query_until('postgres', "SELECT bool_and(NOT wxpay.order_state_pending(state)) FROM wxpay.orders"
 	  . " WHERE out_trade_no LIKE 'c-%'"), 'every order is settled after the restart: nothing left USERPAYING');
@@ -64,7 +64,7 @@ is($sql->("SELECT state FROM wxpay.orders WHERE out_trade_no = 'c-killed'"), 'NO
 $pid = $worker_pid->();
 kill 'KILL', $sql->("SELECT pid FROM pg_stat_activity WHERE backend_type = 'wxpay micropay'");
 eval { $till->quit };
-ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"
+ok(wx_poll_through_crash($node, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"
 	  . " AND pid <> $pid"), 'the server restarts after the kill');
 ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'c-killed'"),
 	'the worker finds the payment WeChat Pay took');

@@ -86,7 +86,7 @@ ok($node->poll_query_until('postgres', "SELECT count(*) >= 10 FROM wxpay.orders 
 	'a burst of payments is under way');
 kill 'KILL', $sql->("SELECT pid FROM pg_stat_activity WHERE backend_type = 'wxpay worker'");
 eval { $burst->quit };
-ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
+ok(wx_poll_through_crash($node, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
 	'the server recovers from the killed worker');
 $notify->($_) for @bodies;	# WeChat Pay notifies again until it hears SUCCESS
 ok($node->poll_query_until('postgres', $published->(74)), 'every payment of the burst is published, once');

@@ -18,7 +18,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant sql_error wx_audit slurp_file
-  wx_poll_due $TEST_KEY);
+  wx_poll_due wx_poll_through_crash $TEST_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
 my $json = JSON::PP->new->canonical;
@@ -156,6 +156,27 @@ sub wx_poll_due
 		return 1 if $node->safe_psql('postgres', $query) eq 't';
 		$node->safe_psql('postgres', "UPDATE wxpay.orders SET next_query_at = now()"
 			  . " WHERE ($where) AND state IN ('NOTPAY', 'USERPAYING') AND next_query_at > now()");
+		select(undef, undef, undef, 0.1);
+	}
+	diag("timed out waiting for: $query");
+	return 0;
+}
+
+# poll_query_until for the moments after a SIGKILL, while the postmaster
+# reinitialises: each attempt is a psql of its own with the query as an
+# argument, so one that cannot connect yet is just a failed attempt (a
+# query written to the stdin of a psql that already exited dies of SIGPIPE).
+sub wx_poll_through_crash
+{
+	my ($node, $query) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		my ($out, $err) = ('', '');
+		IPC::Run::run([ $node->installed_command('psql'), '-XAtq', '-d', $node->connstr('postgres'), '-c', $query ],
+			'>', \$out, '2>', \$err);
+		chomp $out;
+		return 1 if $out eq 't';
 		select(undef, undef, undef, 0.1);
 	}
 	diag("timed out waiting for: $query");
