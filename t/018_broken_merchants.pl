@@ -19,7 +19,10 @@ my $node = wx_node('broken', 'wxpay.poll_interval' => '200ms');
 my $sql = sub { $node->safe_psql('postgres', shift) };
 my @merchants = qw(10000100 m-badkey m-badca m-noroute m-droprole m-noroles);
 wx_merchant($node, $sim, mch_id => $_) for @merchants;
-$sql->("SELECT wxpay_unifiedorder('$_', '$_-lost', 100, 'Broken', '203.0.113.7')") for @merchants;
+# Created in one transaction that also puts them an hour off, so the
+# worker sees them only once they are broken (below).
+$sql->(join('', 'BEGIN;', (map { "SELECT wxpay_unifiedorder('$_', '$_-lost', 100, 'Broken', '203.0.113.7');" } @merchants),
+	"UPDATE wxpay.orders SET next_query_at = now() + interval '1 hour'; COMMIT;"));
 sim_call($sim, 'POST', '/_sim/pay', { mch_id => $_, out_trade_no => "$_-lost", notify => JSON::PP::false }) for @merchants;
 
 # Break them while the orders are pending.
