@@ -8,7 +8,7 @@ MODULE_big = wxpay
 DATA = $(notdir $(wildcard $(srcdir)/wxpay--*.sql))
 
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
-CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o
+CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o src/wx_rsa.o src/wx_v3.o
 # ... and the SQL glue around it, one file per concern.
 OBJS = $(CORE_OBJS) src/wxpay.o src/refuse.o src/params.o src/states.o src/args.o src/spi_util.o src/txn.o src/wake.o src/paid_events.o src/merchant.o src/autonomous.o \
 	src/sign.o src/xml.o src/http.o src/remote_error.o src/proto_v2.o src/endpoint.o \
@@ -37,9 +37,10 @@ include $(PGXS)
 # Unit tests of the core, outside any server, under ASan and UBSan.
 UNIT_CFLAGS = -std=c99 -g -O1 -Wall -Wextra -Werror \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-test/unit/test_core: test/unit/test_core.c $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
+UNIT_SRCS = test/unit/test_core.c test/unit/test_v3.c
+test/unit/test_core: $(UNIT_SRCS) test/unit/unit.h $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
 	$(CC) $(UNIT_CFLAGS) -Isrc $(XML2_CFLAGS) -DVECTOR_DIR='"$(CURDIR)/test/vectors"' \
-		-o $@ test/unit/test_core.c \
+		-o $@ $(UNIT_SRCS) \
 		$(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
 
 # The bill parser has its own file of tests (one concern, one file).
@@ -53,7 +54,7 @@ unit: test/unit/test_core test/unit/test_bill
 
 # libFuzzer harnesses for the core, each run for FUZZ_SECONDS on a copy of
 # its seed corpus.  A crash leaves its reproducer in test/fuzz/artifacts.
-FUZZ_TARGETS = fuzz_xml fuzz_sign fuzz_refund fuzz_bill
+FUZZ_TARGETS = fuzz_xml fuzz_sign fuzz_refund fuzz_bill fuzz_v3
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 test/fuzz/%: test/fuzz/%.c test/fuzz/fuzz_common.h $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)

@@ -1,7 +1,7 @@
 /*
  * wx_aes.c
- *	  req_info of refund notifications: strict base64 and AES-256-ECB with
- *	  PKCS#7, independent of PostgreSQL.
+ *	  req_info of refund notifications (strict base64, AES-256-ECB with
+ *	  PKCS#7) and API v3 resources (AES-256-GCM), independent of PostgreSQL.
  *
  * ECB has no integrity protection; the padding check is the only sign of
  * a wrong key or tampering, so callers treat a decrypted message as a
@@ -9,8 +9,10 @@
  */
 #include "wx_aes.h"
 
+#include <stdint.h>
 #include <string.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "wx_sign.h"
@@ -134,4 +136,88 @@ wx_refund_decrypt(const char *b64, size_t b64_len, const char *api_key,
 			return WX_AES_BAD_PADDING;
 	*out_len = (size_t) n - pad;
 	return WX_AES_OK;
+}
+
+/* AES-256-GCM decryption of ct with its tag; false on any failure. */
+static bool
+gcm_open(const unsigned char *key, const unsigned char *nonce,
+		 const unsigned char *aad, size_t aad_len, const unsigned char *ct,
+		 size_t ct_len, const unsigned char *tag, unsigned char *out)
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int			n1 = 0,
+				n2 = 0;
+	bool		ok;
+
+	if (ctx == NULL)
+		return false;
+	ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, WX_GCM_NONCE_LEN, NULL) == 1 &&
+		EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
+		(aad_len == 0 || EVP_DecryptUpdate(ctx, NULL, &n1, aad, (int) aad_len) == 1) &&
+		EVP_DecryptUpdate(ctx, out, &n1, ct, (int) ct_len) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, WX_GCM_TAG_LEN, (void *) tag) == 1 &&
+		EVP_DecryptFinal_ex(ctx, out + n1, &n2) == 1 &&
+		(size_t) (n1 + n2) == ct_len;
+	EVP_CIPHER_CTX_free(ctx);
+	return ok;
+}
+
+/* Lengths first (a wrong key length is a configuration error), then GCM. */
+WxAesStatus
+wx_gcm_decrypt(const char *key, size_t key_len, const char *nonce, size_t nonce_len,
+			   const char *aad, size_t aad_len, const char *b64, size_t b64_len,
+			   unsigned char *out, size_t *out_len)
+{
+	long		n;
+	size_t		ct_len;
+
+	*out_len = 0;
+	if (key_len != WX_GCM_KEY_LEN)
+		return WX_AES_BAD_KEY;
+	if (nonce_len != WX_GCM_NONCE_LEN)
+		return WX_AES_BAD_NONCE;
+	if ((n = wx_base64_decode(b64, b64_len, out)) < 0)
+		return WX_AES_BAD_BASE64;
+	if (n <= WX_GCM_TAG_LEN || aad_len > INT32_MAX)
+		return WX_AES_BAD_LENGTH;
+	ct_len = (size_t) n - WX_GCM_TAG_LEN;
+	/* In place: EVP allows out == in for GCM; the tag sits after ct. */
+	if (!gcm_open((const unsigned char *) key, (const unsigned char *) nonce,
+				  (const unsigned char *) (aad ? aad : ""), aad ? aad_len : 0,
+				  out, ct_len, out + ct_len, out))
+	{
+		memset(out, 0, (size_t) n);
+		ERR_clear_error();
+		return WX_AES_BAD_TAG;
+	}
+	memset(out + ct_len, 0, WX_GCM_TAG_LEN);
+	*out_len = ct_len;
+	return WX_AES_OK;
+}
+
+/* Messages for each status. */
+const char *
+wx_aes_status_text(WxAesStatus status)
+{
+	switch (status)
+	{
+		case WX_AES_OK:
+			return "decrypted";
+		case WX_AES_BAD_BASE64:
+			return "ciphertext is not base64";
+		case WX_AES_BAD_LENGTH:
+			return "ciphertext has a wrong length";
+		case WX_AES_BAD_PADDING:
+			return "padding does not check (wrong key or tampered)";
+		case WX_AES_FAILED:
+			return "OpenSSL failed";
+		case WX_AES_BAD_KEY:
+			return "the APIv3 key is not 32 bytes";
+		case WX_AES_BAD_NONCE:
+			return "the nonce is not 12 bytes";
+		case WX_AES_BAD_TAG:
+			return "authentication tag does not verify (wrong APIv3 key, or tampered)";
+	}
+	return "unknown status";
 }

@@ -1,6 +1,7 @@
 /*
  * test_core.c
- *	  Unit tests of the PostgreSQL-free core (wx_sign, wx_xml, wx_aes): the official
+ *	  Unit tests of the PostgreSQL-free core (wx_sign, wx_xml, wx_aes; API v3's
+ *	  wx_rsa, wx_v3 and AES-GCM are in test_v3.c): the official
  *	  and SDK vectors, canonical-string edge cases, constant-time compare,
  *	  nonce mapping, the XML codec's refusals and refund decryption.  Run by
  *	  "make unit", under AddressSanitizer and UBSan.
@@ -16,12 +17,13 @@
 #include "wx_sign.h"
 #include "wx_xml.h"
 
-static int	passed;
-static int	failed;
+#include "unit.h"
 
-#define CHECK(cond, what) check((cond), (what), __FILE__, __LINE__)
+int			passed;
+int			failed;
 
-static void
+/* Count a check; say which one failed. */
+void
 check(int ok, const char *what, const char *file, int line)
 {
 	if (ok)
@@ -521,6 +523,7 @@ main(void)
 	test_xml_large();
 	test_xml_build();
 	test_refund_decrypt();
+	test_v3();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }
