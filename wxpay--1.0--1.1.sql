@@ -861,3 +861,221 @@ CREATE TRIGGER refunds_due_now AFTER UPDATE OF next_query_at ON wxpay.refunds
 	FOR EACH ROW WHEN (NEW.next_query_at OPERATOR(pg_catalog.<=) pg_catalog.now()
 					   AND NEW.next_query_at OPERATOR(pg_catalog.<) OLD.next_query_at)
 	EXECUTE FUNCTION wxpay.wake_worker();
+
+----------------------------------------------------------------------
+-- API v3 merchants (issue 18).  A merchant speaks v2 or v3
+-- (merchants.protocol).  A v3 merchant's APIv3 key and certificate serial
+-- are in wxpay.merchant_v3; it signs with merchants.key_pem (the same
+-- apiclient_key.pem as v2's client certificate).  WeChat Pay's keys that
+-- verify its answers and notifications are in wxpay.wechatpay_keys: any
+-- number of platform certificates by serial, and at most one WeChat Pay
+-- public key under its PUB_KEY_ID_... id.  These tables have no CHECK
+-- (a failed CHECK echoes the whole row, secrets included): triggers
+-- validate each row and raise messages that never show a secret.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.merchants ADD COLUMN protocol text NOT NULL DEFAULT 'v2';
+COMMENT ON COLUMN wxpay.merchants.protocol IS
+'v2 (XML, MD5 / HMAC-SHA256 with api_key) or v3 (JSON, RSA with key_pem; settings in wxpay.merchant_v3)';
+
+-- What a PEM text holds, for the triggers: 'private key', 'public key'
+-- or 'certificate' (RSA of at least 2048 bits), else NULL.
+CREATE FUNCTION wxpay.pem_kind(pem text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_pem_kind'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION wxpay.pem_kind(text) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.pem_kind(text) IS
+'private key, public key or certificate (RSA >= 2048 bits), else NULL';
+
+CREATE FUNCTION wxpay.pem_certificate_serial(pem text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_pem_certificate_serial'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION wxpay.pem_certificate_serial(text) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.pem_certificate_serial(text) IS
+'a certificate''s serial as WeChat Pay shows it: upper-case hex, two digits per byte (a leading 0 is kept)';
+
+CREATE FUNCTION wxpay.pem_keys_match(private_pem text, public_pem text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'wxpay_pem_keys_match'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION wxpay.pem_keys_match(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.pem_keys_match(text, text) IS
+'whether a private key belongs to a certificate or public key';
+
+CREATE FUNCTION wxpay.merchants_protocol_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.protocol IS NULL OR NEW.protocol NOT IN ('v2', 'v3') THEN
+		PERFORM wxpay.refuse_row('23514', 'merchants', 'protocol', 'merchants_protocol_valid',
+			format('protocol of merchant %s must be v2 or v3', quote_literal(NEW.mch_id)));
+	END IF;
+	RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wxpay.merchants_protocol_check() FROM PUBLIC;
+CREATE TRIGGER merchants_protocol_valid
+	BEFORE INSERT OR UPDATE OF protocol ON wxpay.merchants
+	FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_protocol_check();
+
+CREATE TABLE wxpay.merchant_v3 (
+	mch_id		text PRIMARY KEY REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
+	apiv3_key	text NOT NULL,
+	serial_no	text NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON wxpay.merchant_v3 FROM PUBLIC;
+COMMENT ON TABLE wxpay.merchant_v3 IS
+'API v3 settings of a merchant (its private key is merchants.key_pem); no PUBLIC access';
+COMMENT ON COLUMN wxpay.merchant_v3.apiv3_key IS
+'the 32-character APIv3 key from the merchant platform: the AES-256-GCM key of notifications and platform certificates';
+COMMENT ON COLUMN wxpay.merchant_v3.serial_no IS
+'serial of apiclient_cert.pem (upper-case hex); NULL on insert derives it from merchants.cert_pem';
+SELECT pg_catalog.pg_extension_config_dump('wxpay.merchant_v3', '');
+
+-- Validates a row against its merchant's key and certificate; messages
+-- name the merchant and the column, never a value of a secret.
+CREATE FUNCTION wxpay.merchant_v3_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m record;
+	who text := quote_literal(COALESCE(NEW.mch_id, ''));
+	cert_serial text;
+BEGIN
+	SELECT cert_pem, key_pem INTO m FROM wxpay.merchants WHERE mch_id = NEW.mch_id;
+	IF NOT FOUND THEN
+		PERFORM wxpay.refuse_row('23503', 'merchant_v3', 'mch_id', 'merchant_v3_mch_id_fkey',
+			format('unknown merchant %s', who), 'Insert the merchant into wxpay.merchants first.');
+	END IF;
+	IF NEW.apiv3_key IS NULL OR NEW.apiv3_key !~ '^[\x21-\x7e]{32}$' THEN
+		PERFORM wxpay.refuse_row('23514', 'merchant_v3', 'apiv3_key', 'merchant_v3_apiv3_key_format',
+			format('apiv3_key of merchant %s must be 32 printable ASCII characters', who),
+			'It is the APIv3 key set on the merchant platform (API安全, APIv3密钥), the AES-256 key as it is; the value is not shown.');
+	END IF;
+	IF m.key_pem IS NULL OR wxpay.pem_kind(m.key_pem) IS DISTINCT FROM 'private key' THEN
+		PERFORM wxpay.refuse_row('23514', 'merchants', 'key_pem', 'merchant_v3_needs_private_key',
+			format('merchant %s needs key_pem, an unencrypted RSA private key of at least 2048 bits, for API v3', who),
+			'Set wxpay.merchants.key_pem to apiclient_key.pem (and cert_pem to apiclient_cert.pem).');
+	END IF;
+	IF m.cert_pem IS NOT NULL THEN
+		cert_serial := wxpay.pem_certificate_serial(m.cert_pem);
+		IF cert_serial IS NULL OR wxpay.pem_kind(m.cert_pem) IS DISTINCT FROM 'certificate' THEN
+			PERFORM wxpay.refuse_row('23514', 'merchants', 'cert_pem', 'merchant_v3_certificate',
+				format('cert_pem of merchant %s is not an RSA certificate', who));
+		END IF;
+		IF NOT wxpay.pem_keys_match(m.key_pem, m.cert_pem) THEN
+			PERFORM wxpay.refuse_row('23514', 'merchants', 'key_pem', 'merchant_v3_key_matches_certificate',
+				format('key_pem of merchant %s does not belong to its cert_pem', who),
+				'apiclient_key.pem and apiclient_cert.pem come as a pair from the merchant platform.');
+		END IF;
+	END IF;
+	IF NEW.serial_no IS NULL THEN
+		IF cert_serial IS NULL THEN
+			PERFORM wxpay.refuse_row('23502', 'merchant_v3', 'serial_no', NULL,
+				format('merchant %s has no cert_pem to take the certificate serial from', who),
+				'Give serial_no (the merchant platform shows it under API安全) or set cert_pem.');
+		END IF;
+		NEW.serial_no := cert_serial;
+	ELSIF NEW.serial_no !~ '^[0-9A-Fa-f]{1,40}$' THEN
+		PERFORM wxpay.refuse_row('23514', 'merchant_v3', 'serial_no', 'merchant_v3_serial_no_format',
+			format('serial_no of merchant %s must be the certificate serial in hex', who));
+	ELSE
+		NEW.serial_no := upper(NEW.serial_no);
+		IF cert_serial IS NOT NULL AND NEW.serial_no <> cert_serial THEN
+			PERFORM wxpay.refuse_row('23514', 'merchant_v3', 'serial_no', 'merchant_v3_serial_no_of_certificate',
+				format('serial_no %s of merchant %s is not the serial %s of its cert_pem', NEW.serial_no, who, cert_serial));
+		END IF;
+	END IF;
+	NEW.updated_at := now();
+	RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wxpay.merchant_v3_check() FROM PUBLIC;
+CREATE TRIGGER merchant_v3_valid
+	BEFORE INSERT OR UPDATE ON wxpay.merchant_v3
+	FOR EACH ROW EXECUTE FUNCTION wxpay.merchant_v3_check();
+
+CREATE TABLE wxpay.wechatpay_keys (
+	mch_id		text NOT NULL REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
+	serial		text NOT NULL,
+	kind		text NOT NULL,
+	pem			text NOT NULL,
+	effective_at timestamptz,
+	expires_at	timestamptz,
+	source		text NOT NULL DEFAULT 'manual',
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mch_id, serial)
+);
+CREATE UNIQUE INDEX wechatpay_keys_one_public_key ON wxpay.wechatpay_keys (mch_id)
+	WHERE kind OPERATOR(pg_catalog.=) 'public_key';
+REVOKE ALL ON wxpay.wechatpay_keys FROM PUBLIC;
+COMMENT ON TABLE wxpay.wechatpay_keys IS
+'keys that verify WeChat Pay''s v3 answers and notifications, chosen by Wechatpay-Serial; no PUBLIC access';
+COMMENT ON COLUMN wxpay.wechatpay_keys.serial IS
+'a platform certificate''s serial (upper-case hex; NULL on insert takes it from the certificate) or the public key''s PUB_KEY_ID_...';
+COMMENT ON COLUMN wxpay.wechatpay_keys.kind IS 'certificate or public_key (set from pem)';
+COMMENT ON COLUMN wxpay.wechatpay_keys.pem IS 'the platform certificate, or pub_key.pem';
+COMMENT ON COLUMN wxpay.wechatpay_keys.expires_at IS 'a certificate is not used after this (NULL: no limit)';
+COMMENT ON COLUMN wxpay.wechatpay_keys.source IS 'manual (inserted by the DBA) or download (GET /v3/certificates)';
+SELECT pg_catalog.pg_extension_config_dump('wxpay.wechatpay_keys', '');
+
+CREATE FUNCTION wxpay.wechatpay_keys_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	what text := CASE WHEN NEW.pem IS NOT NULL THEN wxpay.pem_kind(NEW.pem) END;
+	who text := quote_literal(COALESCE(NEW.mch_id, ''));
+BEGIN
+	IF NEW.source IS NULL OR NEW.source NOT IN ('manual', 'download') THEN
+		PERFORM wxpay.refuse_row('23514', 'wechatpay_keys', 'source', 'wechatpay_keys_source_valid',
+			format('source of a WeChat Pay key of merchant %s must be manual or download', who));
+	END IF;
+	IF what IS NULL OR what NOT IN ('certificate', 'public key') THEN
+		PERFORM wxpay.refuse_row('23514', 'wechatpay_keys', 'pem', 'wechatpay_keys_pem_kind',
+			format('a WeChat Pay key of merchant %s must be a platform certificate or a public key PEM (RSA, at least 2048 bits)', who),
+			'pub_key.pem from the merchant platform, or a certificate from GET /v3/certificates.');
+	END IF;
+	IF what = 'public key' THEN
+		IF NEW.serial IS NULL OR NEW.serial !~ '^PUB_KEY_ID_[0-9]{1,40}$' THEN
+			PERFORM wxpay.refuse_row('23514', 'wechatpay_keys', 'serial', 'wechatpay_keys_public_key_id',
+				format('a WeChat Pay public key of merchant %s needs its id PUB_KEY_ID_... as serial', who),
+				'The merchant platform shows the id next to the key (API安全, 微信支付公钥).');
+		END IF;
+		NEW.kind := 'public_key';
+	ELSE
+		IF NEW.serial IS NULL THEN
+			NEW.serial := wxpay.pem_certificate_serial(NEW.pem);
+		ELSIF upper(NEW.serial) <> wxpay.pem_certificate_serial(NEW.pem) THEN
+			PERFORM wxpay.refuse_row('23514', 'wechatpay_keys', 'serial', 'wechatpay_keys_serial_of_certificate',
+				format('serial %s is not the serial %s of the certificate for merchant %s',
+					   quote_literal(NEW.serial), wxpay.pem_certificate_serial(NEW.pem), who));
+		END IF;
+		NEW.serial := upper(NEW.serial);
+		NEW.kind := 'certificate';
+	END IF;
+	RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wxpay.wechatpay_keys_check() FROM PUBLIC;
+CREATE TRIGGER wechatpay_keys_valid
+	BEFORE INSERT OR UPDATE ON wxpay.wechatpay_keys
+	FOR EACH ROW EXECUTE FUNCTION wxpay.wechatpay_keys_check();
+
+CREATE OR REPLACE VIEW wxpay.merchant_info AS
+	SELECT mch_id, appid, sign_type, notify_url, api_base,
+		   ca_pem IS NOT NULL AS has_ca, cert_pem IS NOT NULL AS has_client_cert,
+		   allowed_roles, created_at, updated_at,
+		   ARRAY(SELECT o::regrole FROM pg_catalog.unnest(allowed_role_oids) o) AS allowed_role_ids,
+		   protocol
+	  FROM wxpay.merchants
+	 WHERE mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]);

@@ -45,7 +45,7 @@ tar --exclude=.git --exclude=./dist -cf - . | tar -xf - -C "$work/tree"
 chown -R postgres: "$work"
 
 wx_stage "simulator tests" "about 5 s"
-(cd sim && /usr/bin/python3 -m unittest -q test_wxsim) >"$work/sim.log" 2>&1 || { cat "$work/sim.log"; exit 1; }
+(cd sim && /usr/bin/python3 -m unittest -q test_wxsim test_wxsim_v3) >"$work/sim.log" 2>&1 || { cat "$work/sim.log"; exit 1; }
 tail -n 3 "$work/sim.log"
 
 if [ "${WXPAY_SKIP_DEB:-}" != 1 ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""wxsim: a WeChat Pay merchant API v2 simulator on loopback HTTPS.
+"""wxsim: a WeChat Pay merchant API simulator on loopback HTTPS (v2 here, v3 in wxsim_v3.py).
 
 It plays https://api.mch.weixin.qq.com for pg_wxpay's tests, demo and
 benchmarks: signed XML requests and answers (MD5 / HMAC-SHA256), orders and
@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import wxsim_v3
 
 MAX_BODY = 1024 * 1024
 MAX_HEAD = 64 * 1024
@@ -243,8 +245,8 @@ class Pki:
                            ("ca.pem", cert_pem(ca))):
             write_atomically(self.path(name), text)
 
-    def client_cert(self, mch_id):
-        key = new_key()
+    def client_cert(self, mch_id, key=None):
+        key = key or new_key()
         cert = make_cert(mch_id, key, self.ca, self.ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
         return cert_pem(cert), key_pem(key)
 
@@ -296,6 +298,10 @@ class Merchant:
     api_key: str
     sign_type: str = "MD5"       # used to sign notifications
     notify_url: str = None       # refund notifications when the request names none
+    protocol: str = "v2"         # v3: JSON, RSA, see wxsim_v3.py
+    apiv3_key: str = None
+    client_key: object = None    # v3: the merchant's RSA key (its apiclient_key.pem)
+    serial_no: str = None        # v3: the serial of its apiclient_cert.pem
 
 
 @dataclasses.dataclass
@@ -419,6 +425,7 @@ class Sim:
         self.pki = pki
         self.notifier = notifier
         self.merchants = {}
+        self.v3 = wxsim_v3.V3(self)
         self.reset()
 
     def reset(self):
@@ -427,9 +434,19 @@ class Sim:
         self.refunds = {}         # (mch_id, out_refund_no) -> Refund
         self.by_refund_id = {}    # (mch_id, refund_id) -> Refund
 
-    def add_merchant(self, merchant):
+    def add_merchant(self, merchant, key_mode="certificate"):
+        """The merchant's apiclient certificate and key (RSA for v3, as
+        WeChat Pay issues them; v3 also gets its WeChat Pay keys)."""
+        if merchant.protocol != "v3":
+            self.merchants[merchant.mch_id] = merchant
+            return self.pki.client_cert(merchant.mch_id)
+        keys = wxsim_v3.PlatformKeys(key_mode)
+        merchant.client_key = wxsim_v3.new_rsa_key()
+        cert, key = self.pki.client_cert(merchant.mch_id, merchant.client_key)
+        merchant.serial_no = wxsim_v3.serial_hex(x509.load_pem_x509_certificate(cert.encode()))
         self.merchants[merchant.mch_id] = merchant
-        return self.pki.client_cert(merchant.mch_id)
+        self.v3.keys[merchant.mch_id] = keys
+        return cert, key
 
     # ---------------------------------------------------- request pipeline
 
@@ -718,7 +735,11 @@ class Sim:
         refund.recv_account = REFUND_RECV_ACCOUNT
         if state == "SUCCESS" and refund.success_time is None:
             refund.success_time = dashed_time(time.time())
-        if notify:
+        if notify and self.merchants[refund.mch_id].protocol == "v3":
+            body = self.v3.refund_notification(refund)
+            self.notifier.send("refund", refund.mch_id, refund.out_refund_no, refund.notify_url, body,
+                               self.v3.notification_headers(refund.mch_id, body), self.v3.reply_is_success)
+        elif notify:
             self.notifier.send("refund", refund.mch_id, refund.out_refund_no, refund.notify_url,
                                self.refund_notification(refund))
 
@@ -836,20 +857,22 @@ class Notifier:
         self.tasks = set()
         self.count = 0            # attempts since the last stats reset
 
-    def send(self, kind, mch_id, ref, url, body):
-        """kind "pay" (ref = out_trade_no) or "refund" (ref = out_refund_no)."""
+    def send(self, kind, mch_id, ref, url, body, headers=None, success=None):
+        """kind "pay" (ref = out_trade_no) or "refund" (ref = out_refund_no).
+        v3: headers(attempt) gives each attempt's headers, success(status,
+        reply) judges the reply (v2: HTTP 200 and return_code SUCCESS)."""
         if not url:
             self.log("no notify_url for %s %s, not delivering" % (kind, ref))
             return
-        task = asyncio.get_running_loop().create_task(self.deliver(kind, mch_id, ref, url, body))
+        task = asyncio.get_running_loop().create_task(self.deliver(kind, mch_id, ref, url, body, headers, success))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def deliver(self, kind, mch_id, ref, url, body):
+    async def deliver(self, kind, mch_id, ref, url, body, headers=None, success=None):
         for attempt, wait in enumerate(NOTIFY_SCHEDULE, 1):
             await asyncio.sleep(wait * self.scale)
-            status, reply = await self.post(url, body.encode())
-            ok = status == 200 and reply_is_success(reply)
+            status, reply = await self.post(url, body.encode(), headers(attempt) if headers else None)
+            ok = success(status, reply) if success else status == 200 and reply_is_success(reply)
             self.count += 1
             self.attempts.append({"kind": kind, "mch_id": mch_id, "ref": ref, "url": url, "attempt": attempt,
                                   "at": time.time(), "http_status": status,
@@ -858,15 +881,15 @@ class Notifier:
             if ok:
                 return
 
-    async def post(self, url, body):
+    async def post(self, url, body, headers=None):
         """(HTTP status, reply body); status 0 with the error as the body
         when no HTTP answer came back within the timeout."""
         try:
-            return await asyncio.wait_for(self.exchange(url, body), NOTIFY_TIMEOUT)
+            return await asyncio.wait_for(self.exchange(url, body, headers), NOTIFY_TIMEOUT)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
             return 0, ("%s: %s" % (type(e).__name__, e)).encode()
 
-    async def exchange(self, url, body):
+    async def exchange(self, url, body, headers=None):
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError("unsupported notify_url %r" % url)
@@ -877,8 +900,9 @@ class Notifier:
             target = u.path or "/"
             if u.query:
                 target += "?" + u.query
-            writer.write(("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
-                          "Connection: close\r\n\r\n" % (target, u.netloc, len(body))).encode() + body)
+            extra = "".join("%s: %s\r\n" % h for h in headers or [("Content-Type", "text/xml")])
+            writer.write(("POST %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n"
+                          "Connection: close\r\n\r\n" % (target, u.netloc, extra, len(body))).encode() + body)
             status = parse_status_line(await reader.readline())
             length = None
             while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
@@ -953,12 +977,14 @@ class Request:
 
 
 class Response:
-    __slots__ = ("status", "body", "content_type", "close", "abort", "declared_length")
-    REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-               413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-               501: "Not Implemented"}
+    __slots__ = ("status", "body", "content_type", "close", "abort", "declared_length", "headers")
+    REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+               403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+               413: "Payload Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+               500: "Internal Server Error", 501: "Not Implemented"}
 
-    def __init__(self, status, body=b"", content_type="text/xml; charset=utf-8", close=False):
+    def __init__(self, status, body=b"", content_type="text/xml; charset=utf-8", close=False, headers=()):
+        self.headers = list(headers)     # further (name, value) pairs: v3's Wechatpay-*
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
         self.content_type = content_type
@@ -967,9 +993,9 @@ class Response:
         self.declared_length = len(self.body)
 
     def to_bytes(self, keep_alive):
-        head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n"
+        head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n%s\r\n"
                 % (self.status, self.REASONS.get(self.status, "OK"), self.content_type, self.declared_length,
-                   "keep-alive" if keep_alive else "close"))
+                   "keep-alive" if keep_alive else "close", "".join("%s: %s\r\n" % h for h in self.headers)))
         return head.encode() + self.body
 
 
@@ -1157,6 +1183,8 @@ class Server:
             ("GET", "/_sim/orders"): self.c_orders,
             ("GET", "/_sim/deliveries"): self.c_deliveries,
             ("POST", "/_sim/reset"): self.c_reset,
+            ("POST", "/_sim/v3/keys"): self.c_v3_keys,
+            ("POST", "/_sim/v3/faults"): self.c_v3_faults,
         }
 
     def reset_stats(self):
@@ -1169,6 +1197,12 @@ class Server:
             return self.control(request)
         self.stats["requests_total"] += 1
         self.stats["requests"][request.path] = self.stats["requests"].get(request.path, 0) + 1
+        if request.path.startswith("/v3/"):
+            status, headers, body = self.sim.v3.answer(request)
+            if not self.args.quiet:
+                self.log("%s %s -> %d" % (request.method, request.path, status))
+            response = Response(status, body, "application/json; charset=utf-8", headers=headers)
+            return self.later(self.args.latency_ms / 1000, response) if self.args.latency_ms > 0 else response
         if request.path not in API_PATHS:
             return Response(404, "not found", "text/plain")
         if request.method != "POST":
@@ -1229,9 +1263,59 @@ class Server:
         sign_type = p.get("sign_type") or "MD5"
         if sign_type not in SIGN_TYPES:
             raise ControlError(400, "sign_type must be MD5 or HMAC-SHA256")
-        cert, key = self.sim.add_merchant(Merchant(str(p["mch_id"]), str(p["appid"]), str(p["api_key"]),
-                                                   sign_type, p.get("notify_url")))
-        return {"cert_pem": cert, "key_pem": key}
+        protocol = p.get("protocol") or "v2"
+        if protocol not in ("v2", "v3") or (protocol == "v3" and len(str(p.get("apiv3_key") or "")) != 32):
+            raise ControlError(400, "protocol must be v2, or v3 with a 32-character apiv3_key")
+        if p.get("key_mode", "certificate") not in wxsim_v3.KEY_MODES:
+            raise ControlError(400, "key_mode must be one of %s" % ", ".join(wxsim_v3.KEY_MODES))
+        merchant = Merchant(str(p["mch_id"]), str(p["appid"]), str(p["api_key"]), sign_type, p.get("notify_url"),
+                            protocol, p.get("apiv3_key"))
+        cert, key = self.sim.add_merchant(merchant, p.get("key_mode", "certificate"))
+        if protocol == "v2":
+            return {"cert_pem": cert, "key_pem": key}
+        return {"cert_pem": cert, "key_pem": key, "serial_no": merchant.serial_no,
+                "wechatpay_keys": self.sim.v3.keys[merchant.mch_id].listing()}
+
+    def v3_merchant(self, mch_id):
+        merchant = self.sim.merchants.get(mch_id)
+        if merchant is None or merchant.protocol != "v3":
+            raise ControlError(404, "no v3 merchant %s" % mch_id)
+        return merchant
+
+    def c_v3_keys(self, p, _):
+        """rotate (a new platform certificate signs), add_public_key, or
+        sign_with certificate|public_key (a migration's switch)."""
+        need(p, "mch_id", "action")
+        keys = self.sim.v3.keys[self.v3_merchant(p["mch_id"]).mch_id]
+        if p["action"] == "rotate":
+            keys.rotate()
+        elif p["action"] == "add_public_key":
+            keys.add_public_key()
+        elif p["action"] == "sign_with" and p.get("sign_with") in ("certificate", "public_key"):
+            if (keys.public_key if p["sign_with"] == "public_key" else keys.certificates) in (None, []):
+                raise ControlError(409, "merchant %s has no %s" % (p["mch_id"], p["sign_with"]))
+            keys.sign_with = p["sign_with"]
+        elif p["action"] == "drop_certificates":
+            if keys.public_key is None:
+                raise ControlError(409, "merchant %s would have no key left" % p["mch_id"])
+            keys.certificates.clear()
+            keys.sign_with = "public_key"
+        else:
+            raise ControlError(400, "action must be rotate, add_public_key, drop_certificates or sign_with "
+                                    "(with sign_with certificate or public_key)")
+        return {"signing": keys.signer()[0], "wechatpay_keys": keys.listing()}
+
+    def c_v3_faults(self, p, _):
+        """The next count v3 answers carry a probe signature, a wrong one, or
+        a timestamp skew_s seconds off."""
+        if p.get("mode", "none") == "none":
+            self.sim.v3.faults.clear()
+        elif p["mode"] in ("probe", "badsign", "skew"):
+            self.sim.v3.faults.append({"mode": p["mode"], "count": int(p.get("count", 1)),
+                                       "skew_s": int(p.get("skew_s", 0))})
+        else:
+            raise ControlError(400, "mode must be none, probe, badsign or skew")
+        return {"queue": self.sim.v3.faults}
 
     def c_pay(self, p, _):
         need(p, "mch_id", "out_trade_no")
@@ -1250,13 +1334,34 @@ class Server:
             order.reported_fee = int(p["total_fee"])
         if order.state not in PAID:
             order.state = "SUCCESS"
+        if self.sim.merchants[order.mch_id].protocol == "v3":
+            return self.v3_pay(order, p)
         body = self.sim.payment_notification(order)
         if p.get("notify", True):
             self.notifier.send("pay", order.mch_id, order.out_trade_no, order.params.get("notify_url"), body)
         return {"transaction_id": order.transaction_id, "notification": body}
 
+    def v3_pay(self, order, p):
+        """A v3 payment notification; probes: so many attempts with a probe
+        signature first, skew_s: then one with a skewed timestamp."""
+        body = self.sim.v3.payment_notification(order)
+        probes, skew_s = int(p.get("probes", 0)), int(p.get("skew_s", 0))
+        headers = self.sim.v3.notification_headers(order.mch_id, body, probes, skew_s)
+        if p.get("notify", True):
+            self.notifier.send("pay", order.mch_id, order.out_trade_no, order.params["notify_url"], body,
+                               headers, self.sim.v3.reply_is_success)
+        genuine = probes + (1 if skew_s else 0) + 1
+        return {"transaction_id": order.transaction_id, "notification": body,
+                "headers": dict(headers(genuine))}
+
     def c_notification(self, p, _):
         need(p, "mch_id", "out_trade_no")
+        if self.sim.merchants.get(p["mch_id"]) and self.sim.merchants[p["mch_id"]].protocol == "v3":
+            order = self.order(p["mch_id"], p["out_trade_no"])
+            body = self.sim.v3.payment_notification(order, p.get("fields"))
+            fault = {"mode": p["fault"], "skew_s": int(p.get("skew_s", 0))} if p.get("fault") else None
+            merchant = self.sim.merchants[order.mch_id]
+            return {"body": body, "headers": dict(self.sim.v3.signed_headers(merchant, body.encode(), fault))}
         if p.get("sign_type") not in (None,) + SIGN_TYPES:
             raise ControlError(400, "sign_type must be MD5 or HMAC-SHA256")
         order = self.order(p["mch_id"], p["out_trade_no"])
@@ -1315,6 +1420,7 @@ class Server:
     def c_reset(self, _p, _q):
         self.sim.reset()
         self.faults.queue.clear()
+        self.sim.v3.faults.clear()
         self.notifier.cancel_all()
         self.notifier.attempts.clear()
         self.reset_stats()

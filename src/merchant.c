@@ -15,8 +15,9 @@
 PG_FUNCTION_INFO_V1(wxpay_acting_role);
 
 /*
- * Whether the installed schema resolves allowed_roles to OIDs (1.1 on); a
- * 1.0 schema, before ALTER EXTENSION UPDATE, still matches by name.
+ * Whether the installed schema is 1.1: it resolves allowed_roles to OIDs
+ * and has API v3 merchants (wxpay.merchant_v3); a 1.0 schema, before ALTER
+ * EXTENSION UPDATE, still matches by name and has only v2 merchants.
  */
 static bool
 roles_by_oid(void)
@@ -28,8 +29,8 @@ roles_by_oid(void)
 }
 
 #define MERCHANT_COLUMNS \
-	"SELECT mch_id, appid, api_key, sign_type, notify_url, api_base, ca_pem, cert_pem, key_pem, "
-#define MERCHANT_WHERE " FROM wxpay.merchants WHERE mch_id OPERATOR(pg_catalog.=) $1"
+	"SELECT m.mch_id, m.appid, m.api_key, m.sign_type, m.notify_url, m.api_base, m.ca_pem, m.cert_pem, m.key_pem, "
+#define MERCHANT_WHERE " FROM wxpay.merchants m WHERE m.mch_id OPERATOR(pg_catalog.=) $1"
 
 /*
  * Load a merchant into cxt, or NULL if there is none.  The caller must be
@@ -42,6 +43,7 @@ wxpay_merchant_find(const char *mch_id, MemoryContext cxt)
 	static SPIPlanPtr by_name_plan = NULL;
 	Datum		args[2] = {CStringGetTextDatum(mch_id), ObjectIdGetDatum(GetOuterUserId())};
 	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	bool		schema_1_1 = roles_by_oid();
 	WxMerchant *m;
 	char	   *sign_type;
 	MemoryContext old;
@@ -51,9 +53,13 @@ wxpay_merchant_find(const char *mch_id, MemoryContext cxt)
 	 * caller is the outer user (the session's role, or its SET ROLE).  Saved:
 	 * every notification looks its merchant up.
 	 */
-	if (roles_by_oid())
+	if (schema_1_1)
 		wxpay_spi_exec_plan(&by_oid_plan,
-							MERCHANT_COLUMNS "wxpay.merchant_allows(allowed_role_oids, $2)" MERCHANT_WHERE,
+							MERCHANT_COLUMNS "wxpay.merchant_allows(m.allowed_role_oids, $2),"
+							" m.protocol, v.apiv3_key, v.serial_no"
+							" FROM wxpay.merchants m LEFT JOIN wxpay.merchant_v3 v"
+							"  ON v.mch_id OPERATOR(pg_catalog.=) m.mch_id"
+							" WHERE m.mch_id OPERATOR(pg_catalog.=) $1",
 							2, argtypes, args, NULL, true, SPI_OK_SELECT);
 	else
 		wxpay_spi_exec_plan(&by_name_plan,
@@ -78,6 +84,12 @@ wxpay_merchant_find(const char *mch_id, MemoryContext cxt)
 	m->cert_pem = wxpay_spi_value(0, 8);
 	m->key_pem = wxpay_spi_value(0, 9);
 	m->caller_allowed = strcmp(wxpay_spi_value(0, 10), "t") == 0;
+	if (schema_1_1)
+	{
+		m->v3 = strcmp(wxpay_spi_value(0, 11), "v3") == 0;
+		m->apiv3_key = wxpay_spi_value(0, 12);
+		m->serial_no = wxpay_spi_value(0, 13);
+	}
 	MemoryContextSwitchTo(old);
 	return m;
 }

@@ -107,9 +107,17 @@ typedef struct WxMerchant
 	char	   *cert_pem;
 	char	   *key_pem;
 	bool		caller_allowed; /* the calling role may act for it */
+	bool		v3;				/* protocol v3 (1.1 schema) */
+	char	   *apiv3_key;		/* wxpay.merchant_v3, or NULL */
+	char	   *serial_no;
 } WxMerchant;
 
 extern WxMerchant *wxpay_merchant_get(const char *mch_id, MemoryContext cxt);
 extern WxMerchant *wxpay_merchant_find(const char *mch_id, MemoryContext cxt);
+
+/* v3_config.c */
+struct WxKey;
+extern const struct WxKey *wxpay_v3_verification_key(const WxMerchant *m,
+													  const char *serial);
 
 #endif							/* WXPAY_H */

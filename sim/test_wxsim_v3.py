@@ -1,0 +1,322 @@
+#!/usr/bin/python3
+"""Tests of the simulator's API v3 (wxsim_v3.py): its primitives against the
+vectors of wxpay-v3-api.md §8, and end to end on an ephemeral port: our
+Authorization checked, answers and notifications signed and encrypted,
+probes, skew, certificate rotation and the migration to the public key.
+
+    cd sim && /usr/bin/python3 -m unittest -v test_wxsim_v3
+"""
+import base64
+import http.client
+import http.server
+import json
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import wxsim_v3 as v3  # noqa: E402
+import test_wxsim  # noqa: E402
+from test_wxsim import start_sim, wait_for  # noqa: E402
+
+VECTORS = os.path.join(HERE, "..", "test", "vectors", "v3")
+APIV3_KEY = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb"
+
+
+def vector(name):
+    with open(os.path.join(VECTORS, name), "rb") as f:
+        return f.read()
+
+
+class Primitives(unittest.TestCase):
+    """The simulator signs and encrypts exactly as the official vectors say."""
+
+    def test_official_paysign_and_request(self):
+        key = serialization.load_pem_private_key(vector("doc_merchant_key.pem"), None)
+        message = v3.lines("wx2421b1c4370ec43b", "1554208460", "593BEC0C930BF1AFEB40B4A08C8FB242",
+                           "prepay_id=wx201410272009395522657a690389285100")
+        self.assertTrue(v3.rsa_sign(key, message).startswith("mI35pfNEQV6777ke/1T+LJLQDNTm7yeo"))
+        close = v3.lines("POST", "/v3/pay/transactions/out-trade-no/1217752501201407033233368018/close",
+                         "1554208460", "593BEC0C930BF1AFEB40B4A08C8FB242", '{"mchid":"1230000109"}')
+        self.assertTrue(v3.rsa_sign(key, close).endswith("cKN3ug=="))
+
+    def test_official_verification(self):
+        pub = serialization.load_pem_public_key(vector("doc_wechatpay_pub.pem"))
+        message = v3.lines("1722850421", "d824f2e086d3c1df967785d13fcd22ef",
+                           '{"code_url":"weixin://wxpay/bizpayurl?pr=JyC91EIz1"}')
+        sig = ("mfI1CPqvBrgcXfgXMFjdNIhBf27ACE2YyeWsWV9ZI7T7RU0vHvbQpu9Z32ogzc+k8ZC5n3kz7h70eWKjgqNdKQF0eRp8mVKlmf"
+               "zMLBVHbssB9jEZEDXThOX1XFqX7s7ymia1hoHQxQagPGzkdWxtlZPZ4ZPvr1RiqkgAu6Is8MZgXXrRoBKqjmSdrP1N7uxzJ/cjf"
+               "Siis9FiLjuADoqmQ1P7p2N876YPAol7Rn0+GswwAwxldbdLrmVSjfytfSBJFqTMHn4itojgxSWWN1byuckQt8hSTEv/Lg97Qo"
+               "eGniYP17T80pJeQyL3b+295FPHSO2AtvCgyIbKMZ0BALilAA==")
+        self.assertTrue(v3.rsa_verify(pub, message, sig))
+        self.assertFalse(v3.rsa_verify(pub, message, v3.PROBE_PREFIX + sig[19:]))
+
+    def test_serial_keeps_a_leading_zero(self):
+        cert = x509.load_pem_x509_certificate(vector("serial_leading_zero_cert.pem"))
+        self.assertEqual(v3.serial_hex(cert), "0A1B2C3D4E5F60718293A4B5C6D7E8F901234567")
+
+    def test_gcm_round_trip_and_a1(self):
+        resource = v3.gcm_encrypt(APIV3_KEY, "message", "associatedData")
+        self.assertEqual(len(resource["nonce"]), 12)
+        plain = AESGCM(APIV3_KEY.encode()).decrypt(resource["nonce"].encode(),
+                                                   base64.b64decode(resource["ciphertext"]), b"associatedData")
+        self.assertEqual(plain, b"message")
+        a1 = AESGCM(APIV3_KEY.encode()).decrypt(b"uluk4a9R25RW", base64.b64decode("ulwSiIajGClcvcOYvOQ7+l+0PAbzzwI="),
+                                                b"associatedData")
+        self.assertEqual(a1, b"message")
+
+    def test_authorization_parsing(self):
+        good = ('WECHATPAY2-SHA256-RSA2048 mchid="1900007291",nonce_str="593B",signature="c2ln",'
+                'timestamp="1554208460",serial_no="408B"')
+        self.assertEqual(v3.parse_authorization(good)["serial_no"], "408B")
+        self.assertIsNone(v3.parse_authorization(good.replace("RSA2048", "RSA")))
+        self.assertIsNone(v3.parse_authorization(good.replace(',serial_no="408B"', "")))
+        self.assertIsNone(v3.parse_authorization(None))
+
+
+class V3Receiver(http.server.BaseHTTPRequestHandler):
+    """A v3 notify endpoint that verifies like a merchant should: 401 for
+    anything that does not verify (probes included), 204 otherwise."""
+    protocol_version = "HTTP/1.1"
+    keys = {}          # serial -> public key
+    received = {}      # path -> [(headers, body)]
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.setdefault(self.path, []).append((dict(self.headers), body))
+        key = self.keys.get(self.headers.get("Wechatpay-Serial"))
+        ts = self.headers.get("Wechatpay-Timestamp", "0")
+        ok = key is not None and abs(time.time() - int(ts)) <= 300 and v3.rsa_verify(
+            key, v3.lines(ts, self.headers.get("Wechatpay-Nonce", ""), body),
+            self.headers.get("Wechatpay-Signature", ""))
+        reply = b"" if ok else b'{"code":"FAIL","message":"verification failed"}'
+        self.send_response(204 if ok else 401)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+class V3EndToEnd(unittest.TestCase):
+    CERT_MCH, PUBKEY_MCH, APPID = "1900007291", "1900007292", "wxd678efh567hg6787"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="wxsim-v3-test-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir)
+        cls.receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), V3Receiver)
+        threading.Thread(target=cls.receiver.serve_forever, daemon=True).start()
+        cls.notify_base = "http://127.0.0.1:%d" % cls.receiver.server_address[1]
+        cls.proc, cls.port = start_sim(cls.dir, "--notify-scale", "0.001", "--refund-delay-ms", "200")
+        cls.addClassCleanup(cls.proc.kill)     # also when setUpClass fails
+        cls.ctx = ssl.create_default_context(cafile=os.path.join(cls.dir, "ca.pem"))
+        cls.conn = http.client.HTTPSConnection("127.0.0.1", cls.port, context=cls.ctx)
+        cls.creds = {}
+        for mch, mode in ((cls.CERT_MCH, "certificate"), (cls.PUBKEY_MCH, "public_key")):
+            cls.creds[mch] = cls.control("POST", "/_sim/merchants", {
+                "mch_id": mch, "appid": cls.APPID, "api_key": "x" * 32, "protocol": "v3",
+                "apiv3_key": APIV3_KEY, "key_mode": mode, "notify_url": cls.notify_base + "/refund"})
+            cls.learn_keys(cls.creds[mch]["wechatpay_keys"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.conn.close()
+        cls.proc.terminate()
+        cls.proc.wait(10)
+        cls.proc.stdout.close()
+        cls.receiver.shutdown()
+        cls.receiver.server_close()
+
+    # The v2 tests' helpers, unbound: they use this class's connection.
+    http = test_wxsim.EndToEnd.__dict__["http"]
+    control = test_wxsim.EndToEnd.__dict__["control"]
+
+    @classmethod
+    def learn_keys(cls, listing):
+        for k in listing:
+            pem = k["pem"].encode()
+            V3Receiver.keys[k["serial"]] = (x509.load_pem_x509_certificate(pem).public_key()
+                                            if k["kind"] == "certificate" else serialization.load_pem_public_key(pem))
+
+    def call(self, mch, method, url, obj=None, *, ts=None, serial=None, headers=None, verify=True):
+        """A signed v3 request: (status, headers, body, parsed JSON or None)."""
+        body = json.dumps(obj, separators=(",", ":")) if obj is not None else ""
+        key = serialization.load_pem_private_key(self.creds[mch]["key_pem"].encode(), None)
+        ts = str(int(time.time())) if ts is None else str(ts)
+        nonce = "593BEC0C930BF1AFEB40B4A08C8FB242"
+        sig = v3.rsa_sign(key, v3.lines(method, url, ts, nonce, body))
+        auth = ('WECHATPAY2-SHA256-RSA2048 mchid="%s",nonce_str="%s",timestamp="%s",serial_no="%s",signature="%s"'
+                % (mch, nonce, ts, serial or self.creds[mch]["serial_no"], sig))
+        h = {"Authorization": auth, "Accept": "application/json", "User-Agent": "test_wxsim_v3",
+             "Content-Type": "application/json", **(headers or {})}
+        status, rh, raw = self.http(method, url, body.encode() if body else None, headers={k: v for k, v in h.items() if v})
+        if verify and status in (200, 204):
+            self.assertTrue(self.verified(rh, raw), "answer does not verify: %r" % rh)
+        return status, rh, raw, (json.loads(raw) if raw else None)
+
+    @staticmethod
+    def verified(headers, raw):
+        key = V3Receiver.keys.get(headers.get("Wechatpay-Serial"))
+        return key is not None and v3.rsa_verify(key, v3.lines(headers["Wechatpay-Timestamp"],
+                                                               headers["Wechatpay-Nonce"], raw),
+                                                  headers["Wechatpay-Signature"])
+
+    def prepay(self, mch, kind, no, **extra):
+        body = {"appid": self.APPID, "mchid": mch, "description": "Image形象店-深圳腾大-QQ公仔", "out_trade_no": no,
+                "notify_url": self.notify_base + "/pay/" + no, "amount": {"total": 100, "currency": "CNY"}, **extra}
+        return self.call(mch, "POST", "/v3/pay/transactions/" + kind, body)
+
+    def test_prepay_of_every_type(self):
+        s, h, _, j = self.prepay(self.CERT_MCH, "jsapi", "v3-jsapi", payer={"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"})
+        self.assertEqual((s, h["Wechatpay-Serial"]), (200, self.creds[self.CERT_MCH]["serial_no"] and
+                                                      self.creds[self.CERT_MCH]["wechatpay_keys"][0]["serial"]))
+        self.assertTrue(j["prepay_id"].startswith("wx"))
+        self.assertEqual(self.prepay(self.CERT_MCH, "app", "v3-app")[3].keys(), {"prepay_id"})
+        self.assertTrue(self.prepay(self.CERT_MCH, "native", "v3-native")[3]["code_url"].startswith("weixin://"))
+        h5 = self.prepay(self.PUBKEY_MCH, "h5", "v3-h5", scene_info={"payer_client_ip": "203.0.113.7",
+                                                                     "h5_info": {"type": "Wap"}})
+        self.assertTrue(h5[1]["Wechatpay-Serial"].startswith("PUB_KEY_ID_"))
+        self.assertIn("h5_url", h5[3])
+        status, _, _, err = self.prepay(self.CERT_MCH, "jsapi", "v3-jsapi-no-openid")
+        self.assertEqual((status, err["code"]), (400, "PARAM_ERROR"))
+        status, _, _, err = self.prepay(self.CERT_MCH, "app", "v3-app", description="other")
+        self.assertEqual((status, err["code"]), (400, "INVALID_REQUEST"))
+
+    def test_authorization_is_checked(self):
+        url = "/v3/pay/transactions/out-trade-no/none?mchid=" + self.CERT_MCH
+        self.assertEqual(self.call(self.CERT_MCH, "GET", url, serial="ABCDEF")[3]["code"], "SIGN_ERROR")
+        self.assertEqual(self.call(self.CERT_MCH, "GET", url, ts=int(time.time()) - 400)[0], 401)
+        status, _, _, err = self.call(self.CERT_MCH, "GET", url, headers={"User-Agent": None})
+        self.assertEqual((status, err["code"]), (400, "INVALID_REQUEST"))
+        # Signed for another URL: WeChat Pay shows what it reconstructed.
+        key = serialization.load_pem_private_key(self.creds[self.CERT_MCH]["key_pem"].encode(), None)
+        sig = v3.rsa_sign(key, v3.lines("GET", "/v3/other", "1", "n", ""))
+        auth = ('WECHATPAY2-SHA256-RSA2048 mchid="%s",nonce_str="n",timestamp="%d",serial_no="%s",signature="%s"'
+                % (self.CERT_MCH, int(time.time()), self.creds[self.CERT_MCH]["serial_no"], sig))
+        status, headers, raw = self.http("GET", url, headers={"Authorization": auth, "Accept": "*/*",
+                                                              "User-Agent": "t"})
+        err = json.loads(raw)
+        self.assertEqual((status, err["code"], err["detail"]["sign_information"]["url"]), (401, "SIGN_ERROR", url))
+        self.assertNotIn("Wechatpay-Signature", headers, "error answers are unsigned")
+
+    def test_query_close_and_notification(self):
+        no = "v3-paid"
+        self.prepay(self.CERT_MCH, "native", no)
+        q = self.call(self.CERT_MCH, "GET", "/v3/pay/transactions/out-trade-no/%s?mchid=%s" % (no, self.CERT_MCH))
+        self.assertEqual((q[0], q[3]["trade_state"], q[3]["amount"]["total"]), (200, "NOTPAY", 100))
+        self.assertEqual(self.call(self.CERT_MCH, "GET", "/v3/pay/transactions/out-trade-no/x?mchid=%s"
+                                   % self.CERT_MCH)[3]["code"], "ORDER_NOT_EXIST")
+        # One probe, then a skewed timestamp, then the genuine notification.
+        paid = self.control("POST", "/_sim/pay", {"mch_id": self.CERT_MCH, "out_trade_no": no, "probes": 1,
+                                                  "skew_s": -600})
+        attempts = wait_for(lambda: [a for a in self.control("GET", "/_sim/deliveries?out_trade_no=" + no)
+                                     if a["success"]])
+        self.assertTrue(attempts)
+        attempts = self.control("GET", "/_sim/deliveries?out_trade_no=" + no)
+        self.assertEqual([(a["attempt"], a["http_status"]) for a in attempts], [(1, 401), (2, 401), (3, 204)])
+        received = V3Receiver.received["/pay/" + no]
+        self.assertTrue(received[0][0]["Wechatpay-Signature"].startswith(v3.PROBE_PREFIX))
+        self.assertLess(int(received[1][0]["Wechatpay-Timestamp"]), time.time() - 500)
+        self.assertEqual(received[2][0]["Wechatpay-Signature"], paid["headers"]["Wechatpay-Signature"])
+        envelope = json.loads(received[2][1])
+        self.assertEqual((envelope["event_type"], envelope["resource"]["associated_data"]),
+                         ("TRANSACTION.SUCCESS", "transaction"))
+        r = envelope["resource"]
+        plain = json.loads(AESGCM(APIV3_KEY.encode()).decrypt(r["nonce"].encode(), base64.b64decode(r["ciphertext"]),
+                                                             b"transaction"))
+        self.assertEqual((plain["out_trade_no"], plain["amount"]["total"], plain["transaction_id"]),
+                         (no, 100, paid["transaction_id"]))
+        by_id = self.call(self.CERT_MCH, "GET", "/v3/pay/transactions/id/%s?mchid=%s"
+                          % (paid["transaction_id"], self.CERT_MCH))
+        self.assertEqual(by_id[3]["trade_state"], "SUCCESS")
+        self.assertEqual(self.call(self.CERT_MCH, "POST", "/v3/pay/transactions/out-trade-no/%s/close" % no,
+                                   {"mchid": self.CERT_MCH})[3]["code"], "ORDER_PAID")
+        self.prepay(self.CERT_MCH, "app", "v3-close")
+        closed = self.call(self.CERT_MCH, "POST", "/v3/pay/transactions/out-trade-no/v3-close/close",
+                           {"mchid": self.CERT_MCH})
+        self.assertEqual((closed[0], closed[2]), (204, b""))
+
+    def test_refund_and_its_notification(self):
+        no = "v3-refunded"
+        self.prepay(self.PUBKEY_MCH, "app", no)
+        self.control("POST", "/_sim/pay", {"mch_id": self.PUBKEY_MCH, "out_trade_no": no, "notify": False})
+        body = {"out_trade_no": no, "out_refund_no": "v3-r1", "amount": {"refund": 40, "total": 100, "currency": "CNY"}}
+        s, _, _, r = self.call(self.PUBKEY_MCH, "POST", "/v3/refund/domestic/refunds", body)
+        self.assertEqual((s, r["status"], r["amount"]["refund"]), (200, "PROCESSING", 40))
+        delivered = wait_for(lambda: V3Receiver.received.get("/refund"), 10)
+        self.assertTrue(delivered)
+        envelope = json.loads(delivered[-1][1])
+        self.assertEqual(envelope["event_type"], "REFUND.SUCCESS")
+        q = self.call(self.PUBKEY_MCH, "GET", "/v3/refund/domestic/refunds/v3-r1")
+        self.assertEqual(q[3]["status"], "SUCCESS")
+        self.assertEqual(self.call(self.PUBKEY_MCH, "GET", "/v3/refund/domestic/refunds/none")[3]["code"],
+                         "RESOURCE_NOT_EXISTS")
+        body["amount"]["refund"] = 70
+        body["out_refund_no"] = "v3-r2"
+        self.assertEqual(self.call(self.PUBKEY_MCH, "POST", "/v3/refund/domestic/refunds", body)[3]["code"],
+                         "NOT_ENOUGH")
+
+    def test_certificates_rotation_and_migration(self):
+        mch = "1900007293"
+        creds = self.control("POST", "/_sim/merchants", {"mch_id": mch, "appid": self.APPID, "api_key": "x" * 32,
+                                                         "protocol": "v3", "apiv3_key": APIV3_KEY})
+        self.creds[mch] = creds
+        self.learn_keys(creds["wechatpay_keys"])
+        first = creds["wechatpay_keys"][0]["serial"]
+        s, h, _, j = self.call(mch, "GET", "/v3/certificates")
+        self.assertEqual((s, h["Wechatpay-Serial"], [d["serial_no"] for d in j["data"]]), (200, first, [first]))
+        enc = j["data"][0]["encrypt_certificate"]
+        pem = AESGCM(APIV3_KEY.encode()).decrypt(enc["nonce"].encode(), base64.b64decode(enc["ciphertext"]),
+                                                 b"certificate")
+        self.assertEqual(v3.serial_hex(x509.load_pem_x509_certificate(pem)), first)
+        rotated = self.control("POST", "/_sim/v3/keys", {"mch_id": mch, "action": "rotate"})
+        self.learn_keys(rotated["wechatpay_keys"])
+        self.assertNotEqual(rotated["signing"], first)
+        s, h, _, j = self.call(mch, "GET", "/v3/certificates")
+        self.assertEqual((h["Wechatpay-Serial"], len(j["data"])), (rotated["signing"], 2))
+        # Migration: the public key is added, then signs, then certificates go.
+        added = self.control("POST", "/_sim/v3/keys", {"mch_id": mch, "action": "add_public_key"})
+        self.learn_keys(added["wechatpay_keys"])
+        self.assertEqual(added["signing"], rotated["signing"])
+        switched = self.control("POST", "/_sim/v3/keys", {"mch_id": mch, "action": "sign_with",
+                                                          "sign_with": "public_key"})
+        self.assertTrue(switched["signing"].startswith("PUB_KEY_ID_"))
+        self.assertEqual(self.call(mch, "GET", "/v3/certificates")[1]["Wechatpay-Serial"], switched["signing"])
+        self.control("POST", "/_sim/v3/keys", {"mch_id": mch, "action": "drop_certificates"})
+        s, h, _, err = self.call(mch, "GET", "/v3/certificates")
+        self.assertEqual((s, err["code"]), (404, "RESOURCE_NOT_EXISTS"))
+        s, h, _, err = self.call(self.PUBKEY_MCH, "GET", "/v3/certificates")
+        self.assertEqual((s, err["code"]), (404, "RESOURCE_NOT_EXISTS"))
+
+    def test_answer_faults(self):
+        url = "/v3/pay/transactions/out-trade-no/none?mchid=" + self.CERT_MCH
+        self.prepay(self.CERT_MCH, "app", "v3-faults")
+        url = "/v3/pay/transactions/out-trade-no/v3-faults?mchid=" + self.CERT_MCH
+        self.control("POST", "/_sim/v3/faults", {"mode": "probe"})
+        _, h, raw, _ = self.call(self.CERT_MCH, "GET", url, verify=False)
+        self.assertTrue(h["Wechatpay-Signature"].startswith(v3.PROBE_PREFIX))
+        self.assertFalse(self.verified(h, raw))
+        self.control("POST", "/_sim/v3/faults", {"mode": "skew", "skew_s": 400})
+        _, h, raw, _ = self.call(self.CERT_MCH, "GET", url)
+        self.assertGreater(int(h["Wechatpay-Timestamp"]), time.time() + 390)
+        self.control("POST", "/_sim/v3/faults", {"mode": "badsign"})
+        _, h, raw, _ = self.call(self.CERT_MCH, "GET", url, verify=False)
+        self.assertFalse(self.verified(h, raw))
+        self.assertTrue(self.call(self.CERT_MCH, "GET", url)[0] == 200, "faults are used up")
+
+
+if __name__ == "__main__":
+    unittest.main()
