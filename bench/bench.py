@@ -641,8 +641,38 @@ class Bench:
                      "one digest over the built string: %s" % fmt_rate(floor),
                      "%.2fx the floor's time" % (floor / rate), "(report)", None)
 
+        if self.args.rsa_core:
+            self.v3_signing()
+
         if PROFILE and (speedup < 20 or vs_floor > 0.75 or vs_hmac > 0.75):
             self.profile_signing(key)
+
+    def v3_signing(self):
+        """API v3's RSA-2048 request signature (the C core, key cached)
+        against `openssl speed rsa2048` on this machine; verification and
+        AES-256-GCM for the notification path."""
+        key = os.path.join(os.path.dirname(self.args.rsa_core), "rsa_core_key.pem")
+        out = subprocess.run([self.args.rsa_core, key, "0.5"], capture_output=True, text=True, check=True).stdout
+        core = {k: float(v) for k, v in (l.split() for l in out.splitlines())}
+        speed = subprocess.run(["openssl", "speed", "-seconds", "2", "-mr", "rsa2048"], capture_output=True,
+                               text=True, check=True).stdout
+        # -mr prints "+F2:<n>:2048:<sign/s>:<verify/s>"
+        fields = next(l for l in speed.splitlines() if l.startswith("+F2:")).split(":")
+        floor_sign, floor_verify = float(fields[3]), float(fields[4])
+        self.details["v3_core"] = {**core, "openssl_speed_sign": floor_sign, "openssl_speed_verify": floor_verify}
+        share = core["v3_sign_core"] / floor_sign
+        self.add("1 signing", "API v3 request signature (RSA-2048 SHA-256, cached key, JSAPI prepay body): "
+                 "signatures/s/core", fmt_rate(core["v3_sign_core"]),
+                 "openssl speed rsa2048: %s sign/s" % fmt_rate(floor_sign), "%.0f%% of the floor" % (share * 100),
+                 ">= 90% of the floor", share >= 0.9, key="v3_sign_vs_openssl")
+        self.add("1 signing", "API v3 signature with the PEM parsed every time (no key cache): signatures/s/core",
+                 fmt_rate(core["v3_sign_uncached"]), "cached: %s" % fmt_rate(core["v3_sign_core"]),
+                 "%.1fx slower" % (core["v3_sign_core"] / core["v3_sign_uncached"]), "(report)", None)
+        self.add("1 signing", "API v3 answer/notification verification (RSA-2048, cached key): verifications/s/core",
+                 fmt_rate(core["v3_verify_core"]), "openssl speed rsa2048: %s verify/s" % fmt_rate(floor_verify),
+                 "%.0f%% of the floor" % (core["v3_verify_core"] / floor_verify * 100), "(report)", None)
+        self.add("1 signing", "API v3 resource decryption (AES-256-GCM, 7 bytes): decryptions/s/core",
+                 fmt_rate(core["v3_gcm_core"]), "", "", "(report)", None)
 
     def profile_signing(self, key):
         log("   profiling wxpay_sign and the md5() floor")
@@ -1557,6 +1587,7 @@ def main():
     ap.add_argument("--pgport", type=int, required=True)
     ap.add_argument("--bindir", required=True)
     ap.add_argument("--sign-core", required=True)
+    ap.add_argument("--rsa-core", help="bench/rsa_core.c built; its key is rsa_core_key.pem beside it")
     ap.add_argument("--curl-pool", required=True)
     ap.add_argument("--sim-pids", required=True)
     ap.add_argument("--results", required=True)

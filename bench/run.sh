@@ -40,6 +40,8 @@ trap 'exit 130' INT TERM
 echo "== the C signing core alone, and the worker's libcurl pattern alone"
 gcc -O2 -Wall -Wextra -Isrc -o "$work/sign_core" bench/sign_core.c src/wx_sign.c -lssl -lcrypto
 gcc -O2 -Wall -Wextra -o "$work/curl_pool" bench/curl_pool.c -lcurl
+gcc -O2 -Wall -Wextra -Isrc -o "$work/rsa_core" bench/rsa_core.c src/wx_rsa.c src/wx_v3.c src/wx_aes.c src/wx_sign.c -lssl -lcrypto
+cp test/vectors/v3/doc_merchant_key.pem "$work/rsa_core_key.pem"
 cd "$work"		# nothing below needs the checkout's directory
 
 pgport=$(wx_free_port)
@@ -69,5 +71,5 @@ for sim in sim0:0 sim20:20; do
 done
 
 /usr/bin/python3 "$WX_ROOT/bench/bench.py" --work "$work" --pgport "$pgport" --bindir "$bindir" \
-	--sign-core "$work/sign_core" --curl-pool "$work/curl_pool" --sim-pids "${pids[0]},${pids[1]}" --results "$WX_ROOT/bench/RESULTS.md" \
+	--sign-core "$work/sign_core" --rsa-core "$work/rsa_core" --curl-pool "$work/curl_pool" --sim-pids "${pids[0]},${pids[1]}" --results "$WX_ROOT/bench/RESULTS.md" \
 	--only "${BENCH_ONLY:-}"

@@ -64,6 +64,8 @@ tree_version=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" wxpay.control)
 # regression suite's files in a directory postgres owns.
 mkdir "$WX_WORK/regress"
 cp -r sql expected "$WX_WORK/regress/"
+# The key vectors sql/v3_merchants.sql reads (test/vectors/v3, relative to its directory).
+mkdir -p "$WX_WORK/regress/test" && cp -r test/vectors "$WX_WORK/regress/test/"
 cp test/wxpay.conf "$WX_WORK/regress/"
 chown -R postgres: "$WX_WORK"
 tests=$(make -s --no-print-directory --eval 'print-regress: ; @echo $(REGRESS)' print-regress)

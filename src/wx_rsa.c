@@ -38,6 +38,20 @@ typedef struct CacheEntry
 static CacheEntry key_cache[WX_KEY_CACHE_SIZE];
 static int	next_victim;
 
+/*
+ * SHA-256, fetched once: EVP_sha256() makes OpenSSL 3 fetch the provider's
+ * implementation on every init, which costs about as much as verifying.
+ */
+static const EVP_MD *
+sha256(void)
+{
+	static EVP_MD *md = NULL;
+
+	if (md == NULL)
+		md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	return md != NULL ? md : EVP_sha256();
+}
+
 /* Never prompt for a pass phrase: an encrypted key is simply unusable. */
 static int
 no_pass_phrase(char *buf, int size, int rwflag, void *u)
@@ -105,7 +119,7 @@ cache_digest(KeyKind kind, const char *pem, size_t len, unsigned char *digest)
 	unsigned char k = (unsigned char) kind;
 	bool		ok;
 
-	ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	ok = ctx != NULL && EVP_DigestInit_ex(ctx, sha256(), NULL) == 1 &&
 		EVP_DigestUpdate(ctx, &k, 1) == 1 && EVP_DigestUpdate(ctx, pem, len) == 1 &&
 		EVP_DigestFinal_ex(ctx, digest, NULL) == 1;
 	EVP_MD_CTX_free(ctx);
@@ -231,7 +245,7 @@ sign_pieces(const WxKey *key, const WxSlice *pieces, int n, const char *terminat
 	bool		ok;
 
 	ok = ctx != NULL && pkey != NULL &&
-		EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+		EVP_DigestSignInit(ctx, NULL, sha256(), NULL, pkey) == 1 &&
 		feed(ctx, true, pieces, n, terminator) &&
 		EVP_DigestSignFinal(ctx, sig, &siglen) == 1;
 	EVP_MD_CTX_free(ctx);
@@ -259,7 +273,7 @@ verify_pieces(const WxKey *key, const WxSlice *pieces, int npieces, const char *
 		return false;
 	ctx = EVP_MD_CTX_new();
 	ok = ctx != NULL &&
-		EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+		EVP_DigestVerifyInit(ctx, NULL, sha256(), NULL, pkey) == 1 &&
 		feed(ctx, false, pieces, npieces, terminator) &&
 		EVP_DigestVerifyFinal(ctx, raw, (size_t) n) == 1;
 	EVP_MD_CTX_free(ctx);
