@@ -923,7 +923,8 @@ CREATE TRIGGER merchants_protocol_valid
 	FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_protocol_check();
 
 CREATE TABLE wxpay.merchant_v3 (
-	mch_id		text PRIMARY KEY REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
+	mch_id		text PRIMARY KEY
+				CONSTRAINT merchant_v3_merchant_fkey REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
 	apiv3_key	text NOT NULL,
 	serial_no	text NOT NULL,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -952,7 +953,7 @@ DECLARE
 BEGIN
 	SELECT cert_pem, key_pem INTO m FROM wxpay.merchants WHERE mch_id = NEW.mch_id;
 	IF NOT FOUND THEN
-		PERFORM wxpay.refuse_row('23503', 'merchant_v3', 'mch_id', 'merchant_v3_mch_id_fkey',
+		PERFORM wxpay.refuse_row('23503', 'merchant_v3', 'mch_id', 'merchant_v3_merchant_fkey',
 			format('unknown merchant %s', who), 'Insert the merchant into wxpay.merchants first.');
 	END IF;
 	IF NEW.apiv3_key IS NULL OR NEW.apiv3_key !~ '^[\x21-\x7e]{32}$' THEN
@@ -1004,7 +1005,8 @@ CREATE TRIGGER merchant_v3_valid
 	FOR EACH ROW EXECUTE FUNCTION wxpay.merchant_v3_check();
 
 CREATE TABLE wxpay.wechatpay_keys (
-	mch_id		text NOT NULL REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
+	mch_id		text NOT NULL
+				CONSTRAINT wechatpay_keys_merchant_fkey REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
 	serial		text NOT NULL,
 	kind		text NOT NULL,
 	pem			text NOT NULL,

@@ -131,16 +131,9 @@ class V3EndToEnd(unittest.TestCase):
                 "apiv3_key": APIV3_KEY, "key_mode": mode, "notify_url": cls.notify_base + "/refund"})
             cls.learn_keys(cls.creds[mch]["wechatpay_keys"])
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.conn.close()
-        cls.proc.terminate()
-        cls.proc.wait(10)
-        cls.proc.stdout.close()
-        cls.receiver.shutdown()
-        cls.receiver.server_close()
-
-    # The v2 tests' helpers, unbound: they use this class's connection.
+    # The v2 tests' teardown and helpers, unbound: they use this class's
+    # simulator, receiver and connection.
+    tearDownClass = test_wxsim.EndToEnd.__dict__["tearDownClass"]
     http = test_wxsim.EndToEnd.__dict__["http"]
     control = test_wxsim.EndToEnd.__dict__["control"]
 

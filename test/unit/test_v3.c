@@ -6,6 +6,7 @@
  *	  notifications N1 and N2), the timestamp window, probes, serials and the
  *	  key cache.  Vector files are in test/vectors/v3 (README there).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,27 +48,20 @@ slurp(const char *name, size_t *len)
 	return buf;
 }
 
+/* The cached key of a vector file: private, or a verification key. */
 static const WxKey *
-private_key(const char *name)
+key_file(const char *name, bool private)
 {
 	size_t		len;
 	char	   *pem = slurp(name, &len);
-	const WxKey *key = pem ? wx_key_private(pem, len) : NULL;
+	const WxKey *key = pem == NULL ? NULL : private ? wx_key_private(pem, len) : wx_key_public(pem, len);
 
 	free(pem);
 	return key;
 }
 
-static const WxKey *
-public_key(const char *name)
-{
-	size_t		len;
-	char	   *pem = slurp(name, &len);
-	const WxKey *key = pem ? wx_key_public(pem, len) : NULL;
-
-	free(pem);
-	return key;
-}
+#define private_key(name) key_file((name), true)
+#define public_key(name) key_file((name), false)
 
 /* Lower-case hex SHA-256 of data, for comparing long plaintexts. */
 static void
