@@ -115,9 +115,4 @@ typedef struct WxMerchant
 extern WxMerchant *wxpay_merchant_get(const char *mch_id, MemoryContext cxt);
 extern WxMerchant *wxpay_merchant_find(const char *mch_id, MemoryContext cxt);
 
-/* v3_config.c */
-struct WxKey;
-extern const struct WxKey *wxpay_v3_verification_key(const WxMerchant *m,
-													  const char *serial);
-
 #endif							/* WXPAY_H */
