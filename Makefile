@@ -10,7 +10,7 @@ DATA = $(notdir $(wildcard $(srcdir)/wxpay--*.sql))
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
 CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o src/wx_rsa.o src/wx_v3.o
 # ... and the SQL glue around it, one file per concern.
-OBJS = $(CORE_OBJS) src/wxpay.o src/refuse.o src/params.o src/states.o src/args.o src/spi_util.o src/txn.o src/wake.o src/paid_events.o src/merchant.o src/autonomous.o \
+OBJS = $(CORE_OBJS) src/wxpay.o src/refuse.o src/params.o src/states.o src/args.o src/spi_util.o src/txn.o src/shmem.o src/wake.o src/paid_events.o src/merchant.o src/autonomous.o \
 	src/sign.o src/xml.o src/http.o src/remote_error.o src/proto_v2.o src/endpoint.o \
 	src/orders.o src/history.o src/unifiedorder.o src/client_params.o src/notify.o src/query.o src/refund.o src/refund_notify.o src/micropay.o src/order_wait.o src/worker.o src/worker_start.o \
 	src/v3_config.o
@@ -60,6 +60,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 test/fuzz/%: test/fuzz/%.c test/fuzz/fuzz_common.h $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
 	clang $(FUZZ_CFLAGS) -Isrc $(XML2_CFLAGS) -o $@ $< $(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
+
+.PHONY: print-fuzz-targets
+print-fuzz-targets:
+	@echo $(FUZZ_TARGETS)
 
 .PHONY: fuzz
 fuzz: $(addprefix test/fuzz/,$(FUZZ_TARGETS))

@@ -32,7 +32,8 @@ make -s install >/dev/null
 wx_stage "core unit tests (ASan, UBSan)" "a few seconds"
 make -s unit
 
-wx_stage "fuzzing the core (libFuzzer, ASan, UBSan)" "4 harnesses x $fuzz_seconds s, about $((4 * fuzz_seconds + 5)) s"
+nfuzz=$(make -s --no-print-directory print-fuzz-targets | wc -w)
+wx_stage "fuzzing the core (libFuzzer, ASan, UBSan)" "$nfuzz harnesses x $fuzz_seconds s, about $((nfuzz * fuzz_seconds + 5)) s"
 make -s fuzz FUZZ_SECONDS="$fuzz_seconds"
 
 # pg_regress and TAP write next to the sources, so they run in a copy the

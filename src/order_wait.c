@@ -8,8 +8,8 @@
  * slot of a shared array (one per backend, indexed by pgprocno, written
  * only by its owner).  Every transaction that moves an order goes through
  * wxpay_apply_payment, which notes the order here; once that transaction
- * has committed (its change is visible), the latch of every backend
- * waiting for the order is set.  The waiter then reads the order with a
+ * has committed (its change is visible), wake.c has the latch of every
+ * backend waiting for the order set.  The waiter then reads the order with a
  * fresh snapshot.
  *
  * Why not LISTEN: a backend receives notifications only between
@@ -24,17 +24,13 @@
  */
 #include "wxpay.h"
 
-#include "access/xact.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
-#include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lwlock.h"
 #include "storage/proc.h"
-#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -58,13 +54,10 @@ typedef struct WxWaiters
 } WxWaiters;
 
 static WxWaiters *waiters = NULL;
-static shmem_request_hook_type prev_shmem_request = NULL;
-static shmem_startup_hook_type prev_shmem_startup = NULL;
 
 static uint32 pending[MAX_PENDING_WAKES];
 static int	npending = 0;
 static bool pending_overflow = false;
-static bool callback_registered = false;
 
 /* The array: a slot per backend (background workers included). */
 static Size
@@ -73,41 +66,23 @@ waiters_size(void)
 	return add_size(offsetof(WxWaiters, key), mul_size(MaxBackends, sizeof(pg_atomic_uint32)));
 }
 
+/* Initialise the array, once, in the postmaster. */
 static void
-request_shmem(void)
+waiters_init(void *part)
 {
-	if (prev_shmem_request)
-		prev_shmem_request();
-	RequestAddinShmemSpace(MAXALIGN(waiters_size()));
-}
+	WxWaiters  *array = part;
 
-static void
-startup_shmem(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup)
-		prev_shmem_startup();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	waiters = ShmemInitStruct("wxpay order waiters", waiters_size(), &found);
-	if (!found)
-	{
-		pg_atomic_init_u32(&waiters->nwaiting, 0);
-		waiters->nslots = MaxBackends;
-		for (int i = 0; i < waiters->nslots; i++)
-			pg_atomic_init_u32(&waiters->key[i], 0);
-	}
-	LWLockRelease(AddinShmemInitLock);
+	pg_atomic_init_u32(&array->nwaiting, 0);
+	array->nslots = MaxBackends;
+	for (int i = 0; i < array->nslots; i++)
+		pg_atomic_init_u32(&array->key[i], 0);
 }
 
 /* Called from _PG_init while preloading. */
 void
 wxpay_order_wait_shmem_init(void)
 {
-	prev_shmem_request = shmem_request_hook;
-	shmem_request_hook = request_shmem;
-	prev_shmem_startup = shmem_startup_hook;
-	shmem_startup_hook = startup_shmem;
+	wxpay_shmem_add("wxpay order waiters", waiters_size, waiters_init, (void **) &waiters);
 }
 
 /* The order's key: a hash of mch_id/out_trade_no, never 0. */
@@ -131,28 +106,27 @@ wake_pending_for(uint32 key)
 	return false;
 }
 
-/* At commit, set the latches of the waiters of the orders moved; then forget them. */
-static void
-wake_at_end(XactEvent event, void *arg)
+/* The transaction committed: set the latches of the waiters of the orders it moved. */
+void
+wxpay_order_waiters_wake_committed(void)
 {
-	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) &&
-		npending > 0 && pg_atomic_read_u32(&waiters->nwaiting) > 0)
+	if (npending == 0 || pg_atomic_read_u32(&waiters->nwaiting) == 0)
+		return;
+	for (int i = 0; i < waiters->nslots; i++)
 	{
-		for (int i = 0; i < waiters->nslots; i++)
-		{
-			uint32		key = pg_atomic_read_u32(&waiters->key[i]);
+		uint32		key = pg_atomic_read_u32(&waiters->key[i]);
 
-			if (key != 0 && wake_pending_for(key))
-				SetLatch(&ProcGlobal->allProcs[i].procLatch);
-		}
+		if (key != 0 && wake_pending_for(key))
+			SetLatch(&ProcGlobal->allProcs[i].procLatch);
 	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_PREPARE)
-	{
-		npending = 0;
-		pending_overflow = false;
-	}
+}
+
+/* The transaction ended: forget the orders it moved. */
+void
+wxpay_order_waiters_forget(void)
+{
+	npending = 0;
+	pending_overflow = false;
 }
 
 /*
@@ -168,11 +142,7 @@ wxpay_order_waiters_wake_at_commit(const char *mch_id, const char *out_trade_no)
 		pending[npending++] = order_key(mch_id, out_trade_no);
 	else
 		pending_overflow = true;
-	if (!callback_registered)
-	{
-		RegisterXactCallback(wake_at_end, NULL);
-		callback_registered = true;
-	}
+	wxpay_wake_at_end_of_transaction();
 }
 
 /* Our slot, or NULL when there is no array to publish in. */

@@ -42,26 +42,22 @@ static bool retry_soon = false;
 /* The horizon of the last publish: events of older xids are published. */
 static FullTransactionId horizon;
 
-#define CATCH_UP \
-	"INSERT INTO wxpay.paid_events (event_id, mch_id)" \
-	" SELECT e.id, e.mch_id FROM wxpay.order_events e" \
-	"  WHERE e.new_state OPERATOR(pg_catalog.=) 'SUCCESS'" \
-	"    AND NOT EXISTS (SELECT FROM wxpay.paid_events p WHERE p.event_id OPERATOR(pg_catalog.=) e.id)" \
-	"  ORDER BY e.id RETURNING seq"
+/* SUCCESS events not yet published, and how publishing inserts them. */
+#define UNPUBLISHED \
+	" FROM wxpay.order_events e WHERE e.new_state OPERATOR(pg_catalog.=) 'SUCCESS'" \
+	"  AND NOT EXISTS (SELECT FROM wxpay.paid_events p WHERE p.event_id OPERATOR(pg_catalog.=) e.id)"
+#define INSERT_PAID "INSERT INTO wxpay.paid_events (event_id, mch_id) SELECT e.id, e.mch_id"
 
-#define PUBLISH \
-	"INSERT INTO wxpay.paid_events (event_id, mch_id)" \
-	" SELECT e.id, e.mch_id FROM wxpay.order_events e" \
-	"  WHERE e.new_state OPERATOR(pg_catalog.=) 'SUCCESS'" \
-	"    AND e.xid OPERATOR(pg_catalog.>=) $1 AND e.xid OPERATOR(pg_catalog.<) $2" \
-	"    AND NOT EXISTS (SELECT FROM wxpay.paid_events p WHERE p.event_id OPERATOR(pg_catalog.=) e.id)" \
+/* After a start: everything committed and not yet published. */
+#define CATCH_UP INSERT_PAID UNPUBLISHED " ORDER BY e.id RETURNING seq"
+
+/* Then: the events of the xids from the last horizon ($1) to the new one ($2). */
+#define PUBLISH INSERT_PAID UNPUBLISHED \
+	"  AND e.xid OPERATOR(pg_catalog.>=) $1 AND e.xid OPERATOR(pg_catalog.<) $2" \
 	"  ORDER BY e.xid, e.id RETURNING seq"
 
-#define LEFT_BEHIND \
-	"SELECT FROM wxpay.order_events e WHERE e.new_state OPERATOR(pg_catalog.=) 'SUCCESS'" \
-	" AND e.xid OPERATOR(pg_catalog.>=) $1" \
-	" AND NOT EXISTS (SELECT FROM wxpay.paid_events p WHERE p.event_id OPERATOR(pg_catalog.=) e.id)" \
-	" LIMIT 1"
+/* Whether committed events of xids from the new horizon ($1) on wait for older ones. */
+#define LEFT_BEHIND "SELECT" UNPUBLISHED "  AND e.xid OPERATOR(pg_catalog.>=) $1 LIMIT 1"
 
 /* The xmin of a fresh snapshot: every older transaction has ended. */
 static FullTransactionId

@@ -1,21 +1,21 @@
 /*
  * wake.c
- *	  Waking the worker at commit: when work becomes due (a refund
- *	  notification schedules an immediate refundquery) and when an order
- *	  became SUCCESS (the worker publishes paid events and rings the
- *	  wxpay_order_paid doorbell).
+ *	  What a commit wakes: the worker, when work becomes due (a refund
+ *	  notification schedules an immediate refundquery, an operator's "ask
+ *	  again at once") and when an order became SUCCESS (the worker publishes
+ *	  paid events and rings the wxpay_order_paid doorbell); and the
+ *	  backends waiting for an order the transaction moved (order_wait.c).
  *
- * The latch is set, and paying commits counted, once the transaction
- * commits; an aborted transaction wakes nobody.  Both use only the
- * worker's shared memory: no lock that other commits wait on.  Without
- * shared_preload_libraries there is no worker, and nothing to do.
+ * Everything happens once the transaction commits; an aborted transaction
+ * wakes nobody.  Only the extension's shared memory is touched: no lock
+ * that other commits wait on.  Without shared_preload_libraries there is
+ * no worker and no waiter, and nothing to do.
  */
 #include "wxpay.h"
 
 #include "access/xact.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
-#include "storage/latch.h"
 
 PG_FUNCTION_INFO_V1(wxpay_paid_event_at_commit_sql);
 PG_FUNCTION_INFO_V1(wxpay_wake_worker_trigger);
@@ -24,28 +24,36 @@ static bool wake_at_commit = false;
 static bool paid_at_commit = false;
 static bool callback_registered = false;
 
-/* At commit, count a payment and set the worker's latch; at any end, forget. */
+/* Whether the event ends the transaction, committed or not. */
+static bool
+transaction_ends(XactEvent event)
+{
+	return event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE;
+}
+
+/* At commit, wake whom the transaction asked for; at any end, forget. */
 static void
 wake_at_end(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT && (wake_at_commit || paid_at_commit))
+	if (!transaction_ends(event))
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
-		Latch	   *latch;
-
 		if (paid_at_commit)
 			wxpay_count_paid_commit();
-		if ((latch = wxpay_worker_latch()) != NULL)
-			SetLatch(latch);
+		if (wake_at_commit || paid_at_commit)
+			wxpay_wake_worker();
+		wxpay_order_waiters_wake_committed();
 	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_PREPARE)
-		wake_at_commit = paid_at_commit = false;
+	wake_at_commit = paid_at_commit = false;
+	wxpay_order_waiters_forget();
 }
 
 /* Make sure wake_at_end runs at the end of transactions. */
-static void
-register_callback(void)
+void
+wxpay_wake_at_end_of_transaction(void)
 {
 	if (!callback_registered)
 	{
@@ -59,7 +67,7 @@ void
 wxpay_wake_worker_at_commit(void)
 {
 	wake_at_commit = true;
-	register_callback();
+	wxpay_wake_at_end_of_transaction();
 }
 
 /* Tell the worker when the current transaction commits that it paid an order. */
@@ -67,7 +75,7 @@ void
 wxpay_paid_event_at_commit(void)
 {
 	paid_at_commit = true;
-	register_callback();
+	wxpay_wake_at_end_of_transaction();
 }
 
 /*

@@ -35,8 +35,6 @@
 #include "storage/latch.h"
 #include "port/atomics.h"
 #include "storage/proc.h"
-#include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -61,45 +59,30 @@ typedef struct WxWorkerShared
 } WxWorkerShared;
 
 static WxWorkerShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request = NULL;
-static shmem_startup_hook_type prev_shmem_startup = NULL;
 static bool connected_or_leaving = false;
 
-/* Ask for the shared flag. */
-static void
-request_shmem(void)
+/* The shared state's size. */
+static Size
+worker_shared_size(void)
 {
-	if (prev_shmem_request)
-		prev_shmem_request();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WxWorkerShared)));
+	return sizeof(WxWorkerShared);
 }
 
-/* Find (or create) the shared flag. */
+/* Initialise the shared state, once, in the postmaster. */
 static void
-startup_shmem(void)
+worker_shared_init(void *part)
 {
-	bool		found;
+	WxWorkerShared *state = part;
 
-	if (prev_shmem_startup)
-		prev_shmem_startup();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("wxpay worker", sizeof(WxWorkerShared), &found);
-	if (!found)
-	{
-		memset(shared, 0, sizeof(WxWorkerShared));
-		pg_atomic_init_u64(&shared->paid_commits, 0);
-	}
-	LWLockRelease(AddinShmemInitLock);
+	memset(state, 0, sizeof(WxWorkerShared));
+	pg_atomic_init_u64(&state->paid_commits, 0);
 }
 
 /* Called from _PG_init while preloading. */
 void
 wxpay_worker_shmem_init(void)
 {
-	prev_shmem_request = shmem_request_hook;
-	shmem_request_hook = request_shmem;
-	prev_shmem_startup = shmem_startup_hook;
-	shmem_startup_hook = startup_shmem;
+	wxpay_shmem_add("wxpay worker", worker_shared_size, worker_shared_init, (void **) &shared);
 }
 
 /* At exit: a worker that never got connected found no database. */
@@ -255,8 +238,8 @@ wxpay_paid_commits(void)
 }
 
 /* Set the worker's latch, if it runs. */
-static void
-wake_worker(void)
+void
+wxpay_wake_worker(void)
 {
 	Latch	   *latch = wxpay_worker_latch();
 
@@ -288,7 +271,7 @@ wxpay_worker_leave(PG_FUNCTION_ARGS)
 				 errmsg("there is no wxpay worker to ask"),
 				 errhint("The worker runs only with wxpay in shared_preload_libraries.")));
 	shared->away_until = until > now ? until : 0;
-	wake_worker();
+	wxpay_wake_worker();
 	while (until > now && shared->connected)
 	{
 		if (GetCurrentTimestamp() >= deadline)

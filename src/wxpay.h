@@ -68,12 +68,17 @@ extern int	wxpay_lock_timeout;
 extern int	wxpay_micropay_interval;
 extern int	wxpay_micropay_window;
 
+/* shmem.c: the extension's shared memory parts */
+extern void wxpay_shmem_add(const char *name, Size (*size) (void),
+							void (*init) (void *part), void **where);
+
 /* worker.c, worker_start.c */
 extern void wxpay_worker_register(void);
 extern void wxpay_worker_shmem_init(void);
 extern void wxpay_worker_connect(void);
 extern void wxpay_worker_leave_if_asked(void);
 extern struct Latch *wxpay_worker_latch(void);
+extern void wxpay_wake_worker(void);
 extern void wxpay_count_paid_commit(void);
 extern uint64 wxpay_paid_commits(void);
 
@@ -81,9 +86,10 @@ extern uint64 wxpay_paid_commits(void);
 extern void wxpay_set_change_source(const char *source);
 extern void wxpay_orders_init(void);
 
-/* wake.c */
+/* wake.c: what commits wake */
 extern void wxpay_wake_worker_at_commit(void);
 extern void wxpay_paid_event_at_commit(void);
+extern void wxpay_wake_at_end_of_transaction(void);
 
 /* paid_events.c */
 extern void wxpay_publish_paid_events(void);
@@ -93,6 +99,8 @@ extern bool wxpay_paid_events_waiting(void);
 extern void wxpay_order_wait_shmem_init(void);
 extern void wxpay_order_waiters_wake_at_commit(const char *mch_id,
 												const char *out_trade_no);
+extern void wxpay_order_waiters_wake_committed(void);
+extern void wxpay_order_waiters_forget(void);
 
 /* merchant.c */
 typedef struct WxMerchant
