@@ -1081,3 +1081,33 @@ CREATE OR REPLACE VIEW wxpay.merchant_info AS
 		   protocol
 	  FROM wxpay.merchants
 	 WHERE mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]);
+
+----------------------------------------------------------------------
+-- API v3 endpoints and platform certificates (issue 18, outbound side).
+-- A v3 merchant's orders, queries, closes and refunds go through the same
+-- SQL functions as v2's; a query by WeChat Pay's transaction id is new
+-- for both protocols.  The worker downloads platform certificates into
+-- wxpay.wechatpay_keys (source download) and records each merchant's
+-- last download here.
+----------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.wxpay_orderquery_by_transaction_id(mch_id text, transaction_id text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_orderquery_by_transaction_id'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_orderquery_by_transaction_id(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_orderquery_by_transaction_id(text, text) IS
+'ask WeChat Pay for the order a transaction_id names, apply it to wxpay.orders, return the verified answer';
+
+CREATE TABLE wxpay.cert_downloads (
+	mch_id		text PRIMARY KEY
+				CONSTRAINT cert_downloads_merchant_fkey REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
+	checked_at	timestamptz NOT NULL,
+	status		text NOT NULL
+				CONSTRAINT cert_downloads_status_valid CHECK (status IN ('ok', 'none', 'error')),
+	message		text
+);
+REVOKE ALL ON wxpay.cert_downloads FROM PUBLIC;
+COMMENT ON TABLE wxpay.cert_downloads IS
+'the worker''s last GET /v3/certificates per v3 merchant: ok, none (404 RESOURCE_NOT_EXISTS: a public-key merchant) or error';

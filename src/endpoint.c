@@ -5,6 +5,7 @@
  */
 #include "endpoint.h"
 
+#include "executor/spi.h"
 #include "utils/builtins.h"
 
 /* A call of endpoint for merchant m, with nothing else set yet. */
@@ -14,6 +15,47 @@ wxpay_call_init(WxCall *call, const WxEndpoint *endpoint, const WxMerchant *m)
 	memset(call, 0, sizeof(*call));
 	call->endpoint = endpoint;
 	call->merchant = m;
+}
+
+/* The protocol a call speaks: the merchant row's choice. */
+const WxProtocol *
+wxpay_call_protocol(const WxCall *call)
+{
+	return call->merchant->v3 ? &wx_protocol_v3 : &wx_protocol_v2;
+}
+
+/* The endpoint's path in the call's protocol (a v3 template), for messages. */
+const char *
+wxpay_call_path(const WxCall *call)
+{
+	const WxEndpoint *ep = call->endpoint;
+
+	return call->merchant->v3 && ep->v3 ? ep->v3->path : ep->path;
+}
+
+/* An answer as jsonb in the current memory: v3's JSON, v2's fields. */
+Jsonb *
+wxpay_answer_jsonb(const WxAnswer *answer)
+{
+	Jsonb	   *copy;
+
+	if (answer->json == NULL)
+		return wxpay_list_to_jsonb(&answer->fields);
+	copy = palloc(VARSIZE(answer->json));
+	memcpy(copy, answer->json, VARSIZE(answer->json));
+	return copy;
+}
+
+/* A SQL function's result in the caller's memory; ends the SPI connection. */
+Jsonb *
+wxpay_answer_result(MemoryContext caller, const WxAnswer *answer)
+{
+	Jsonb	   *result;
+
+	MemoryContextSwitchTo(caller);
+	result = wxpay_answer_jsonb(answer);
+	SPI_finish();
+	return result;
 }
 
 /* A build step for endpoints whose caller assembled the fields (call->fields). */
@@ -32,7 +74,8 @@ wxpay_build_by_out_trade_no(const WxCall *call, WxParamList *req)
 
 /*
  * Whether the merchant can make this call at all (a /secapi/ endpoint
- * needs its client certificate); checked before anything is recorded.
+ * needs its client certificate, API v3 the merchant's key and serial);
+ * checked before anything is recorded.
  */
 bool
 wxpay_endpoint_usable(const WxCall *call, WxFailure *fail)
@@ -40,7 +83,22 @@ wxpay_endpoint_usable(const WxCall *call, WxFailure *fail)
 	const WxEndpoint *ep = call->endpoint;
 	const WxMerchant *m = call->merchant;
 
-	if (ep->client_cert && (m->cert_pem == NULL || m->key_pem == NULL))
+	if (m->v3 && ep->v3 == NULL)
+		return wxpay_fail(fail, WX_FAIL_LOCAL,
+						  psprintf("%s is not available to merchant %s, which speaks API v3",
+								   ep->name, m->mch_id));
+	if (!m->v3 && ep->path == NULL)
+		return wxpay_fail(fail, WX_FAIL_LOCAL,
+						  psprintf("%s is an API v3 endpoint and merchant %s speaks v2", ep->name, m->mch_id));
+	if (m->v3 && (m->key_pem == NULL || m->serial_no == NULL || m->apiv3_key == NULL))
+	{
+		wxpay_fail(fail, WX_FAIL_LOCAL,
+				   psprintf("merchant %s speaks API v3 but has no key_pem or no row in wxpay.merchant_v3",
+							m->mch_id));
+		fail->hint = "Set wxpay.merchants.key_pem to apiclient_key.pem and insert its APIv3 key into wxpay.merchant_v3.";
+		return false;
+	}
+	if (!m->v3 && ep->client_cert && (m->cert_pem == NULL || m->key_pem == NULL))
 	{
 		wxpay_fail(fail, WX_FAIL_LOCAL,
 				   psprintf("merchant %s has no client certificate for %s", m->mch_id, ep->path));
@@ -59,15 +117,12 @@ wxpay_endpoint_request(const WxCall *call, WxHttpRequest *req, WxFailure *fail)
 {
 	const WxEndpoint *ep = call->endpoint;
 	const WxMerchant *m = call->merchant;
-	WxParamList fields;
 
-	if (!wxpay_endpoint_usable(call, fail))
+	if (!wxpay_endpoint_usable(call, fail) ||
+		!wxpay_call_protocol(call)->request(call, req, fail))
 		return false;
-	wxpay_list_init(&fields, 16);
-	ep->build(call, &fields);
-	ep->protocol->request(call, &fields, req);
 	req->ca_pem = m->ca_pem;
-	if (ep->client_cert)
+	if (ep->client_cert && !m->v3)
 	{
 		req->cert_pem = m->cert_pem;
 		req->key_pem = m->key_pem;
@@ -85,14 +140,17 @@ wxpay_endpoint_finish(const WxCall *call, WxHttpFailure transport,
 					  WxAnswer *answer, WxFailure *fail)
 {
 	const WxEndpoint *ep = call->endpoint;
+	const WxProtocol *protocol = wxpay_call_protocol(call);
+	bool		error_status = transport == WX_HTTP_FAILED && !resp->too_large &&
+		resp->status >= 300 && resp->status <= 599;
 
 	memset(answer, 0, sizeof(*answer));
-	if (transport != WX_HTTP_OK)
+	if (transport != WX_HTTP_OK && !(error_status && protocol->judges_error_status))
 		return wxpay_fail(fail, transport == WX_HTTP_UNTRUSTED ? WX_FAIL_UNTRUSTED : WX_FAIL_TRANSPORT,
 						  transport_message);
-	if (!ep->protocol->judge(call, resp, &answer->fields, fail))
+	if (!protocol->judge(call, resp, answer, fail))
 		return false;
-	if (!ep->read(call, answer, fail))
+	if (!(protocol == &wx_protocol_v3 ? ep->v3->read : ep->read) (call, answer, fail))
 		return false;
 	return ep->apply == NULL || ep->apply(call, answer, fail);
 }
@@ -111,7 +169,7 @@ wxpay_endpoint_call(const WxCall *call, WxAnswer *answer)
 	WxFailure	fail;
 
 	if (!wxpay_endpoint_request(call, &req, &fail))
-		wxpay_raise_failure(&fail, call->merchant->mch_id, call->endpoint->path);
+		wxpay_raise_failure(&fail, call->merchant->mch_id, wxpay_call_path(call));
 	transport = wxpay_http_perform(&req, &resp, &message);
 	if (!wxpay_endpoint_finish(call, transport, message, &resp, answer, &fail))
 		wxpay_raise_failure(&fail, call->merchant->mch_id, req.url);

@@ -11,11 +11,12 @@
  * or the network does: each returns false with a WxFailure, which SQL
  * functions raise (remote_error.c) and the worker records.
  *
- * Adding an endpoint: one WxEndpoint (its protocol, path, certificate
- * need, build, read and apply), usually in the file of its SQL function,
- * plus that function's SQL.  A second protocol (API v3: JSON, RSA-signed
- * headers, other methods) adds a WxProtocol and its own descriptors;
- * reports, apply and the worker stay as they are.
+ * Adding an endpoint: one WxEndpoint (its v2 path, certificate need,
+ * build and read, its API v3 part, and apply), usually in the file of its
+ * SQL function, plus that function's SQL.  The merchant row chooses the
+ * protocol (merchants.protocol): API v2 is wx_protocol_v2 (proto_v2.c),
+ * API v3 wx_protocol_v3 (proto_v3.c), each reading its own part of the
+ * one description; reports, apply and the worker are the same for both.
  */
 #ifndef WXPAY_ENDPOINT_H
 #define WXPAY_ENDPOINT_H
@@ -55,22 +56,28 @@ typedef struct WxRefundReport
 typedef struct WxEndpoint WxEndpoint;
 typedef struct WxCall WxCall;
 
+typedef struct WxAnswer WxAnswer;
+
 /*
  * A protocol: how a request goes on the wire (common fields, signature,
  * headers) and how an answer is judged authentic before an endpoint reads
- * it.  API v2 is wx_protocol_v2 (proto_v2.c).
+ * it.  API v2 is wx_protocol_v2 (proto_v2.c), API v3 wx_protocol_v3
+ * (proto_v3.c); wxpay_call_protocol says which a call speaks.
  */
 typedef struct WxProtocol
 {
 	const char *name;
-	/* The request's URL, body, headers; fields are the endpoint's own. */
-	void		(*request) (const WxCall *call, WxParamList *fields, WxHttpRequest *req);
-	/* An authentic answer from the merchant's WeChat Pay, into fields. */
+	/* The request's URL, body, headers, from the endpoint's description. */
+	bool		(*request) (const WxCall *call, WxHttpRequest *req, WxFailure *fail);
+	/* An authentic answer from the merchant's WeChat Pay, into answer. */
 	bool		(*judge) (const WxCall *call, const WxHttpResponse *resp,
-						  WxParamList *fields, WxFailure *fail);
+						  WxAnswer *answer, WxFailure *fail);
+	/* Whether judge sees answers with an error status (v3's error bodies). */
+	bool		judges_error_status;
 } WxProtocol;
 
 extern const WxProtocol wx_protocol_v2;
+extern const WxProtocol wx_protocol_v3;
 
 /* One call: which endpoint, for whom, about what. */
 struct WxCall
@@ -79,23 +86,45 @@ struct WxCall
 	const WxMerchant *merchant;
 	const char *out_trade_no;
 	const char *out_refund_no;
+	const char *transaction_id; /* query by WeChat Pay's transaction id */
 	const WxParamList *fields;	/* further request fields the caller validated */
 	int32		total_fee;		/* refund: the order's total */
 	int32		refund_fee;
 };
 
 /* A verified answer and what it means. */
-typedef struct WxAnswer
+struct WxAnswer
 {
-	WxParamList fields;			/* as WeChat Pay sent it (returned to SQL) */
+	WxParamList fields;			/* as WeChat Pay sent it; v3: names with dots
+								 * for nested fields (amount.total) */
+	Jsonb	   *json;			/* v3: the answer's JSON (returned to SQL) */
+	long		status;			/* v3: the HTTP status */
 	WxPaymentReport payment;
 	WxRefundReport refund;
 	bool		changed;		/* apply moved a row */
-} WxAnswer;
+};
+
+/*
+ * An endpoint in API v3: method, path and JSON body instead of v2's signed
+ * XML fields, and its own reading of the (JSON) answer.
+ */
+typedef struct WxEndpointV3
+{
+	const char *method;			/* "GET", "POST" */
+	/* The path, with {out_trade_no}, {transaction_id}, {out_refund_no} or
+	 * {trade_type} (jsapi, app, native, h5) filled in from the call. */
+	const char *path;
+	bool		mchid_query;	/* ?mchid=<mch_id> follows the path */
+	bool		keys_in_answer; /* /v3/certificates: the answer lists the
+								 * key that may verify it */
+	/* The request body, built as jsonb (NULL: no body). */
+	Jsonb	   *(*body) (const WxCall *call);
+	/* What a verified answer means; start with wxpay_v3_result. */
+	bool		(*read) (const WxCall *call, WxAnswer *answer, WxFailure *fail);
+} WxEndpointV3;
 
 struct WxEndpoint
 {
-	const WxProtocol *protocol;
 	const char *name;			/* "orderquery": messages and logs */
 	const char *path;			/* "/pay/orderquery" */
 	bool		client_cert;	/* mutual TLS with the merchant's certificate */
@@ -106,16 +135,20 @@ struct WxEndpoint
 	bool		(*read) (const WxCall *call, WxAnswer *answer, WxFailure *fail);
 	/* Apply what was read to the local tables; false when they refuse it. */
 	bool		(*apply) (const WxCall *call, WxAnswer *answer, WxFailure *fail);
+	/* The same endpoint in API v3, or NULL when there is none. */
+	const WxEndpointV3 *v3;
 };
 
 /* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c). */
 extern const WxEndpoint wx_endpoint_unifiedorder;
 extern const WxEndpoint wx_endpoint_orderquery;
+extern const WxEndpoint wx_endpoint_orderquery_by_id;
 extern const WxEndpoint wx_endpoint_closeorder;
 extern const WxEndpoint wx_endpoint_refund;
 extern const WxEndpoint wx_endpoint_refundquery;
 extern const WxEndpoint wx_endpoint_micropay;
 extern const WxEndpoint wx_endpoint_reverse;
+extern const WxEndpoint wx_endpoint_certificates;	/* v3 only */
 
 /* endpoint.c: the pipeline, and build steps endpoints share */
 extern void wxpay_build_fields(const WxCall *call, WxParamList *req);
@@ -130,6 +163,10 @@ extern bool wxpay_endpoint_finish(const WxCall *call, WxHttpFailure transport,
 extern void wxpay_endpoint_call(const WxCall *call, WxAnswer *answer);
 extern void wxpay_call_init(WxCall *call, const WxEndpoint *endpoint,
 							const WxMerchant *m);
+extern const WxProtocol *wxpay_call_protocol(const WxCall *call);
+extern const char *wxpay_call_path(const WxCall *call);
+extern Jsonb *wxpay_answer_jsonb(const WxAnswer *answer);
+extern Jsonb *wxpay_answer_result(MemoryContext caller, const WxAnswer *answer);
 
 /* proto_v2.c: merchant API v2 (XML, MD5 / HMAC-SHA256) */
 extern bool wxpay_v2_result(const WxEndpoint *ep, const WxParamList *resp,
@@ -138,6 +175,37 @@ extern void wxpay_v2_payment_report(const WxParamList *fields, const char *state
 									WxPaymentReport *r);
 extern char *wxpay_v2_time(const char *yyyymmddhhmmss);
 extern const char *wxpay_v2_refund_time(const char *yyyy_mm_dd_hh_mm_ss);
+
+/* proto_v3.c: merchant API v3 (JSON, SHA256-RSA2048, verified by serial) */
+typedef struct WxJson
+{
+	JsonbParseState *state;
+} WxJson;
+
+extern void wxpay_json_begin(WxJson *j);
+extern void wxpay_json_string(WxJson *j, const char *key, const char *value);
+extern void wxpay_json_int(WxJson *j, const char *key, int64 value);
+extern void wxpay_json_object(WxJson *j, const char *key);
+extern void wxpay_json_merge(WxJson *j, Jsonb *object);
+extern void wxpay_json_end(WxJson *j);
+extern Jsonb *wxpay_json_finish(WxJson *j);
+extern Jsonb *wxpay_v3_parse(const char *body, size_t len);
+extern void wxpay_v3_fields(Jsonb *jb, WxParamList *fields);
+extern bool wxpay_v3_verify(const char *mch_id, const char *serial, const char *timestamp,
+							const char *nonce, const char *signature,
+							const char *body, size_t len, char **why);
+extern bool wxpay_v3_result(const WxCall *call, const WxAnswer *answer, WxFailure *fail);
+extern void wxpay_v3_payment_report(const WxParamList *fields, WxPaymentReport *r);
+extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status_field,
+								   WxRefundReport *r);
+extern char *wxpay_v3_time(const char *rfc3339);
+extern char *wxpay_v3_time_from_v2(const char *yyyymmddhhmmss);
+extern void wxpay_v3_certificates_wanted(void);
+
+/* v3_certificates.c: platform certificates */
+extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
+											   const char *serial);
+extern void wxpay_v3_download_certificates(TimestampTz asked_at);
 
 /* orders.c and refund.c: applying reports */
 typedef enum WxApplyResult

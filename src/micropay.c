@@ -105,7 +105,6 @@ read_micropay(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 }
 
 const WxEndpoint wx_endpoint_micropay = {
-	.protocol = &wx_protocol_v2,
 	.name = "micropay",
 	.path = "/pay/micropay",
 	.client_cert = false,
@@ -189,7 +188,6 @@ apply_reverse(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 }
 
 const WxEndpoint wx_endpoint_reverse = {
-	.protocol = &wx_protocol_v2,
 	.name = "reverse",
 	.path = "/secapi/pay/reverse",
 	.client_cert = true,

@@ -18,12 +18,16 @@
  * A POST of the endpoint's fields with the common ones, signed with the
  * merchant's algorithm, as XML.
  */
-static void
-v2_request(const WxCall *call, WxParamList *req, WxHttpRequest *http)
+static bool
+v2_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 {
 	const WxMerchant *m = call->merchant;
 	char	   *sign;
+	WxParamList fields;
+	WxParamList *req = &fields;
 
+	wxpay_list_init(req, 16);
+	call->endpoint->build(call, req);
 	wxpay_http_request_init(http, "POST", psprintf("%s%s", m->api_base, call->endpoint->path),
 							WX_XML_MAX_BODY);
 	wxpay_list_add_cstr(req, "appid", m->appid);
@@ -35,6 +39,7 @@ v2_request(const WxCall *call, WxParamList *req, WxHttpRequest *http)
 	wxpay_list_add_cstr(req, "sign", sign);
 	http->body = wxpay_xml_from_list(req, &http->body_len);
 	wxpay_http_add_header(http, "Content-Type: text/xml; charset=utf-8");
+	return true;
 }
 
 /*
@@ -43,9 +48,10 @@ v2_request(const WxCall *call, WxParamList *req, WxHttpRequest *http)
  * what is wrong.  result_code is left to wxpay_v2_result.
  */
 static bool
-v2_judge(const WxCall *call, const WxHttpResponse *http, WxParamList *resp,
+v2_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 		 WxFailure *fail)
 {
+	WxParamList *resp = &answer->fields;
 	const WxMerchant *m = call->merchant;
 	const char *path = call->endpoint->path;
 	WxXmlError	err;

@@ -9,7 +9,11 @@
  * refund and commits; only then is the request sent, and the answer is
  * recorded and committed in turn.  A retry with the same out_refund_no
  * sends identical parameters, which WeChat Pay refunds once.  Refund
- * notifications are in refund_notify.c.
+ * notifications are in refund_notify.c.  A v3 merchant's refund goes to
+ * /v3/refund/domestic/refunds by the same path: extra.refund_desc is its
+ * reason, extra.refund_fee_type amount.currency (CNY when absent) and
+ * extra.refund_account REFUND_SOURCE_RECHARGE_FUNDS funds_account
+ * AVAILABLE.
  */
 #include "endpoint.h"
 
@@ -171,8 +175,31 @@ apply_refundquery(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 	return wxpay_apply_outcome(result, reason, answer, fail);
 }
 
+/* A v3 refund object for the refund the call names, as a report. */
+static bool
+read_v3_refundquery(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	if (!wxpay_v3_result(call, answer, fail))
+		return false;
+	wxpay_v3_refund_report(&answer->fields, "status", &answer->refund);
+	if (answer->refund.out_refund_no == NULL ||
+		strcmp(answer->refund.out_refund_no, call->out_refund_no) != 0)
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("WeChat Pay answered %s without refund %s",
+								   wxpay_call_path(call), call->out_refund_no));
+	if (!wx_refund_state_valid(answer->refund.status))
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("unknown refund status %s", wxpay_list_get(&answer->fields, "status")));
+	return true;
+}
+
+static const WxEndpointV3 v3_refundquery = {
+	.method = "GET",
+	.path = "/v3/refund/domestic/refunds/{out_refund_no}",
+	.read = read_v3_refundquery,
+};
+
 const WxEndpoint wx_endpoint_refundquery = {
-	.protocol = &wx_protocol_v2,
 	.name = "refundquery",
 	.path = "/pay/refundquery",
 	.client_cert = false,
@@ -180,6 +207,7 @@ const WxEndpoint wx_endpoint_refundquery = {
 	.build = build_refundquery,
 	.read = read_refundquery,
 	.apply = apply_refundquery,
+	.v3 = &v3_refundquery,
 };
 
 /*--------------------------------------------------------------------
@@ -358,8 +386,57 @@ store_acceptance(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 	return true;
 }
 
+/* The v3 refund body, from the same validated call as v2's. */
+static Jsonb *
+build_v3_refund(const WxCall *call)
+{
+	const WxParamList *extra = call->fields;
+	const char *currency = wxpay_list_get(extra, "refund_fee_type");
+	WxJson		j;
+
+	wxpay_json_begin(&j);
+	wxpay_json_string(&j, "out_trade_no", call->out_trade_no);
+	wxpay_json_string(&j, "out_refund_no", call->out_refund_no);
+	wxpay_json_string(&j, "reason", wxpay_list_get(extra, "refund_desc"));
+	wxpay_json_string(&j, "notify_url", wxpay_list_get(extra, "notify_url"));
+	if (wxpay_list_is(extra, "refund_account", "REFUND_SOURCE_RECHARGE_FUNDS"))
+		wxpay_json_string(&j, "funds_account", "AVAILABLE");
+	wxpay_json_object(&j, "amount");
+	wxpay_json_int(&j, "refund", call->refund_fee);
+	wxpay_json_int(&j, "total", call->total_fee);
+	wxpay_json_string(&j, "currency", currency ? currency : "CNY");
+	wxpay_json_end(&j);
+	return wxpay_json_finish(&j);
+}
+
+/* An accepted v3 refund: the same refund and amount, with its refund_id. */
+static bool
+read_v3_refund(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	WxRefundReport *r = &answer->refund;
+
+	if (!wxpay_v3_result(call, answer, fail))
+		return false;
+	wxpay_v3_refund_report(&answer->fields, "status", r);
+	if (r->out_refund_no == NULL || strcmp(r->out_refund_no, call->out_refund_no) != 0 ||
+		r->refund_fee == NULL || strcmp(r->refund_fee, psprintf("%d", call->refund_fee)) != 0 ||
+		r->refund_id == NULL)
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("WeChat Pay accepted refund %s with other details than requested",
+								   call->out_refund_no));
+	r->out_trade_no = call->out_trade_no;
+	r->status = "PROCESSING";
+	return true;
+}
+
+static const WxEndpointV3 v3_refund = {
+	.method = "POST",
+	.path = "/v3/refund/domestic/refunds",
+	.body = build_v3_refund,
+	.read = read_v3_refund,
+};
+
 const WxEndpoint wx_endpoint_refund = {
-	.protocol = &wx_protocol_v2,
 	.name = "refund",
 	.path = "/secapi/pay/refund",
 	.client_cert = true,
@@ -367,6 +444,7 @@ const WxEndpoint wx_endpoint_refund = {
 	.build = build_refund,
 	.read = read_refund,
 	.apply = store_acceptance,
+	.v3 = &v3_refund,
 };
 
 /*
@@ -466,7 +544,7 @@ wxpay_refund_step(Jsonb *args, MemoryContext cxt)
 	call.fields = &a.extra;
 	MemoryContextSwitchTo(cxt);
 	if (!wxpay_endpoint_request(&call, &req, &fail))
-		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
+		wxpay_raise_failure(&fail, a.mch_id, wxpay_call_path(&call));
 	transport = wxpay_step_exchange(&req, &resp, &message, cxt, "wxpay: recording the refund's answer");
 	if (!wxpay_endpoint_finish(&call, transport, message, &resp, &answer, &fail))
 	{
@@ -478,7 +556,7 @@ wxpay_refund_step(Jsonb *args, MemoryContext cxt)
 		wxpay_raise_failure(&kept, a.mch_id, req.url);
 	}
 	MemoryContextSwitchTo(cxt);
-	result = wxpay_list_to_jsonb(&answer.fields);
+	result = wxpay_answer_jsonb(&answer);
 	wxpay_step_commit(cxt);
 	return result;
 }
@@ -500,7 +578,7 @@ wxpay_refund(PG_FUNCTION_ARGS)
 	SPI_connect();
 	wxpay_call_init(&call, &wx_endpoint_refund, wxpay_merchant_get(a.mch_id, CurrentMemoryContext));
 	if (!wxpay_endpoint_usable(&call, &fail))
-		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
+		wxpay_raise_failure(&fail, a.mch_id, wxpay_call_path(&call));
 	SPI_finish();
 	PG_RETURN_JSONB_P(wxpay_run_autonomous("refund", refund_step_args(&a), GetUserId()));
 }
@@ -533,5 +611,5 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 				 errmsg("unknown refund %s of merchant %s", out_refund_no, mch_id)));
 	call.out_refund_no = out_refund_no;
 	wxpay_endpoint_call(&call, &answer);
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
+	PG_RETURN_JSONB_P(wxpay_answer_result(caller, &answer));
 }

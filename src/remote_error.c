@@ -6,7 +6,9 @@
  * SQL callers branch on the SQLSTATE (class WX) and read WeChat's own
  * err_code from the DETAIL, which always starts "err_code: CODE" for a
  * refusal.  The worker records the message and backs off instead.  The
- * err_code classes come from the v2 API reference (§3, error tables).
+ * err_code classes come from the v2 API reference (§3, error tables) and
+ * for API v3's codes from wxpay-v3-api.md §6.6 (v3's 5xx and 429 answers
+ * never get here: proto_v3.c reports them as outcomes unknown).
  */
 #include "postgres.h"
 
@@ -32,6 +34,16 @@ static const struct
 	{"ORDERNOTEXIST", ERRCODE_WXPAY_NOT_FOUND},
 	{"REFUNDNOTEXIST", ERRCODE_WXPAY_NOT_FOUND},
 	{"USERPAYING", ERRCODE_WXPAY_USER_PAYING},
+	/* API v3 */
+	{"SYSTEM_ERROR", ERRCODE_WXPAY_RETRY},
+	{"SERVICE_UNAVAILABLE", ERRCODE_WXPAY_RETRY},
+	{"RATELIMIT_EXCEEDED", ERRCODE_WXPAY_RETRY},
+	{"ORDER_PAID", ERRCODE_WXPAY_ORDER_PAID},
+	{"ORDER_CLOSED", ERRCODE_WXPAY_ORDER_CLOSED},
+	{"NOT_ENOUGH", ERRCODE_WXPAY_NOT_ENOUGH},
+	{"ORDER_NOT_EXIST", ERRCODE_WXPAY_NOT_FOUND},
+	{"RESOURCE_NOT_EXISTS", ERRCODE_WXPAY_NOT_FOUND},
+	{"USER_PAYING", ERRCODE_WXPAY_USER_PAYING},
 };
 
 /* Fill fail; returns false, so a reader can "return wxpay_fail(...)". */

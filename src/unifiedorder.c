@@ -6,6 +6,14 @@
  * The order row is written before the request, so a payment can never
  * arrive for an order we do not know; re-entering an order with identical
  * parameters gets WeChat Pay's prepay_id again, as its rules allow.
+ *
+ * A v3 merchant's order goes to /v3/pay/transactions/{jsapi,app,native,h5}
+ * with the same arguments (README, "API v3"): body is description,
+ * total_fee amount.total, spbill_create_ip scene_info.payer_client_ip;
+ * extra.openid is payer.openid, extra.fee_type amount.currency,
+ * extra.scene_info (an object) the rest of scene_info, extra.detail
+ * detail, extra.device_info scene_info.device_id; extra.time_expire may be
+ * RFC 3339 for either protocol.  Native needs no product_id in v3.
  */
 #include "endpoint.h"
 
@@ -28,8 +36,9 @@ static const WxOptionalField unifiedorder_fields[] = {
 	{"detail", 6000, NULL, NULL, true},
 	{"time_start", 14, "^2[0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$",
 	"Use yyyyMMddHHmmss in Beijing time (GMT+8)."},
-	{"time_expire", 14, "^2[0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$",
-	"Use yyyyMMddHHmmss in Beijing time (GMT+8)."},
+	{"time_expire", 32, "^2[0-9]{3}((0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]"
+		"|-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$",
+	"Use yyyyMMddHHmmss in Beijing time (GMT+8), or RFC 3339 such as 2026-06-08T10:34:56+08:00."},
 	{"limit_pay", 32, "^no_credit$", "The only value is no_credit."},
 	{"goods_tag", 32},
 	{"fee_type", 16, "^[A-Z]{3}$", "Use an ISO 4217 code such as CNY."},
@@ -91,13 +100,38 @@ read_unifiedorder_args(FunctionCallInfo fcinfo, WxUnifiedOrder *uo)
 	wxpay_check_pattern("trade_type", uo->trade_type, "^(APP|JSAPI|NATIVE|MWEB)$",
 				  "Use APP, JSAPI, NATIVE or MWEB.");
 	wxpay_extra_to_list(uo->params, unifiedorder_fields, lengthof(unifiedorder_fields), &uo->extra);
+	uo->params = wxpay_list_to_jsonb(&uo->extra);
+}
+
+/* The fields extra must carry for the trade_type in the merchant's protocol. */
+static void
+require_trade_type_fields(const WxUnifiedOrder *uo, const WxMerchant *m)
+{
 	if (strcmp(uo->trade_type, "JSAPI") == 0)
 		require_extra(uo, "openid");
-	else if (strcmp(uo->trade_type, "NATIVE") == 0)
+	else if (strcmp(uo->trade_type, "NATIVE") == 0 && !m->v3)
 		require_extra(uo, "product_id");
 	else if (strcmp(uo->trade_type, "MWEB") == 0)
 		require_extra(uo, "scene_info");
-	uo->params = wxpay_list_to_jsonb(&uo->extra);
+}
+
+/*
+ * extra.time_expire given in RFC 3339 as the yyyyMMddHHmmss (GMT+8) the
+ * order is recorded with.  SPI must be connected.
+ */
+static void
+normalise_time_expire(WxUnifiedOrder *uo)
+{
+	WxParam    *p = (WxParam *) wx_params_find(uo->extra.items, uo->extra.count, "time_expire");
+
+	if (p == NULL || p->value_len == 14)
+		return;
+	wxpay_spi_exec("SELECT pg_catalog.to_char($1::pg_catalog.timestamptz AT TIME ZONE INTERVAL '+08:00',"
+				   " 'YYYYMMDDHH24MISS')", 1, (Oid[]) {TEXTOID},
+				   (Datum[]) {PointerGetDatum(cstring_to_text_with_len(p->value, p->value_len))},
+				   NULL, true, SPI_OK_SELECT);
+	p->value = wxpay_spi_value(0, 1);
+	p->value_len = strlen(p->value);
 }
 
 /*
@@ -153,8 +187,102 @@ read_prepay(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 	return true;
 }
 
+/* A v3 prepay answer: prepay_id (JSAPI, APP), code_url (Native), h5_url (H5). */
+static bool
+read_v3_prepay(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	const char *trade_type = wxpay_list_get(call->fields, "trade_type");
+	const char *expected = strcmp(trade_type, "NATIVE") == 0 ? "code_url" :
+		strcmp(trade_type, "MWEB") == 0 ? "h5_url" : "prepay_id";
+	const char *value;
+
+	if (!wxpay_v3_result(call, answer, fail))
+		return false;
+	value = wxpay_list_get(&answer->fields, expected);
+	if (value == NULL || value[0] == '\0')
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("WeChat Pay answered a v3 prepay of trade_type %s without %s",
+								   trade_type, expected));
+	memset(&answer->payment, 0, sizeof(answer->payment));
+	answer->payment.out_trade_no = call->out_trade_no;
+	answer->payment.prepay_id = wxpay_list_get(&answer->fields, "prepay_id");
+	answer->payment.code_url = wxpay_list_get(&answer->fields, "code_url");
+	answer->payment.mweb_url = wxpay_list_get(&answer->fields, "h5_url");
+	return true;
+}
+
+/* extra's JSON object field (scene_info, detail) as jsonb, or NULL. */
+static Jsonb *
+extra_object(const WxParamList *fields, const char *name)
+{
+	const char *text = wxpay_list_get(fields, name);
+	Jsonb	   *jb;
+
+	if (text == NULL)
+		return NULL;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("extra.%s must be a JSON object for an API v3 merchant", name)));
+	return jb;
+}
+
+/*
+ * The v3 prepay body, from the same request fields as v2's (the caller's
+ * validated arguments, see the header comment for the mapping).
+ */
+static Jsonb *
+build_v3_prepay(const WxCall *call)
+{
+	const WxParamList *f = call->fields;
+	const char *trade_type = wxpay_list_get(f, "trade_type");
+	Jsonb	   *scene = extra_object(f, "scene_info");
+	Jsonb	   *detail = extra_object(f, "detail");
+	WxJson		j;
+
+	wxpay_json_begin(&j);
+	wxpay_json_string(&j, "appid", call->merchant->appid);
+	wxpay_json_string(&j, "mchid", call->merchant->mch_id);
+	wxpay_json_string(&j, "description", wxpay_list_get(f, "body"));
+	wxpay_json_string(&j, "out_trade_no", call->out_trade_no);
+	wxpay_json_string(&j, "time_expire", wxpay_v3_time_from_v2(wxpay_list_get(f, "time_expire")));
+	wxpay_json_string(&j, "attach", wxpay_list_get(f, "attach"));
+	wxpay_json_string(&j, "notify_url", wxpay_list_get(f, "notify_url"));
+	wxpay_json_string(&j, "goods_tag", wxpay_list_get(f, "goods_tag"));
+	wxpay_json_object(&j, "amount");
+	wxpay_json_int(&j, "total", pg_strtoint32(wxpay_list_get(f, "total_fee")));
+	wxpay_json_string(&j, "currency", wxpay_list_get(f, "fee_type"));
+	wxpay_json_end(&j);
+	if (strcmp(trade_type, "JSAPI") == 0)
+	{
+		wxpay_json_object(&j, "payer");
+		wxpay_json_string(&j, "openid", wxpay_list_get(f, "openid"));
+		wxpay_json_end(&j);
+	}
+	if (detail != NULL)
+	{
+		wxpay_json_object(&j, "detail");
+		wxpay_json_merge(&j, detail);
+		wxpay_json_end(&j);
+	}
+	wxpay_json_object(&j, "scene_info");
+	wxpay_json_string(&j, "payer_client_ip", wxpay_list_get(f, "spbill_create_ip"));
+	wxpay_json_string(&j, "device_id", wxpay_list_get(f, "device_info"));
+	if (scene != NULL)
+		wxpay_json_merge(&j, scene);
+	wxpay_json_end(&j);
+	return wxpay_json_finish(&j);
+}
+
+static const WxEndpointV3 v3_prepay = {
+	.method = "POST",
+	.path = "/v3/pay/transactions/{trade_type}",
+	.body = build_v3_prepay,
+	.read = read_v3_prepay,
+};
+
 const WxEndpoint wx_endpoint_unifiedorder = {
-	.protocol = &wx_protocol_v2,
 	.name = "unifiedorder",
 	.path = "/pay/unifiedorder",
 	.client_cert = false,
@@ -162,6 +290,7 @@ const WxEndpoint wx_endpoint_unifiedorder = {
 	.build = wxpay_build_fields,
 	.read = read_prepay,
 	.apply = store_prepay,
+	.v3 = &v3_prepay,
 };
 
 /* The unifiedorder request: required fields, then the optional ones. */
@@ -210,13 +339,16 @@ wxpay_unifiedorder(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	wxpay_call_init(&call, &wx_endpoint_unifiedorder, wxpay_merchant_get(uo.mch_id, CurrentMemoryContext));
+	require_trade_type_fields(&uo, call.merchant);
+	normalise_time_expire(&uo);
 	build_unifiedorder_request(&uo, call.merchant, record_order(&uo), &req);
 	call.out_trade_no = uo.out_trade_no;
 	call.fields = &req;
 	wxpay_endpoint_call(&call, &answer);
 
 	wxpay_list_init(&out, 4);
-	wxpay_list_add_cstr(&out, "prepay_id", answer.payment.prepay_id);
+	if (answer.payment.prepay_id)
+		wxpay_list_add_cstr(&out, "prepay_id", answer.payment.prepay_id);
 	wxpay_list_add_cstr(&out, "trade_type", uo.trade_type);
 	if (answer.payment.code_url)
 		wxpay_list_add_cstr(&out, "code_url", answer.payment.code_url);

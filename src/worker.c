@@ -688,6 +688,8 @@ wxpay_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(round_cxt);
 		sleep_ms = run_round(&idle);
 		if (schema_ready)
+			wxpay_v3_download_certificates(wxpay_worker_certificates_asked_at());
+		if (schema_ready)
 		{
 			wxpay_publish_paid_events();
 			if (wxpay_paid_events_waiting())

@@ -17,10 +17,11 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant sql_error wx_audit slurp_file
-  wx_poll_due wx_poll_through_crash $TEST_KEY);
+our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant wx_v3_merchant wx_v3_keys sql_error
+  wx_audit slurp_file wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
+our $TEST_APIV3_KEY = 'a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb';
 my $json = JSON::PP->new->canonical;
 
 # A started cluster with wxpay in shared_preload_libraries and created in
@@ -102,6 +103,45 @@ sub wx_merchant
 		map { $q->($_) } $m{mch_id}, $m{appid}, $m{api_key}, $m{sign_type}, $m{notify_url},
 		$sim->{base}, $m{ca_pem} // $sim->{ca_pem}, $creds->{cert_pem}, $creds->{key_pem}));
 	return { %m, %$creds };
+}
+
+# Register an API v3 merchant at the simulator and here: wxpay.merchants
+# (protocol v3, apiclient_cert.pem and apiclient_key.pem), wxpay.merchant_v3
+# (the APIv3 key; the serial comes from the certificate) and, unless
+# keys => 0, the WeChat Pay keys the simulator lists for it.  key_mode is
+# certificate, public_key or both.
+sub wx_v3_merchant
+{
+	my ($node, $sim, %m) = @_;
+	$m{mch_id} //= '1900000109';
+	$m{appid} //= 'wxd678efh567hg6787';
+	$m{apiv3_key} //= $TEST_APIV3_KEY;
+	$m{key_mode} //= 'certificate';
+	$m{notify_url} //= 'http://127.0.0.1:9/notify';
+	my $creds = sim_call($sim, 'POST', '/_sim/merchants',
+		{ (map { $_ => $m{$_} } qw(mch_id appid apiv3_key key_mode notify_url)),
+		  api_key => $TEST_KEY, protocol => 'v3' });
+	my $q = sub { my $v = shift; $v =~ s/'/''/g; "'$v'" };
+	$node->safe_psql('postgres', sprintf(
+		"INSERT INTO wxpay.merchants (mch_id, appid, api_key, notify_url, api_base, ca_pem, cert_pem, key_pem, protocol)"
+		  . " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'v3');"
+		  . " INSERT INTO wxpay.merchant_v3 (mch_id, apiv3_key) VALUES (%s, %s);",
+		map { $q->($_) } $m{mch_id}, $m{appid}, $TEST_KEY, $m{notify_url}, $sim->{base}, $sim->{ca_pem},
+		$creds->{cert_pem}, $creds->{key_pem}, $m{mch_id}, $m{apiv3_key}));
+	wx_v3_keys($node, $m{mch_id}, $creds->{wechatpay_keys}) unless defined $m{keys} && !$m{keys};
+	return { %m, %$creds };
+}
+
+# Insert WeChat Pay keys as the simulator lists them ([{serial, kind, pem}]),
+# those not there yet, as a DBA would from the merchant platform's files.
+sub wx_v3_keys
+{
+	my ($node, $mch_id, $keys) = @_;
+	for my $k (@$keys)
+	{
+		$node->safe_psql('postgres', "INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem)"
+			  . " VALUES ('$mch_id', '$k->{serial}', '$k->{pem}') ON CONFLICT DO NOTHING");
+	}
 }
 
 # Run SQL expected to fail; returns its SQLSTATE and the whole message.
