@@ -82,6 +82,8 @@ MERCHANTS = {
     "sim0": ("1900000109", "wx8888888888888888", "192006250b4c09247ec02edce69f6a2d"),
     "sim20": ("1900000120", "wx8888888888888820", "8934e7d15453e97507ef794cf7b0519d"),
 }
+# An API v3 merchant at sim0 (certificate mode), for v3 beside v2 in section 2.
+MERCHANT_V3 = ("1900000130", "wx8888888888888830", "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb")
 NOTIFY_URL = "https://shop.example.com/wxpay/notify"
 
 
@@ -521,6 +523,7 @@ class Bench:
             self.q("INSERT INTO wxpay.merchants (mch_id, appid, api_key, sign_type, notify_url, api_base,"
                    " ca_pem, cert_pem, key_pem) VALUES (%s, %s, %s, 'MD5', %s, %s, %s, %s, %s)",
                    (mch, appid, key, NOTIFY_URL, sim.base, ca_pem, creds["cert_pem"], creds["key_pem"]))
+        self.setup_v3_merchant(self.sims["sim0"])
         self.q("CREATE SCHEMA IF NOT EXISTS bench")
         self.q("CREATE SEQUENCE bench.seq")
         # The DB work of a unified order without the extension: the same two
@@ -543,6 +546,20 @@ class Bench:
         if rng:
             shutil.copyfile("/proc/%d/map_files/%s" % (pm, rng), self.so_snapshot)
             self.so_base = int(rng.split("-")[0], 16)
+
+    def setup_v3_merchant(self, sim):
+        """MERCHANT_V3 at sim and here, with the platform certificate sim lists."""
+        mch, appid, apiv3_key = MERCHANT_V3
+        creds = sim.ctl("POST", "/_sim/merchants", {"mch_id": mch, "appid": appid, "api_key": MERCHANTS["sim0"][2],
+                                                    "protocol": "v3", "apiv3_key": apiv3_key})
+        with open(sim.ca) as f:
+            ca_pem = f.read()
+        self.q("INSERT INTO wxpay.merchants (mch_id, appid, api_key, notify_url, api_base, ca_pem, cert_pem, key_pem,"
+               " protocol) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'v3')",
+               (mch, appid, MERCHANTS["sim0"][2], NOTIFY_URL, sim.base, ca_pem, creds["cert_pem"], creds["key_pem"]))
+        self.q("INSERT INTO wxpay.merchant_v3 (mch_id, apiv3_key) VALUES (%s, %s)", (mch, apiv3_key))
+        for k in creds["wechatpay_keys"]:
+            self.q("INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES (%s, %s, %s)", (mch, k["serial"], k["pem"]))
 
     def worker_pid(self):
         pid = self.one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'wxpay worker'")
@@ -710,8 +727,8 @@ class Bench:
                               FROM generate_series(1, %(n)s) AS i) s
              WHERE m.mch_id = %(mch)s ORDER BY i""", {"mch": mch, "pfx": prefix, "n": n})]
 
-    def uo_ext(self, sim, tag, clients, n):
-        mch = MERCHANTS[sim.name][0]
+    def uo_ext(self, sim, tag, clients, n, mch=None):
+        mch = mch or MERCHANTS[sim.name][0]
         self.q("ALTER SEQUENCE bench.seq RESTART")
         sim.reset_stats()
         res = self.pgbench("uo-" + tag, self.UO_SCRIPT, clients, n // clients, {"mch": mch, "pfx": "U%s-" % tag})
@@ -765,9 +782,17 @@ class Bench:
             log("   %2d clients: %.0f orders/s (p50 %.2f ms, p99 %.2f ms); curl %.0f/s (p50 %.2f ms, p99 %.2f ms)"
                 % (clients, x["ext_tps"], x["ext_p50"], x["ext_p99"], x["curl_rps"], x["curl_p50"], x["curl_p99"]))
 
+        # An API v3 merchant at the same simulator, 1 client, in the same run:
+        # JSON, an RSA-2048 signature per request and per answer.
+        n1 = SIZES["uo_requests"][1]
+        v3 = [self.uo_ext(sim, "V%d" % r, 1, n1, MERCHANT_V3[0]) for r in range(RUNS)]
+        v3_tps = median([e["tps"] for e in v3])
+        v3_p50 = median([percentile(e["lat"], 50) for e in v3])
+        v3_p99 = median([percentile(e["lat"], 99) for e in v3])
+        log("   API v3, 1 client: %.0f orders/s (p50 %.2f ms, p99 %.2f ms)" % (v3_tps, v3_p50, v3_p99))
+
         # The DB work alone (no HTTP), and the same comparison against a
         # simulator that answers after 20 ms, the order of a real round trip.
-        n1 = SIZES["uo_requests"][1]
         db = []
         for r in range(RUNS):
             self.q("ALTER SEQUENCE bench.seq RESTART")
@@ -795,6 +820,10 @@ class Bench:
                      "< 10% overhead" if clients == 1 else "(report)",
                      overhead < 0.10 if clients == 1 else None, key="uo_%d" % clients)
         x = results[1]
+        self.add("2 unified order", "API v3 merchant, 1 client: orders/s (p50 / p99 ms)",
+                 "%.0f (%.2f / %.2f)" % (v3_tps, v3_p50, v3_p99),
+                 "v2, same run: %.0f/s (%.2f / %.2f)" % (x["ext_tps"], x["ext_p50"], x["ext_p99"]),
+                 "%.2fx v2's throughput" % (v3_tps / x["ext_tps"]), "(report)", None, key="uo_v3")
         self.add("2 unified order", "1 client: DB work alone (same 2 row writes + triggers, no HTTP), ms",
                  "%.3f" % db_mean, "curl round trip: %.3f" % x["curl_mean"],
                  "%.0f%% of the round trip" % (db_mean / x["curl_mean"] * 100), "(report)", None)

@@ -310,6 +310,31 @@ class V3EndToEnd(unittest.TestCase):
         self.assertFalse(self.verified(h, raw))
         self.assertTrue(self.call(self.CERT_MCH, "GET", url)[0] == 200, "faults are used up")
 
+    def test_outcome_faults(self):
+        self.prepay(self.CERT_MCH, "app", "v3-outcome")
+        self.control("POST", "/_sim/pay", {"mch_id": self.CERT_MCH, "out_trade_no": "v3-outcome", "notify": False})
+        refund = {"out_trade_no": "v3-outcome", "amount": {"refund": 10, "total": 100, "currency": "CNY"}}
+        # A fault for another path waits; http500 and http429 are refused unprocessed.
+        self.control("POST", "/_sim/v3/faults", {"mode": "lost", "path": "/v3/certificates"})
+        for mode, status, code in (("http500", 500, "SYSTEM_ERROR"), ("http429", 429, "FREQUENCY_LIMITED")):
+            self.control("POST", "/_sim/v3/faults", {"mode": mode, "path": "/v3/refund/domestic/refunds"})
+            got, h, _, obj = self.call(self.CERT_MCH, "POST", "/v3/refund/domestic/refunds",
+                                       dict(refund, out_refund_no="v3-o-" + mode))
+            self.assertEqual((got, obj["code"]), (status, code))
+            self.assertNotIn("Wechatpay-Signature", h, "error answers are unsigned")
+            self.assertEqual(self.call(self.CERT_MCH, "GET", "/v3/refund/domestic/refunds/v3-o-" + mode)[0], 404,
+                             "%s: not processed" % mode)
+        # lost: processed, the answer a 500.
+        self.control("POST", "/_sim/v3/faults", {"mode": "lost", "path": "/v3/refund/domestic/refunds"})
+        got, _, _, obj = self.call(self.CERT_MCH, "POST", "/v3/refund/domestic/refunds", dict(refund, out_refund_no="v3-o-lost"))
+        self.assertEqual((got, obj["code"]), (500, "SYSTEM_ERROR"))
+        got, _, _, obj = self.call(self.CERT_MCH, "GET", "/v3/refund/domestic/refunds/v3-o-lost")
+        self.assertEqual((got, obj["status"]), (200, "PROCESSING"), "lost: the refund was made")
+        self.assertEqual(self.control("POST", "/_sim/v3/faults", {"mode": "none"})["queue"], [])
+        # Its notification, which the refund tests must not take for theirs.
+        self.assertTrue(wait_for(lambda: V3Receiver.received.get("/refund"), 10))
+        V3Receiver.received.pop("/refund")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1306,15 +1306,17 @@ class Server:
         return {"signing": keys.signer()[0], "wechatpay_keys": keys.listing()}
 
     def c_v3_faults(self, p, _):
-        """The next count v3 answers carry a probe signature, a wrong one, or
-        a timestamp skew_s seconds off."""
+        """The next count v3 answers (to path, if given)
+        carry a probe signature, a wrong one, or a timestamp skew_s seconds
+        off; or are lost after the request was processed (500 SYSTEM_ERROR),
+        or refused before (http500: 500 SYSTEM_ERROR, http429: 429)."""
         if p.get("mode", "none") == "none":
             self.sim.v3.faults.clear()
-        elif p["mode"] in ("probe", "badsign", "skew"):
+        elif p["mode"] in wxsim_v3.V3_FAULT_MODES:
             self.sim.v3.faults.append({"mode": p["mode"], "count": int(p.get("count", 1)),
-                                       "skew_s": int(p.get("skew_s", 0))})
+                                       "skew_s": int(p.get("skew_s", 0)), "path": p.get("path")})
         else:
-            raise ControlError(400, "mode must be none, probe, badsign or skew")
+            raise ControlError(400, "mode must be none or one of %s" % ", ".join(wxsim_v3.V3_FAULT_MODES))
         return {"queue": self.sim.v3.faults}
 
     def c_pay(self, p, _):

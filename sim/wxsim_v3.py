@@ -36,6 +36,13 @@ V3_TRADE_TYPES = {"jsapi": "JSAPI", "app": "APP", "h5": "MWEB", "native": "NATIV
 V3_REFUND_STATUS = {"PROCESSING": "PROCESSING", "SUCCESS": "SUCCESS", "CHANGE": "ABNORMAL",
                     "REFUNDCLOSE": "CLOSED"}
 V3_REFUND_EVENT = {"SUCCESS": "REFUND.SUCCESS", "ABNORMAL": "REFUND.ABNORMAL", "CLOSED": "REFUND.CLOSED"}
+# Faults of answers: the signature or timestamp (the request is processed),
+# the answer lost after processing (500 SYSTEM_ERROR: outcome unknown), or
+# a refusal before processing (500 SYSTEM_ERROR, 429 FREQUENCY_LIMITED).
+V3_SIGNATURE_FAULTS = ("probe", "badsign", "skew")
+V3_AFTER_FAULTS = V3_SIGNATURE_FAULTS + ("lost",)
+V3_BEFORE_FAULTS = ("http500", "http429")
+V3_FAULT_MODES = V3_AFTER_FAULTS + V3_BEFORE_FAULTS
 
 
 # ------------------------------------------------------------ primitives
@@ -188,7 +195,7 @@ class V3:
     def __init__(self, sim):
         self.sim = sim
         self.keys = {}                 # mch_id -> PlatformKeys
-        self.faults = []               # [{"mode": probe|skew|badsign, "count": n, "skew_s": s}]
+        self.faults = []               # [{"mode": V3_FAULT_MODES, "count": n, "skew_s": s, "path": path}]
         self.clock_skew = 0            # seconds added to our own clock when checking requests
 
     # --------------------------------------------------------- pipeline
@@ -208,13 +215,20 @@ class V3:
         try:
             handler, args = self.route(request.method, request.path)
             merchant = self.authenticate(request)
+            fault = self.take_fault(request.path, V3_BEFORE_FAULTS)
+            if fault:
+                raise (V3Error(429, "FREQUENCY_LIMITED", "频率超限") if fault["mode"] == "http429"
+                       else V3Error(500, "SYSTEM_ERROR", "系统错误"))
             body = self.json_body(request) if request.method == "POST" else {}
             status, obj = handler(merchant, body, dict(urllib.parse.parse_qsl(request.query)), *args)
+            fault = self.take_fault(request.path, V3_AFTER_FAULTS)
+            if fault and fault["mode"] == "lost":
+                raise V3Error(500, "SYSTEM_ERROR", "系统错误")
         except V3Error as e:
             # Error answers go out unsigned, as WeChat Pay's do.
             return e.status, [], json.dumps(e.body(), ensure_ascii=False).encode()
         raw = b"" if obj is None else json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-        return status, self.signed_headers(merchant, raw, self.take_fault()), raw
+        return status, self.signed_headers(merchant, raw, fault), raw
 
     def authenticate(self, request):
         """The merchant whose key signed the request's Authorization."""
@@ -253,14 +267,15 @@ class V3:
             raise V3Error(400, "PARAM_ERROR", "the body must be a JSON object")
         return body
 
-    def take_fault(self):
-        if not self.faults:
-            return None
-        fault = self.faults[0]
-        fault["count"] -= 1
-        if fault["count"] <= 0:
-            self.faults.pop(0)
-        return fault
+    def take_fault(self, path, modes):
+        """The first queued fault of one of modes for path (or any path), used up."""
+        for fault in self.faults:
+            if fault["mode"] in modes and fault.get("path") in (None, path):
+                fault["count"] -= 1
+                if fault["count"] <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
 
     def signed_headers(self, merchant, raw, fault=None):
         """Wechatpay-* headers over raw, by the merchant's current signer;

@@ -37,6 +37,9 @@
 #define V3_MAX_BODY (256 * 1024)
 /* Deepest nesting of an answer that becomes named fields. */
 #define V3_MAX_DEPTH 16
+/* Deepest nesting, longest number an answer may have at all. */
+#define V3_MAX_JSON_DEPTH 64
+#define V3_MAX_NUMBER 40
 
 /*--------------------------------------------------------------------
  * JSON bodies, built with jsonb (never by hand)
@@ -131,6 +134,44 @@ wxpay_json_finish(WxJson *j)
  */
 
 /*
+ * Whether a body nests at most V3_MAX_JSON_DEPTH deep and has no number
+ * longer than V3_MAX_NUMBER characters: what the parser and numeric_in
+ * would raise an error for (stack depth, numeric overflow) is refused
+ * before they see it.
+ */
+static bool
+json_shape_ok(const char *s, size_t len)
+{
+	bool		in_string = false;
+	int			depth = 0;
+	int			number = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		number = strchr("0123456789+-.eE", c) != NULL && c != '\0' ? number + 1 : 0;
+		if (number > V3_MAX_NUMBER)
+			return false;
+		if (c == '"')
+			in_string = true;
+		else if ((c == '{' || c == '[') && ++depth > V3_MAX_JSON_DEPTH)
+			return false;
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return true;
+}
+
+/*
  * A body from the network as jsonb, or NULL when it is not a JSON object
  * in valid UTF-8: checked by the lexer first, so jsonb_in never raises.
  */
@@ -141,7 +182,7 @@ wxpay_v3_parse(const char *body, size_t len)
 	Jsonb	   *jb;
 
 	if (body == NULL || len == 0 || len > V3_MAX_BODY || memchr(body, '\0', len) != NULL ||
-		!pg_verify_mbstr(GetDatabaseEncoding(), body, len, true))
+		!pg_verify_mbstr(GetDatabaseEncoding(), body, len, true) || !json_shape_ok(body, len))
 		return NULL;
 	lex = makeJsonLexContextCstringLen((char *) body, len, GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
@@ -234,17 +275,18 @@ wxpay_v3_fields(Jsonb *jb, WxParamList *fields)
  * certificate (hex, any case) not past its expiry, or the public key by
  * its exact PUB_KEY_ID_; NULL when there is none.  SPI must be connected.
  */
-static const WxKey *
-key_for_serial(const char *mch_id, const char *serial)
+const WxKey *
+wxpay_v3_verification_key(const WxMerchant *m, const char *serial)
 {
 	static SPIPlanPtr plan = NULL;
-	WxV3SerialKind kind = wx_v3_serial_kind(serial, strlen(serial));
+	WxV3SerialKind kind;
 	Datum		values[2];
 	char	   *pem;
 
-	if (kind == WX_SERIAL_INVALID)
+	if (serial == NULL || strlen(serial) > WX_V3_TOKEN_MAX ||
+		(kind = wx_v3_serial_kind(serial, strlen(serial))) == WX_SERIAL_INVALID)
 		return NULL;
-	values[0] = CStringGetTextDatum(mch_id);
+	values[0] = CStringGetTextDatum(m->mch_id);
 	values[1] = CStringGetTextDatum(kind == WX_SERIAL_CERTIFICATE ? str_toupper(serial, strlen(serial), C_COLLATION_OID) : serial);
 	wxpay_spi_exec_plan(&plan,
 						"SELECT pem FROM wxpay.wechatpay_keys WHERE mch_id OPERATOR(pg_catalog.=) $1"
@@ -265,7 +307,7 @@ key_for_serial(const char *mch_id, const char *serial)
  * certificate serial asks the worker for the certificates.
  */
 static bool
-verify_signed(const WxKey *key, const char *mch_id, const char *serial,
+verify_signed(const WxKey *key, const WxMerchant *m, const char *serial,
 			  const char *timestamp, const char *nonce, const char *signature,
 			  const char *body, size_t len, char **why)
 {
@@ -277,12 +319,12 @@ verify_signed(const WxKey *key, const char *mch_id, const char *serial,
 		*why = pstrdup("no Wechatpay-Serial");
 		return false;
 	}
-	if (key == NULL && (strlen(serial) > WX_V3_TOKEN_MAX || (key = key_for_serial(mch_id, serial)) == NULL))
+	if (key == NULL && (key = wxpay_v3_verification_key(m, serial)) == NULL)
 	{
 		if (wx_v3_serial_kind(serial, strlen(serial)) == WX_SERIAL_CERTIFICATE)
 			wxpay_v3_certificates_wanted();
 		*why = psprintf("Wechatpay-Serial %.64s names no key of merchant %s in wxpay.wechatpay_keys",
-						serial, mch_id);
+						serial, m->mch_id);
 		wx_utf8_clip(*why);
 		return false;
 	}
@@ -298,11 +340,11 @@ verify_signed(const WxKey *key, const char *mch_id, const char *serial,
 
 /* The same with the key looked up by serial (notifications use this). */
 bool
-wxpay_v3_verify(const char *mch_id, const char *serial, const char *timestamp,
+wxpay_v3_verify(const WxMerchant *m, const char *serial, const char *timestamp,
 				const char *nonce, const char *signature, const char *body,
 				size_t len, char **why)
 {
-	return verify_signed(NULL, mch_id, serial, timestamp, nonce, signature, body, len, why);
+	return verify_signed(NULL, m, serial, timestamp, nonce, signature, body, len, why);
 }
 
 /*--------------------------------------------------------------------
@@ -466,7 +508,7 @@ key_in_answer(const WxCall *call, const WxHttpResponse *http, const char *serial
 	const char *pem;
 
 	if (!call->endpoint->v3->keys_in_answer || serial == NULL ||
-		key_for_serial(call->merchant->mch_id, serial) != NULL ||
+		wxpay_v3_verification_key(call->merchant, serial) != NULL ||
 		(jb = wxpay_v3_parse(http->body, http->len)) == NULL)
 		return NULL;
 	wxpay_v3_fields(jb, &fields);
@@ -487,7 +529,7 @@ v3_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	answer->status = http->status;
 	if (http->status < 200 || http->status > 299 || http->status == 202)
 		return judge_error(call, http, answer, fail);
-	if (!verify_signed(key_in_answer(call, http, serial), m->mch_id, serial,
+	if (!verify_signed(key_in_answer(call, http, serial), m, serial,
 					   wxpay_http_header(http, "Wechatpay-Timestamp"), wxpay_http_header(http, "Wechatpay-Nonce"),
 					   wxpay_http_header(http, "Wechatpay-Signature"), http->body ? http->body : "",
 					   http->len, &why))

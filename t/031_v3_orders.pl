@@ -24,8 +24,8 @@ my $sql = sub { $node->safe_psql('postgres', shift) };
 my $json = sub { decode_json($sql->(shift)) };
 
 my %merchants = (
-	certificate => wx_v3_merchant($node, $sim, mch_id => '1900000109', key_mode => 'certificate'),
-	public_key => wx_v3_merchant($node, $sim, mch_id => '1900000110', key_mode => 'public_key'));
+	certificate => wx_merchant_v3($node, $sim, mch_id => '1900000109', key_mode => 'certificate'),
+	public_key => wx_merchant_v3($node, $sim, mch_id => '1900000110', key_mode => 'public_key'));
 
 for my $mode (sort keys %merchants)
 {

@@ -21,7 +21,7 @@ my $sql = sub { $node->safe_psql('postgres', shift) };
 for my $mode ('certificate', 'public_key')
 {
 	my $m = $mode eq 'certificate' ? '1900000109' : '1900000110';
-	wx_v3_merchant($node, $sim, mch_id => $m, key_mode => $mode);
+	wx_merchant_v3($node, $sim, mch_id => $m, key_mode => $mode);
 	my $state_is = sub {
 		my ($no, $state) = @_;
 		return wx_poll_due($node, "out_trade_no = '$no'",

@@ -24,7 +24,7 @@ my $sql = sub { $node->safe_psql('postgres', shift) };
 my $m = '1900000109';
 
 # A certificate merchant configured without any WeChat Pay key.
-my $creds = wx_v3_merchant($node, $sim, mch_id => $m, key_mode => 'certificate', keys => 0);
+my $creds = wx_merchant_v3($node, $sim, mch_id => $m, key_mode => 'certificate', keys => 0);
 my $first = $creds->{wechatpay_keys}[0]{serial};
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM wxpay.wechatpay_keys WHERE mch_id = '$m' AND serial = '$first' AND source = 'download'"),
@@ -48,7 +48,7 @@ is(decode_json($sql->("SELECT wxpay_orderquery('$m', 'c-1')"))->{trade_state}, '
 
 # Downloaded certificates go after their expiry; the DBA's stay.  (Another
 # merchant's certificate stands in for one WeChat Pay no longer lists.)
-my $other = wx_v3_merchant($node, $sim, mch_id => '1900000111', key_mode => 'certificate');
+my $other = wx_merchant_v3($node, $sim, mch_id => '1900000111', key_mode => 'certificate');
 $sql->("INSERT INTO wxpay.wechatpay_keys (mch_id, pem, expires_at, source) VALUES"
 	  . " ('$m', '$other->{wechatpay_keys}[0]{pem}', now() - interval '1 s', 'download')");
 $sql->("UPDATE wxpay.wechatpay_keys SET expires_at = now() - interval '1 s', source = 'manual'"
@@ -65,13 +65,13 @@ is($sql->("SELECT count(*) FROM wxpay.wechatpay_keys WHERE mch_id = '1900000111'
 # A merchant with no platform certificate at all, nor a key: 404
 # RESOURCE_NOT_EXISTS, recorded as none, and nothing in the log.
 my $log_at = -s $node->logfile;
-wx_v3_merchant($node, $sim, mch_id => '1900000110', key_mode => 'public_key', keys => 0);
+wx_merchant_v3($node, $sim, mch_id => '1900000110', key_mode => 'public_key', keys => 0);
 ok($node->poll_query_until('postgres',
 	"SELECT status = 'none' FROM wxpay.cert_downloads WHERE mch_id = '1900000110'"),
 	'a merchant without certificates: none');
 unlike(slurp_file($node->logfile, $log_at), qr/platform certificates of merchant 1900000110/, 'quietly');
 # Once it has its public key, it is not asked again.
-my $pub = wx_v3_merchant($node, $sim, mch_id => '1900000112', key_mode => 'public_key');
+my $pub = wx_merchant_v3($node, $sim, mch_id => '1900000112', key_mode => 'public_key');
 $sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '25 hours'");
 ok($node->poll_query_until('postgres',
 	"SELECT bool_and(checked_at > now() - interval '1 minute') FROM wxpay.cert_downloads"),

@@ -17,7 +17,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant wx_v3_merchant wx_v3_keys sql_error
+our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant wx_merchant_v3 wx_v3_keys sql_error
   wx_audit slurp_file wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
@@ -110,10 +110,10 @@ sub wx_merchant
 # (the APIv3 key; the serial comes from the certificate) and, unless
 # keys => 0, the WeChat Pay keys the simulator lists for it.  key_mode is
 # certificate, public_key or both.
-sub wx_v3_merchant
+sub wx_merchant_v3
 {
 	my ($node, $sim, %m) = @_;
-	$m{mch_id} //= '1900000109';
+	$m{mch_id} //= '1900007291';
 	$m{appid} //= 'wxd678efh567hg6787';
 	$m{apiv3_key} //= $TEST_APIV3_KEY;
 	$m{key_mode} //= 'certificate';
