@@ -1111,3 +1111,45 @@ CREATE TABLE wxpay.cert_downloads (
 REVOKE ALL ON wxpay.cert_downloads FROM PUBLIC;
 COMMENT ON TABLE wxpay.cert_downloads IS
 'the worker''s last GET /v3/certificates per v3 merchant: ok, none (404 RESOURCE_NOT_EXISTS: a public-key merchant) or error';
+
+----------------------------------------------------------------------
+-- API v3 notifications (issue 18): wxpay_handle_notify_v3 judges
+-- payment and refund notifications of v3 merchants.  A v3 body names its
+-- merchant only inside the encrypted resource, so the web tier passes
+-- the mch_id of the notify URL (one URL per merchant).  The body is
+-- recorded with its signature headers (only Wechatpay-* and Request-ID:
+-- nothing secret) and, once verified, with its decrypted resource.
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.notifications ADD COLUMN headers jsonb;
+ALTER TABLE wxpay.notifications ADD COLUMN resource jsonb;
+COMMENT ON COLUMN wxpay.notifications.headers IS
+'API v3: the Wechatpay-Timestamp, -Nonce, -Signature, -Serial, -Signature-Type and Request-ID headers received (NULL: a v2 body)';
+COMMENT ON COLUMN wxpay.notifications.resource IS
+'API v3: the resource decrypted with the APIv3 key, once the signature verified';
+
+CREATE FUNCTION @extschema@.wxpay_handle_notify_v3(mch_id text, headers jsonb, body text,
+	OUT status integer, OUT reply text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'wxpay_handle_notify_v3'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_handle_notify_v3(text, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_handle_notify_v3(text, jsonb, text) IS
+'judge an API v3 notification (TRANSACTION.SUCCESS, REFUND.*) of the merchant its notify URL names, apply it once, record it; returns the HTTP status and body for WeChat Pay';
+
+-- The amount of a v3 payment is in its decrypted resource.
+CREATE OR REPLACE VIEW wxpay.unmatched_payments WITH (security_invoker = true) AS
+	SELECT mch_id, out_trade_no, transaction_id, pg_catalog.min(total_fee) AS total_fee,
+		   pg_catalog.min(received_at) AS first_received_at, pg_catalog.max(received_at) AS last_received_at,
+		   pg_catalog.count(*) AS deliveries, pg_catalog.max(reason) AS reason
+	  FROM (SELECT n.*, CASE WHEN n.headers IS NULL
+							 THEN @extschema@.wxpay_from_xml(n.body) OPERATOR(pg_catalog.->>) 'total_fee'
+							 ELSE n.resource OPERATOR(pg_catalog.#>>) '{amount,total}' END AS total_fee
+			  FROM wxpay.notifications n) n
+	 WHERE kind OPERATOR(pg_catalog.=) 'pay' AND verified AND outcome OPERATOR(pg_catalog.=) 'rejected'
+	   AND NOT EXISTS (SELECT FROM wxpay.orders o
+						WHERE o.mch_id OPERATOR(pg_catalog.=) n.mch_id
+						  AND o.out_trade_no OPERATOR(pg_catalog.=) n.out_trade_no
+						  AND o.transaction_id OPERATOR(pg_catalog.=) n.transaction_id)
+	 GROUP BY mch_id, out_trade_no, transaction_id;

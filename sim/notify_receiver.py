@@ -5,11 +5,16 @@ the database and send back what it answers, with HTTP 200.
     /usr/bin/python3 sim/notify_receiver.py --port 8080 --dsn "dbname=postgres"
 
 POST /refund goes to wxpay_handle_refund_notify, anything else to
-wxpay_handle_notify.  This is demo and test tooling; a production endpoint
-does the same in the application's own web framework.
+wxpay_handle_notify.  API v3: POST /v3/notify/<mch_id> (one notify_url per
+merchant) goes to wxpay_handle_notify_v3 with the request's headers, and
+its HTTP status and body are sent back as they are.  This is demo and
+test tooling; a production endpoint does the same in the application's own
+web framework.
 """
 import argparse
 import http.server
+import json
+import re
 import threading
 
 import psycopg2
@@ -35,6 +40,9 @@ class Receiver(http.server.BaseHTTPRequestHandler):
             self.send_error(413)
             return
         body = self.rfile.read(length).decode("utf-8", errors="replace")
+        v3 = re.fullmatch(r"/v3/notify/([0-9]{1,32})", self.path)
+        if v3:
+            return self.reply_v3(v3.group(1), body)
         handler = "wxpay_handle_refund_notify" if self.path.startswith("/refund") else "wxpay_handle_notify"
         with self.connection_for_thread().cursor() as cur:
             cur.execute("SELECT %s(%%s)" % handler, (body,))
@@ -44,6 +52,20 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
         self.wfile.write(reply)
+
+    def reply_v3(self, mch_id, body):
+        """The v3 handler decides the status; its body, if any, is JSON."""
+        with self.connection_for_thread().cursor() as cur:
+            cur.execute("SELECT status, reply FROM wxpay_handle_notify_v3(%s, %s, %s)",
+                        (mch_id, json.dumps(dict(self.headers.items())), body))
+            status, reply = cur.fetchone()
+        self.send_response(status)
+        if reply is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(reply.encode())))
+        self.end_headers()
+        if reply is not None:
+            self.wfile.write(reply.encode())
 
     def log_message(self, fmt, *args):
         if not self.server.quiet:

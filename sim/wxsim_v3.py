@@ -455,7 +455,7 @@ class V3:
 
     def refund_notification(self, refund):
         merchant = self.sim.merchants[refund.mch_id]
-        plain = self.refund_object(refund, "refund_status")
+        plain = dict(self.refund_object(refund, "refund_status"), mchid=refund.mch_id)   # §5.4: it names the merchant
         status = plain["refund_status"]
         return self.notification(merchant, V3_REFUND_EVENT.get(status, "REFUND.SUCCESS"), "退款结果",
                                  "refund", plain, "refund")

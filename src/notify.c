@@ -77,7 +77,7 @@ wxpay_notify_applied(WxNotifyOutcome *out, WxApplyResult result, char *reason)
 
 /* Judge a payment notification and apply it; fills out. */
 static void
-judge_payment(const char *body, size_t len, WxNotifyOutcome *out)
+judge_payment(const WxNotice *n, WxNotifyOutcome *out)
 {
 	WxParamList fields;
 	WxMerchant *m;
@@ -85,7 +85,7 @@ judge_payment(const char *body, size_t len, WxNotifyOutcome *out)
 	WxApplyResult result;
 	char	   *reason;
 
-	if ((m = wxpay_notify_sender(body, len, &fields, out)) == NULL)
+	if ((m = wxpay_notify_sender(n->body, n->len, &fields, out)) == NULL)
 		return;
 	out->out_trade_no = (char *) wxpay_list_get(&fields, "out_trade_no");
 	out->transaction_id = (char *) wxpay_list_get(&fields, "transaction_id");
@@ -111,8 +111,7 @@ judge_payment(const char *body, size_t len, WxNotifyOutcome *out)
 typedef struct WxJudgement
 {
 	WxNotifyJudge judge;
-	const char *body;
-	size_t		len;
+	const WxNotice *notice;
 	WxNotifyOutcome *out;
 } WxJudgement;
 
@@ -122,32 +121,36 @@ run_judge(void *arg)
 {
 	WxJudgement *j = arg;
 
-	j->judge(j->body, j->len, j->out);
+	j->judge(j->notice, j->out);
 }
 
 /*
  * Run a judge in a subtransaction; an error inside it rolls back whatever
- * it did and becomes a rejection with the error's message.
+ * it did and becomes a rejection with the error's message (the kind the
+ * judge found, a constant, is kept).
  */
 static void
-judge_in_subtransaction(WxNotifyJudge judge, const char *body, size_t len,
+judge_in_subtransaction(WxNotifyJudge judge, const WxNotice *notice,
 						WxNotifyOutcome *out)
 {
-	WxJudgement j = {judge, body, len, out};
+	WxJudgement j = {judge, notice, out};
 	ErrorData  *edata = wxpay_run_isolated_waiting(run_judge, &j, wxpay_lock_timeout);
+	const char *kind = out->kind;
 
 	if (edata != NULL)
 	{
 		memset(out, 0, sizeof(*out));
+		out->kind = kind;
+		out->failed = true;
 		wxpay_notify_reject(out, psprintf("could not process: %s", edata->message));
 	}
 }
 
-/* What to record: the body, its kind and its outcome. */
+/* What to record: the notice, its kind and its outcome. */
 typedef struct WxRecord
 {
 	const char *kind;
-	text	   *body;
+	const WxNotice *notice;
 	const WxNotifyOutcome *out;
 	bool		schema_1_0;		/* called through 1.0's declaration */
 } WxRecord;
@@ -157,12 +160,12 @@ static void
 insert_notification(void *arg)
 {
 	const WxRecord *r = arg;
-	const char *kind = r->kind;
-	text	   *body = r->body;
 	const WxNotifyOutcome *out = r->out;
-	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[9];
-	char		nulls[10] = "         ";
+	const char *kind = out->kind ? out->kind : r->kind;
+	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	BOOLOID, JSONBOID, JSONBOID};
+	Datum		values[11];
+	char		nulls[12] = "           ";
 	const char *strings[8] = {kind, NULL, out->mch_id, out->out_trade_no,
 	out->transaction_id, out->outcome, out->reason, out->out_refund_no};
 	static SPIPlanPtr plans[2];
@@ -172,8 +175,12 @@ insert_notification(void *arg)
 		nulls[i] = strings[i] || i == 1 ? ' ' : 'n';
 		values[i] = strings[i] ? CStringGetTextDatum(strings[i]) : (Datum) 0;
 	}
-	values[1] = PointerGetDatum(body);
+	values[1] = PointerGetDatum(r->notice->raw);
 	values[8] = BoolGetDatum(out->verified);
+	values[9] = r->notice->headers_jsonb ? JsonbPGetDatum(r->notice->headers_jsonb) : (Datum) 0;
+	nulls[9] = r->notice->headers_jsonb ? ' ' : 'n';
+	values[10] = out->resource ? JsonbPGetDatum(out->resource) : (Datum) 0;
+	nulls[10] = out->resource ? ' ' : 'n';
 	/* Until ALTER EXTENSION UPDATE, the 1.0 table has no verified column. */
 	if (r->schema_1_0)
 		wxpay_spi_exec_plan(&plans[0],
@@ -184,9 +191,9 @@ insert_notification(void *arg)
 	else
 		wxpay_spi_exec_plan(&plans[1],
 							"INSERT INTO wxpay.notifications (kind, body, mch_id, out_trade_no,"
-							" transaction_id, outcome, reason, out_refund_no, verified)"
-							" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-							9, types, values, nulls, false, SPI_OK_INSERT);
+							" transaction_id, outcome, reason, out_refund_no, verified, headers, resource)"
+							" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+							11, types, values, nulls, false, SPI_OK_INSERT);
 }
 
 /*
@@ -194,15 +201,17 @@ insert_notification(void *arg)
  * stored, the body is stored with the reason it could not be.
  */
 static void
-record_notification(const char *kind, text *body, WxNotifyOutcome *out, bool schema_1_0)
+record_notification(const char *kind, const WxNotice *notice, WxNotifyOutcome *out, bool schema_1_0)
 {
-	WxRecord	r = {kind, body, out, schema_1_0};
+	WxRecord	r = {kind, notice, out, schema_1_0};
 	ErrorData  *edata = wxpay_run_isolated(insert_notification, &r);
 	WxNotifyOutcome bare;
 
 	if (edata == NULL)
 		return;
 	memset(&bare, 0, sizeof(bare));
+	bare.kind = out->kind;
+	bare.failed = true;
 	wxpay_notify_reject(&bare, psprintf("could not record the details: %s", edata->message));
 	r.out = &bare;
 	insert_notification(&r);
@@ -225,28 +234,43 @@ notify_reply(const WxNotifyOutcome *out)
 }
 
 /*
- * Judge a notification body, record it with its outcome and return the
- * reply.  Shared by payment and refund notifications; schema_1_0 when
- * called through a 1.0 declaration (the library was upgraded, the schema
- * not yet: notifications must keep working meanwhile).
+ * Judge a notice and record it with its outcome (kind unless the judge
+ * found another), whatever the judge does; the caller is connected to SPI.
+ * schema_1_0 when called through a 1.0 declaration (the library was
+ * upgraded, the schema not yet: notifications must keep working meanwhile).
+ */
+void
+wxpay_notification_judge_and_record(const char *kind, const WxNotice *notice,
+									WxNotifyJudge judge, bool schema_1_0,
+									WxNotifyOutcome *out)
+{
+	memset(out, 0, sizeof(*out));
+	judge_in_subtransaction(judge, notice, out);
+	if (out->outcome == NULL)
+		wxpay_notify_reject(out, pstrdup("the judge reached no outcome"));
+	record_notification(kind, notice, out, schema_1_0);
+}
+
+/*
+ * Judge a v2 notification body, record it with its outcome and return the
+ * reply.  Shared by payment and refund notifications.
  */
 Datum
 wxpay_handle_notification(FunctionCallInfo fcinfo, const char *kind,
 						  WxNotifyJudge judge, bool schema_1_0)
 {
-	text	   *body;
+	WxNotice	notice;
 	WxNotifyOutcome out;
 	text	   *reply;
 	MemoryContext caller = CurrentMemoryContext;
 
-	memset(&out, 0, sizeof(out));
-	body = PG_ARGISNULL(0) ? cstring_to_text("") : PG_GETARG_TEXT_PP(0);
+	memset(&notice, 0, sizeof(notice));
+	notice.raw = PG_ARGISNULL(0) ? cstring_to_text("") : PG_GETARG_TEXT_PP(0);
+	notice.body = VARDATA_ANY(notice.raw);
+	notice.len = VARSIZE_ANY_EXHDR(notice.raw);
 
 	SPI_connect();
-	judge_in_subtransaction(judge, VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), &out);
-	if (out.outcome == NULL)
-		wxpay_notify_reject(&out, pstrdup("the judge reached no outcome"));
-	record_notification(kind, body, &out, schema_1_0);
+	wxpay_notification_judge_and_record(kind, &notice, judge, schema_1_0, &out);
 	MemoryContextSwitchTo(caller);
 	reply = notify_reply(&out);
 	SPI_finish();

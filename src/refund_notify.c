@@ -104,7 +104,7 @@ decrypt_req_info(const char *api_key, const char *req_info, char **reason)
 
 /* Judge a refund notification and apply it; fills out. */
 static void
-judge_refund(const char *body, size_t len, WxNotifyOutcome *out)
+judge_refund(const WxNotice *n, WxNotifyOutcome *out)
 {
 	WxParamList outer;
 	WxParamList *fields;
@@ -114,7 +114,7 @@ judge_refund(const char *body, size_t len, WxNotifyOutcome *out)
 	WxApplyResult result;
 	char	   *reason = NULL;
 
-	if ((m = wxpay_notify_sender(body, len, &outer, out)) == NULL)
+	if ((m = wxpay_notify_sender(n->body, n->len, &outer, out)) == NULL)
 		return;
 	if ((req_info = wxpay_list_get(&outer, "req_info")) == NULL)
 		return wxpay_notify_reject(out, pstrdup("req_info is missing"));

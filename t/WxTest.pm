@@ -11,14 +11,16 @@ use warnings;
 use Exporter 'import';
 use File::Temp qw(tempdir);
 use FindBin;
+use IO::Socket::INET;
 use IPC::Run;
 use JSON::PP;
+use MIME::Base64;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant wx_merchant_v3 wx_v3_keys sql_error
-  wx_audit slurp_file wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
+  wx_notify_v3_call wx_receiver wx_audit slurp_file wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
 our $TEST_APIV3_KEY = 'a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb';
@@ -65,9 +67,9 @@ sub wx_sim
 
 END
 {
-	for my $sim (@WxTest::sims)
+	for my $h (@WxTest::receivers, map { $_->{harness} } @WxTest::sims)
 	{
-		eval { $sim->{harness}->signal('TERM'); $sim->{harness}->finish; };
+		eval { $h->signal('TERM'); $h->finish; };
 	}
 }
 
@@ -142,6 +144,36 @@ sub wx_v3_keys
 		$node->safe_psql('postgres', "INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem)"
 			  . " VALUES ('$mch_id', '$k->{serial}', '$k->{pem}') ON CONFLICT DO NOTHING");
 	}
+}
+
+# The call of wxpay_handle_notify_v3 for a body (the simulator's bytes, as
+# sim_call returns them) and its headers, in ASCII: however psql's input
+# is encoded, the handler gets the bytes that were signed.
+sub wx_notify_v3_call
+{
+	my ($mch_id, $headers, $body) = @_;
+	my $b64 = sub { encode_base64(shift, '') };
+	return sprintf("wxpay_handle_notify_v3(%s, convert_from(decode('%s', 'base64'), 'UTF8')::jsonb,"
+		  . " convert_from(decode('%s', 'base64'), 'UTF8'))",
+		defined $mch_id ? "'$mch_id'" : 'NULL', $b64->($json->encode($headers)), $b64->($body));
+}
+
+# Start sim/notify_receiver.py on port, handing what it receives to the
+# node's "postgres" database, once it listens; it is stopped when the
+# test ends.
+sub wx_receiver
+{
+	my ($node, $port) = @_;
+	my $dsn = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres';
+	my $h = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
+		'--port', $port, '--dsn', $dsn, '--quiet' ]);
+	push @WxTest::receivers, $h;
+	for (1 .. 300)
+	{
+		last if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp');
+		select(undef, undef, undef, 0.05);
+	}
+	return $h;
 }
 
 # Run SQL expected to fail; returns its SQLSTATE and the whole message.
@@ -250,7 +282,8 @@ PY
 # The audit every fault scenario ends with.  Against the database: each
 # paid order was paid exactly once, by a notification or a query; each
 # notified payment has its accepted body on record with the order's
-# amount; refunds never exceed totals.  Against the simulator (WeChat
+# amount (a v3 body's is in its decrypted resource); refunds never
+# exceed totals.  Against the simulator (WeChat
 # Pay's truth): nothing is paid here that is not paid there, with the same
 # transaction_id.
 sub wx_audit
@@ -268,7 +301,8 @@ sub wx_audit
 		WHERE e.new_state = 'SUCCESS' AND e.source = 'notify' AND NOT EXISTS
 		(SELECT 1 FROM wxpay.notifications n WHERE n.kind = 'pay' AND n.outcome = 'accepted'
 		  AND n.mch_id = e.mch_id AND n.out_trade_no = e.out_trade_no AND n.transaction_id = e.transaction_id
-		  AND (wxpay_from_xml(n.body) ->> 'total_fee')::int = o.total_fee)}), '0',
+		  AND (CASE WHEN n.headers IS NULL THEN wxpay_from_xml(n.body) ->> 'total_fee'
+		       ELSE n.resource #>> '{amount,total}' END)::int = o.total_fee)}), '0',
 		"$label audit: each notified payment has its verified, amount-matched body on record");
 	is($q->(q{SELECT count(*) FROM wxpay.orders o WHERE (SELECT COALESCE(sum(refund_fee), 0) FROM wxpay.refunds r
 		WHERE r.mch_id = o.mch_id AND r.out_trade_no = o.out_trade_no AND r.state <> 'REFUNDCLOSE') > o.total_fee}),
