@@ -1436,6 +1436,95 @@ class Bench:
         out["orders"] = self.one("SELECT count(*) FROM wxpay.orders")
         return out
 
+    # ------------------------------------------ 3b. API v3 notifications
+    # (the v3 notifications engineer's section: v3 beside v2 in one run)
+
+    V3_NOTIFY_SCRIPT = ("SELECT status FROM bench.notify_v3 n, wxpay_handle_notify_v3(n.mch_id, n.headers, n.body)"
+                        " WHERE n.id = (SELECT nextval('bench.nseq3'));\n")
+
+    def v3_notification_bodies(self, prefix, n):
+        """A v3 merchant (apiclient key and certificate, APIv3 key, a WeChat
+        Pay public key) here and in the simulator's own code, n orders, and
+        their TRANSACTION.SUCCESS notifications signed and encrypted by
+        wxsim_v3 without a network round trip: (mch_id, headers, body)."""
+        sys.path.insert(0, os.path.join(ROOT, "sim"))
+        import wxsim
+        import wxsim_v3
+        from cryptography.hazmat.primitives import serialization
+        mch, appid, apiv3_key = "1900000900", "wxbenchv3", "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb"
+        sim = wxsim.Sim(None, None, None)
+        merchant = wxsim.Merchant(mch, appid, MERCHANTS["sim0"][2], protocol="v3", apiv3_key=apiv3_key)
+        sim.merchants[mch] = merchant
+        keys = sim.v3.keys[mch] = wxsim_v3.PlatformKeys("public_key")
+        if not self.one("SELECT count(*) FROM wxpay.merchants WHERE mch_id = %s", (mch,)):
+            client = wxsim_v3.new_rsa_key()
+            cert = wxsim_v3.platform_certificate(client).public_bytes(serialization.Encoding.PEM).decode()
+            key = client.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()).decode()
+            self.q("INSERT INTO wxpay.merchants (mch_id, appid, api_key, protocol, api_base, cert_pem, key_pem)"
+                   " VALUES (%s, %s, %s, 'v3', 'http://127.0.0.1:9', %s, %s)",
+                   (mch, appid, MERCHANTS["sim0"][2], cert, key))
+            self.q("INSERT INTO wxpay.merchant_v3 (mch_id, apiv3_key) VALUES (%s, %s)", (mch, apiv3_key))
+        self.q("DELETE FROM wxpay.wechatpay_keys WHERE mch_id = %s", (mch,))
+        for k in keys.listing():
+            self.q("INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES (%s, %s, %s)",
+                   (mch, k["serial"], k["pem"]))
+        self.q("INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)"
+               " SELECT %s, %s || i, 'APP', 'Bench Shop-Item', 100 + i %% 900, '203.0.113.7'"
+               " FROM generate_series(1, %s) AS i", (mch, prefix, n))
+        out = []
+        for i in range(1, n + 1):
+            order = wxsim.Order(mch, "%s%d" % (prefix, i), {"trade_type": "APP"}, 100 + i % 900, "wxbench")
+            order.state = "SUCCESS"
+            body = sim.v3.payment_notification(order)
+            out.append((mch, json.dumps(dict(sim.v3.signed_headers(merchant, body.encode()))), body))
+        return out
+
+    def notifications_v3(self):
+        """First deliveries (verify, decrypt or check, apply) of v3 and v2
+        payment notifications, 8 clients, the same number of each in the
+        same run; bodies are made just before each run (a v3 signature is
+        good for 300 s)."""
+        log("== 3b. API v3 notifications beside v2")
+        n = max(SIZES["notify_orders"] // 5, 100)
+        clients = 8
+        self.q("CREATE TABLE IF NOT EXISTS bench.notify (id bigint PRIMARY KEY, body text NOT NULL)")
+        self.q("CREATE TABLE bench.notify_v3 (id bigint PRIMARY KEY, mch_id text, headers jsonb, body text)")
+        self.q("CREATE SEQUENCE IF NOT EXISTS bench.nseq")
+        self.q("CREATE SEQUENCE bench.nseq3")
+        mch2 = MERCHANTS["sim0"][0]
+        tps = {"v2": [], "v3": []}
+        for r in range(RUNS):
+            base = 95_000_001 + r * 100_000
+            self.q("INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)"
+                   " SELECT %s, %s || i, 'APP', 'Bench Shop-Item', 100 + i %% 900, '203.0.113.7'"
+                   " FROM generate_series(1, %s) AS i", (mch2, "N2v%d-" % r, n))
+            with self.db.cursor() as cur:
+                cur.executemany("INSERT INTO bench.notify (id, body) VALUES (%s, %s)",
+                                [(base + i, b) for i, b in enumerate(self.notification_bodies("N2v%d-" % r, n))])
+                cur.executemany("INSERT INTO bench.notify_v3 (id, mch_id, headers, body) VALUES (%s, %s, %s, %s)",
+                                [(base + i, m, h, b) for i, (m, h, b)
+                                 in enumerate(self.v3_notification_bodies("N3v%d-" % r, n))])
+            self.q("VACUUM ANALYZE wxpay.orders, bench.notify, bench.notify_v3")
+            self.q("SELECT setval('bench.nseq', %s, false), setval('bench.nseq3', %s, false)", (base, base))
+            tps["v2"].append(self.pgbench("notify-v2-%d" % r, self.NOTIFY_SCRIPT, clients, n // clients,
+                                          latencies=False)["tps"])
+            tps["v3"].append(self.pgbench("notify-v3-%d" % r, self.V3_NOTIFY_SCRIPT, clients, n // clients,
+                                          latencies=False)["tps"])
+            log("   run %d: v2 %.0f notifications/s, v3 %.0f/s" % (r + 1, tps["v2"][-1], tps["v3"][-1]))
+        paid = self.q("SELECT count(*) FILTER (WHERE out_trade_no LIKE 'N3v%%'), count(*) FILTER (WHERE out_trade_no"
+                      " LIKE 'N2v%%') FROM wxpay.orders WHERE state = 'SUCCESS' AND out_trade_no ~ '^N[23]v'")[0]
+        total = RUNS * (n // clients) * clients
+        v2, v3 = median(tps["v2"]), median(tps["v3"])
+        self.details["notify_v3"] = {"n": n, "clients": clients, "runs": tps, "paid": paid}
+        self.add("3 API v3 notifications", "8 clients, first deliveries, TRANSACTION.SUCCESS verified (RSA-2048 "
+                 "public key), decrypted (AES-256-GCM) and applied: notifications/s",
+                 "%.0f" % v3, "v2 (MD5 signature) in the same run: %.0f/s" % v2, "%.2fx v2" % (v3 / v2),
+                 "(report)", None, key="notify_v3_vs_v2")
+        self.add("3 API v3 notifications", "each v3 and v2 notification paid its order (%s of each)" % fmt_int(total),
+                 "v3 %d, v2 %d paid" % paid, "", "", "all", paid[0] == total and paid[1] == total,
+                 key="notify_v3_paid")
+
     def growth(self):
         log("== 6. cost as the tables grow")
         self.q("CREATE TABLE IF NOT EXISTS bench.notify (id bigint PRIMARY KEY, body text NOT NULL)")
@@ -1626,8 +1715,8 @@ def main():
     b.setup()
     b.machine_info = b.machine()
     only = set(args.only.split(",")) - {""}
-    sections = ("sim_ceiling", "signing", "unified_order", "notifications", "reconciliation", "seed_way",
-                "growth")
+    sections = ("sim_ceiling", "signing", "unified_order", "notifications", "notifications_v3", "reconciliation",
+                "seed_way", "growth")
     if only - set(sections):
         ap.error("unknown sections %s; the sections are %s" % (", ".join(sorted(only - set(sections))),
                                                                ", ".join(sections)))

@@ -14,6 +14,7 @@ SECTIONS = {
     "signing": ("1 signing", "## 1. Signing", "1"),
     "unified_order": ("2 unified order", "## 2. Unified order", "2"),
     "notifications": ("3 notifications", "## 3. Notifications", "3"),
+    "notifications_v3": ("3 API v3 notifications", None, None),    # the v3 notifications engineer's rows
     "reconciliation": ("4 reconciliation", "## 4. Reconciliation", "4"),
     "seed_way": ("5 seed's way", "## 5. The seed's way", "5"),
     "growth": ("6 growth", "## 6. Cost as the tables grow", "6"),
