@@ -8,6 +8,8 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 
+#include "spi_util.h"
+
 /* A call of endpoint for merchant m, with nothing else set yet. */
 void
 wxpay_call_init(WxCall *call, const WxEndpoint *endpoint, const WxMerchant *m)
@@ -52,6 +54,8 @@ wxpay_answer_result(MemoryContext caller, const WxAnswer *answer)
 {
 	Jsonb	   *result;
 
+	if (answer->json == NULL)
+		return wxpay_spi_result(caller, &answer->fields);
 	MemoryContextSwitchTo(caller);
 	result = wxpay_answer_jsonb(answer);
 	SPI_finish();

@@ -621,9 +621,12 @@ wxpay_v3_time(const char *t)
 char *
 wxpay_v3_time_from_v2(const char *t)
 {
-	if (t == NULL || strlen(t) != 14 || strspn(t, "0123456789") != 14)
+	char	   *text = wxpay_v2_time(t);	/* yyyy-MM-dd HH:mm:ss+08 */
+
+	if (text == NULL)
 		return NULL;
-	return psprintf("%.4s-%.2s-%.2sT%.2s:%.2s:%.2s+08:00", t, t + 4, t + 6, t + 8, t + 10, t + 12);
+	text[10] = 'T';
+	return psprintf("%s:00", text);
 }
 
 /* The payer fields worth keeping from a transaction object. */

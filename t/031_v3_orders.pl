@@ -1,6 +1,7 @@
 # API v3 orders through the same SQL functions as v2 (wxpay-v3-api.md §6),
 # for a merchant that verifies with platform certificates and one with the
-# WeChat Pay public key: prepay of every trade type, the RFC 3339
+# WeChat Pay public key: prepay of every trade type (with the JSAPI and APP
+# client signatures verified by the merchant's certificate), the RFC 3339
 # time_expire, queries by out_trade_no and by transaction id, close (204),
 # ORDER_PAID, ORDER_NOT_EXIST; every answer is judged by its
 # Wechatpay-Serial, and a probe signature, a wrong one or a skewed
@@ -11,7 +12,9 @@ use warnings;
 
 use FindBin;
 use lib $FindBin::RealBin;
+use File::Temp qw(tempdir);
 use JSON::PP;
+use MIME::Base64;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -22,6 +25,24 @@ my $node = wx_node('v3orders', 'wxpay.poll_interval' => '1h');
 my $sim = wx_sim();
 my $sql = sub { $node->safe_psql('postgres', shift) };
 my $json = sub { decode_json($sql->(shift)) };
+
+my $dir = tempdir(CLEANUP => 1);
+
+# Whether openssl verifies b64 over message with the public key of cert_pem.
+sub verifies
+{
+	my ($cert_pem, $message, $b64) = @_;
+	my %file = (cert => "$dir/cert.pem", msg => "$dir/msg", sig => "$dir/sig");
+	for ([ cert => $cert_pem ], [ msg => $message ], [ sig => decode_base64($b64) ])
+	{
+		open(my $f, '>', $file{ $_->[0] }) or die;
+		binmode $f;
+		print $f $_->[1];
+		close $f;
+	}
+	system("openssl x509 -in $file{cert} -pubkey -noout > $dir/pub.pem") == 0 or die;
+	return `openssl dgst -sha256 -verify $dir/pub.pem -signature $file{sig} $file{msg} 2>&1` =~ /^Verified OK/;
+}
 
 my %merchants = (
 	certificate => wx_merchant_v3($node, $sim, mch_id => '1900000109', key_mode => 'certificate'),
@@ -46,9 +67,15 @@ for my $mode (sort keys %merchants)
 	is($sim_order->{params}{amount}{total}, 100, "$mode: amount.total is a JSON number of fen");
 	is($sim_order->{params}{scene_info}{payer_client_ip}, '203.0.113.7', "$mode: spbill_create_ip is scene_info.payer_client_ip");
 	is($sim_order->{params}{description}, 'v3 goods', "$mode: body is description");
+	my $js = $json->("SELECT wxpay_jsapi_params('$m', '$r->{prepay_id}')");
+	ok(verifies($merchants{$mode}{cert_pem}, join('', map { "$_\n" } @$js{qw(appId timeStamp nonceStr package)}), $js->{paySign}),
+		"$mode: the client's paySign for this prepay verifies with apiclient_cert.pem's key");
 
 	$r = $order->("$mode-app", 'APP', '{}');
 	like($r->{prepay_id}, qr/^wx/, "$mode: APP prepay_id");
+	my $app = $json->("SELECT wxpay_app_params('$m', '$r->{prepay_id}')");
+	ok(verifies($merchants{$mode}{cert_pem}, join('', map { "$_\n" } @$app{qw(appid timestamp noncestr prepayid)}), $app->{sign}),
+		"$mode: and the APP sign");
 	$r = $order->("$mode-native", 'NATIVE', '{}');
 	like($r->{code_url}, qr{^weixin://}, "$mode: Native code_url, no product_id needed");
 	ok(!exists $r->{prepay_id}, "$mode: and no prepay_id");
