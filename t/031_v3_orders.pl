@@ -112,6 +112,8 @@ for my $mode (sort keys %merchants)
 	# By transaction id.
 	$r = $json->("SELECT wxpay_orderquery_by_transaction_id('$m', '$paid->{transaction_id}')");
 	is($r->{out_trade_no}, "$mode-jsapi", "$mode: query by transaction id names the order");
+	($state) = sql_error($node, "SELECT wxpay_orderquery_by_transaction_id('$m', '42/../x')");
+	is($state, '22023', "$mode: a transaction id that is not one is refused before anything is sent");
 	($state, $err) = sql_error($node, "SELECT wxpay_orderquery_by_transaction_id('$m', '4200000000000000000000000000')");
 	is($state, 'WX005', "$mode: an unknown transaction id: not found");
 	like($err, qr/ORDER_NOT_EXIST/, "$mode: with WeChat Pay's code");
