@@ -106,7 +106,7 @@ apply_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 	{
 		wxpay_list_add_cstr(&answer->fields, "rows", psprintf(INT64_FORMAT, imp.rows));
 		wxpay_list_add_cstr(&answer->fields, "byte_size", psprintf(INT64_FORMAT, imp.byte_size));
-		wxpay_list_add_cstr(&answer->fields, "sha1", imp.sha1);
+		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp.sha1));	/* the list borrows */
 	}
 	answer->changed = strcmp(imp.outcome, "unchanged") != 0;
 	if (kind == WX_BILL_TRADE && answer->changed)

@@ -88,11 +88,12 @@ my $text = decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$today', 'ALL'
 is($text->{outcome}, 'imported', 'the text bill is imported');
 is($text->{rows}, 12, 'twelve rows: nine payments, three refunds');
 my $gz = decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$today', 'ALL', true)"));
+like($text->{sha1}, qr/^[0-9a-f]{40}$/, 'the answer names the file by its SHA-1');
 is_deeply([ @$gz{qw(outcome bill_id sha1)} ], [ 'unchanged', $text->{bill_id}, $text->{sha1} ],
 	'the gzip bill is the same file: nothing new');
 is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '$mch' AND bill_date = '$today'"), 1, 'one version stored');
 $sql->('CREATE EXTENSION pgcrypto');
-is($sql->("SELECT encode(digest(convert_to(wxpay.bill_text(b), 'UTF8'), 'sha1'), 'hex') = sha1"
+is($sql->("SELECT encode(digest(convert_to(wxpay.bill_text(b), 'UTF8'), 'sha1'), 'hex') = '$text->{sha1}' AND sha1 = '$text->{sha1}'"
 	  . " AND octet_length(convert_to(wxpay.bill_text(b), 'UTF8')) = byte_size AND left(wxpay.bill_text(b), 1) = U&'\\FEFF'"
 	  . " AND wxpay.bill_text(b) LIKE E'%\\r\\n' FROM wxpay.bills b WHERE bill_id = $text->{bill_id}"),
 	't', 'stored whole, BOM and CRLF as served: its SHA-1 and size are the stored ones');
