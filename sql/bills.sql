@@ -95,4 +95,4 @@ SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_selec
   FROM pg_class c WHERE c.relnamespace = 'wxpay'::regnamespace AND c.relkind IN ('r', 'v')
    AND c.relname ~ '^(bill|fund_flow|current_bills)' ORDER BY 1;
 SELECT p.oid::regprocedure, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
-  FROM pg_proc p WHERE p.proname ~ '^(wxpay_bill|wxpay_download|bill_|wake_)' ORDER BY 1::text;
+  FROM pg_proc p WHERE p.proname ~ '^(wxpay_bill|wxpay_download|bill_|wake_)' ORDER BY p.proname;
