@@ -1163,9 +1163,35 @@ CREATE OR REPLACE VIEW wxpay.unmatched_payments WITH (security_invoker = true) A
 -- nothing here changes an order or a refund on their word alone.
 ----------------------------------------------------------------------
 
-ALTER TABLE wxpay.merchants ADD COLUMN bills_enabled boolean NOT NULL DEFAULT false;
+-- Like every merchant column, checked by a trigger (a NOT NULL failure
+-- would print the row, API key included), and shown in merchant_info.
+ALTER TABLE wxpay.merchants ADD COLUMN bills_enabled boolean DEFAULT false;
 COMMENT ON COLUMN wxpay.merchants.bills_enabled IS
 'whether the worker downloads and reconciles this merchant''s daily ALL bill';
+CREATE FUNCTION wxpay.merchants_validate_bills()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.bills_enabled IS NULL THEN
+		PERFORM wxpay.refuse_row('23502', 'merchants', 'bills_enabled', NULL,
+								 format('bills_enabled of merchant%s is required', COALESCE(' ' || quote_literal(NEW.mch_id), '')),
+								 'true: the worker fetches the merchant''s daily bill; false: it does not.');
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER merchants_validate_bills BEFORE INSERT OR UPDATE OF bills_enabled ON wxpay.merchants
+	FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_validate_bills();
+CREATE OR REPLACE VIEW wxpay.merchant_info AS
+	SELECT mch_id, appid, sign_type, notify_url, api_base,
+		   ca_pem IS NOT NULL AS has_ca, cert_pem IS NOT NULL AS has_client_cert,
+		   allowed_roles, created_at, updated_at,
+		   ARRAY(SELECT o::regrole FROM pg_catalog.unnest(allowed_role_oids) o) AS allowed_role_ids,
+		   protocol, bills_enabled
+	  FROM wxpay.merchants
+	 WHERE mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]);
 
 CREATE TABLE wxpay.bills (
 	bill_id		bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -1294,6 +1320,22 @@ CREATE TABLE wxpay.fund_flow_rows (
 REVOKE ALL ON wxpay.fund_flow_rows FROM PUBLIC;
 COMMENT ON TABLE wxpay.fund_flow_rows IS
 'one row per line of a fund-flow bill (资金账单); amount and balance in fen; remark and voucher_no unescaped (\r, \n)';
+
+-- Written only by the extension (its functions and the worker), like the
+-- history tables; checked once per statement, so the rows' COPY stays
+-- batched.
+CREATE TRIGGER bills_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bills
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+CREATE TRIGGER bill_chunks_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bill_chunks
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+CREATE TRIGGER bill_rows_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bill_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+CREATE TRIGGER fund_flow_rows_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.fund_flow_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
 
 SELECT pg_catalog.pg_extension_config_dump('wxpay.bills', '');
 SELECT pg_catalog.pg_extension_config_dump('wxpay.bills_bill_id_seq', '');
@@ -1518,8 +1560,13 @@ CREATE TABLE wxpay.bill_fetches (
 REVOKE ALL ON wxpay.bill_fetches FROM PUBLIC;
 COMMENT ON TABLE wxpay.bill_fetches IS
 'the worker''s attempts at a day''s ALL bill: how often, the last error (Bill Creating ...), when it tries again, the bill it got';
+CREATE TRIGGER bill_fetches_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bill_fetches
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'The worker records its attempts at each day''s bill; wxpay_bill_backfill fetches a day again.');
 SELECT pg_catalog.pg_extension_config_dump('wxpay.bill_fetches', '');
 
+-- Over merchant_info (the caller's merchants, no secrets), so a role
+-- needs no right on wxpay.merchants to read it.
 CREATE VIEW wxpay.bill_status AS
 	SELECT m.mch_id, d.day AS bill_date,
 		   CASE WHEN b.bill_id IS NOT NULL THEN 'done'
@@ -1532,7 +1579,7 @@ CREATE VIEW wxpay.bill_status AS
 						 (d.day OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.+)
 						  COALESCE(pg_catalog.current_setting('wxpay.bill_fetch_after', true), '10:00')::pg_catalog.time)
 						 AT TIME ZONE 'Asia/Shanghai') END AS next_attempt_at
-	  FROM wxpay.merchants m
+	  FROM wxpay.merchant_info m
 	 CROSS JOIN (SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d
 	  LEFT JOIN wxpay.current_bills b ON b.mch_id OPERATOR(pg_catalog.=) m.mch_id AND b.kind OPERATOR(pg_catalog.=) 'trade'
 		   AND b.bill_type OPERATOR(pg_catalog.=) 'ALL' AND b.bill_date OPERATOR(pg_catalog.=) d.day

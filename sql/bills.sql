@@ -95,4 +95,89 @@ SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_selec
   FROM pg_class c WHERE c.relnamespace = 'wxpay'::regnamespace AND c.relkind IN ('r', 'v')
    AND c.relname ~ '^(bill|fund_flow|current_bills)' ORDER BY 1;
 SELECT p.oid::regprocedure, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
-  FROM pg_proc p WHERE p.proname ~ '^(wxpay_bill|wxpay_download|bill_|wake_)' ORDER BY p.proname;
+  FROM pg_proc p WHERE p.proname ~ '^(wxpay_bill|wxpay_download|bill_)' ORDER BY p.proname;
+
+-- bills_enabled is a merchant column like the others: checked by the
+-- trigger, which never shows the row (its API key), and in merchant_info.
+\set VERBOSITY default
+UPDATE wxpay.merchants SET bills_enabled = NULL WHERE mch_id = '1900000109';
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base, bills_enabled)
+VALUES ('1900000110', 'wx2', 'b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2', 'http://127.0.0.1:9', NULL);
+INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base)
+VALUES ('1900000110', 'wx2', 'b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2', 'http://127.0.0.1:9');
+UPDATE wxpay.merchants SET bills_enabled = true WHERE mch_id = '1900000110';
+SELECT mch_id, bills_enabled FROM wxpay.merchant_info ORDER BY 1;
+
+-- Two shops, each allowed one merchant: every bill table and view shows
+-- each only its own merchant's rows.
+CREATE ROLE regress_wxpay_bills_a;
+CREATE ROLE regress_wxpay_bills_b;
+UPDATE wxpay.merchants SET allowed_roles = CASE mch_id WHEN '1900000109' THEN '{regress_wxpay_bills_a}'
+	ELSE '{regress_wxpay_bills_b}' END::text[];
+SELECT wxpay_bill_import('1900000110', '2026-11-30', 'ALL',
+	bill(ARRAY[replace(pay_row('2026-11-30 09:00:00', 'T-b', 'b-only', '4.00'), '1900000109', '1900000110')],
+		 '`1.0,`4.00,`0.00,`0.0,`0.00600,`4.00,`0.00')) ->> 'discrepancies' AS discrepancies_b;
+INSERT INTO wxpay.bill_fetches (mch_id, bill_date, attempts, last_attempt_at, next_attempt_at, last_error)
+VALUES ('1900000109', '2026-11-30', 1, now(), now(), 'Bill Creating'), ('1900000110', '2026-11-30', 1, now(), now(), 'Bill Creating');
+GRANT USAGE ON SCHEMA wxpay TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+GRANT SELECT ON wxpay.bills, wxpay.bill_chunks, wxpay.bill_rows, wxpay.fund_flow_rows, wxpay.bill_fetches,
+	wxpay.current_bills, wxpay.bill_discrepancies, wxpay.bill_status, wxpay.orders, wxpay.refunds, wxpay.merchant_info
+	TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+GRANT EXECUTE ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date)
+	TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+CREATE FUNCTION bill_visibility() RETURNS TABLE (relation text, merchants text) LANGUAGE sql AS $$
+	SELECT 'bills', string_agg(DISTINCT mch_id, ',') FROM wxpay.bills
+	UNION ALL SELECT 'bill_chunks', string_agg(DISTINCT b.mch_id, ',') FROM wxpay.bill_chunks c JOIN wxpay.bills b USING (bill_id)
+	UNION ALL SELECT 'bill_chunks (count)', count(*)::text FROM wxpay.bill_chunks
+	UNION ALL SELECT 'bill_rows (count)', count(*)::text FROM wxpay.bill_rows
+	UNION ALL SELECT 'fund_flow_rows (count)', count(*)::text FROM wxpay.fund_flow_rows
+	UNION ALL SELECT 'bill_fetches', string_agg(DISTINCT mch_id, ',') FROM wxpay.bill_fetches
+	UNION ALL SELECT 'current_bills', string_agg(DISTINCT mch_id, ',') FROM wxpay.current_bills
+	UNION ALL SELECT 'bill_discrepancies', string_agg(DISTINCT mch_id, ',') FROM wxpay.bill_discrepancies
+	UNION ALL SELECT 'bill_status', string_agg(DISTINCT mch_id, ',') FROM wxpay.bill_status $$;
+SELECT * FROM bill_visibility();
+SET ROLE regress_wxpay_bills_a;
+SELECT * FROM bill_visibility();
+SELECT wxpay_bill_summary('1900000110', '2026-11-30') AS others_summary;
+RESET ROLE;
+SET ROLE regress_wxpay_bills_b;
+SELECT * FROM bill_visibility();
+-- Through the function a shop imports its own bill; by hand, nobody
+-- writes a bill table, whatever was granted.
+SELECT wxpay_bill_import('1900000110', '2026-11-29', 'ALL',
+	bill(ARRAY[replace(pay_row('2026-11-29 09:00:00', 'T-b2', 'b-two', '4.00'), '1900000109', '1900000110')],
+		 '`1.0,`4.00,`0.00,`0.0,`0.00600,`4.00,`0.00')) ->> 'outcome' AS own_import;
+SELECT wxpay_bill_import('1900000109', '2026-11-27', 'ALL',
+	bill(ARRAY[pay_row('2026-11-27 09:00:00', 'T-a', 'a-x', '4.00')], '`1.0,`4.00,`0.00,`0.0,`0.00600,`4.00,`0.00'));
+RESET ROLE;
+GRANT INSERT, UPDATE, DELETE ON wxpay.bills, wxpay.bill_rows, wxpay.bill_chunks, wxpay.fund_flow_rows, wxpay.bill_fetches
+	TO regress_wxpay_bills_b;
+SET ROLE regress_wxpay_bills_b;
+DELETE FROM wxpay.bill_rows;
+UPDATE wxpay.bills SET discrepancies = 0;
+DELETE FROM wxpay.bill_chunks;
+INSERT INTO wxpay.fund_flow_rows SELECT * FROM wxpay.fund_flow_rows;
+DELETE FROM wxpay.bill_fetches;
+RESET ROLE;
+SELECT count(*) AS rows_still_there FROM wxpay.bill_rows WHERE bill_id IN (SELECT bill_id FROM wxpay.bills WHERE mch_id = '1900000110');
+-- The extension's owner (here a superuser) may: an archive job's DELETE.
+DELETE FROM wxpay.bill_fetches WHERE mch_id = '1900000110';
+DROP FUNCTION bill_visibility();
+REVOKE ALL ON ALL TABLES IN SCHEMA wxpay FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
+REVOKE ALL ON SCHEMA wxpay FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
+REVOKE ALL ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date)
+	FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
+UPDATE wxpay.merchants SET allowed_roles = NULL;
+DROP ROLE regress_wxpay_bills_a;
+DROP ROLE regress_wxpay_bills_b;
+
+-- README's archive of old days, as a superuser: rows first, then the bills
+-- (their chunks go with them).
+BEGIN;
+DELETE FROM wxpay.bill_rows WHERE bill_id IN (SELECT bill_id FROM wxpay.bills WHERE bill_date < '2026-11-30');
+DELETE FROM wxpay.fund_flow_rows WHERE bill_id IN (SELECT bill_id FROM wxpay.bills WHERE bill_date < '2026-11-30');
+DELETE FROM wxpay.bills WHERE bill_date < '2026-11-30';
+COMMIT;
+SELECT bill_date, count(*) AS bills, sum((SELECT count(*) FROM wxpay.bill_chunks c WHERE c.bill_id = b.bill_id)) AS chunks
+  FROM wxpay.bills b GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS orphan_rows FROM wxpay.bill_rows r WHERE NOT EXISTS (SELECT FROM wxpay.bills b WHERE b.bill_id = r.bill_id);

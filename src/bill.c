@@ -202,14 +202,17 @@ bill_call(FunctionCallInfo fcinfo, const WxEndpoint *endpoint, const char *const
 				 errhint("%s", type_hint)));
 	SPI_connect();
 	m = wxpay_merchant_get(mch_id, CurrentMemoryContext);
+
+	/*
+	 * downloadfundflow accepts HMAC-SHA256 only.  A v2 API key signs either
+	 * way, so a merchant whose other calls use MD5 gets this one (and its
+	 * signed error answers) in HMAC-SHA256.
+	 */
+	if (endpoint == &wx_endpoint_downloadfundflow)
+		m->sign_type = WX_SIGN_HMAC_SHA256;
 	wxpay_call_init(&call, endpoint, m);
 	call.bill_date = bill_day(PG_GETARG_DATEADT(1), true);
 	call.bill_type = type;
-	if (endpoint == &wx_endpoint_downloadfundflow && m->sign_type != WX_SIGN_HMAC_SHA256)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("downloadfundflow accepts HMAC-SHA256 signatures only, and merchant %s signs with MD5", mch_id),
-				 errhint("Set sign_type = 'HMAC-SHA256' in wxpay.merchants.")));
 	wxpay_list_init(&fields, 1);
 	if (PG_GETARG_BOOL(3))
 		wxpay_list_add_cstr(&fields, "tar_type", "GZIP");

@@ -145,6 +145,11 @@ $node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders 
 is($sql->("SELECT source FROM wxpay.order_events WHERE out_trade_no = 'b-pending' AND new_state = 'SUCCESS'"), 'query',
 	'paid by the verified query, not by the bill');
 ok($discrepancies->($today) !~ /b-pending/, 'its discrepancy is gone');
+my $published = "SELECT count(*) FROM wxpay.paid_events p JOIN wxpay.order_events e ON e.id = p.event_id WHERE e.out_trade_no = ";
+ok($node->poll_query_until('postgres', "$published 'b-pending'", '1'),
+	'and the payment is published as a paid event, like any other');
+is($sql->("$published 'b-lost'"), 0,
+	'the closed order, verified paid but not applicable, is not');
 
 # WeChat Pay changes the day's bill: a new version, flagged.
 $tamper->(no => 'b-omitted', fee => 100);

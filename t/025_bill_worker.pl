@@ -63,6 +63,13 @@ my ($state, $err) = sql_error($node, "SELECT * FROM wxpay_bill_backfill('$mch', 
 is($state, '22023', 'backfill refuses days older than three months');
 ($state) = sql_error($node, "SELECT * FROM wxpay_bill_backfill('$mch', '$yesterday', '$yesterday'::date - 1)");
 is($state, '22023', 'and a range that ends before it starts');
+
+# downloadfundflow takes HMAC-SHA256 only: this merchant signs its other
+# calls with MD5, and its fund-flow request is signed with HMAC-SHA256 (the
+# simulator refuses anything else).
+is($sql->("SELECT sign_type FROM wxpay.merchants WHERE mch_id = '$mch'"), 'MD5', 'an MD5 merchant');
+my $fund = decode_json($sql->("SELECT wxpay_downloadfundflow('$mch', '$yesterday', 'Basic', false)"));
+is($fund->{outcome} . '/' . $fund->{rows}, 'imported/2', 'gets its fund-flow bill: the two payments of the day');
 $listener->quit;
 
 done_testing();
