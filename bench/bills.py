@@ -100,7 +100,7 @@ class RssSampler(threading.Thread):
 
 
 def setup(b, n):
-    b.q("DELETE FROM wxpay.bill_rows; DELETE FROM wxpay.bill_chunks; DELETE FROM wxpay.bills")
+    b.q("TRUNCATE wxpay.bill_rows, wxpay.fund_flow_rows, wxpay.bill_chunks, wxpay.bills CASCADE")
     if b.one("SELECT count(*) FROM wxpay.merchants WHERE mch_id = %s", (MCH,)) == 0:
         b.q("INSERT INTO wxpay.merchants (mch_id, appid, api_key, api_base) VALUES (%s, 'wxbench000000001',"
             " '192006250b4c09247ec02edce69f6a2d', 'http://127.0.0.1:9')", (MCH,))
@@ -123,7 +123,7 @@ def import_once(b, body_path):
     """Seconds to import and reconcile, the bill's discrepancies and rows,
     and the backend's peak private memory (kB).  The server reads the gzip
     file itself, as it would receive an HTTP body: once."""
-    b.q("DELETE FROM wxpay.bill_rows; DELETE FROM wxpay.bill_chunks; DELETE FROM wxpay.bills")
+    b.q("TRUNCATE wxpay.bill_rows, wxpay.fund_flow_rows, wxpay.bill_chunks, wxpay.bills CASCADE")
     b.q("CHECKPOINT")
     pid = b.one("SELECT pg_backend_pid()")
     sampler = RssSampler(pid)
@@ -180,6 +180,9 @@ def run(b):
         imports.append(wall)
         peaks.append(peak)
         reconciles.append(reconcile_once(b))
+    # What the last import left on disk (the tables were empty before it).
+    rows_bytes = b.one("SELECT pg_total_relation_size('wxpay.bill_rows')")
+    chunk_bytes = b.one("SELECT pg_total_relation_size('wxpay.bill_chunks')")
     b.q("DROP TABLE IF EXISTS bench_bill_floor")
     imp, cp, rec = median(imports), median(copies), median(reconciles)
     ours, floor = n / imp, n / cp
@@ -192,6 +195,9 @@ def run(b):
           "%.0f%% of the COPY floor" % (100 * ours / floor), ">= 50% of COPY", ours >= 0.5 * floor)
     b.add("7 bills", "of which reconciliation (wxpay.bill_reconcile against %s orders): s" % fmt_int(n),
           "%.2f" % rec, "import and reconcile: %.2f s" % imp, "%.0f%%" % (100 * rec / imp), "(report)", None)
+    b.add("7 bills", "disk taken by the %s-row bill: bill_rows (with its indexes) / bill_chunks (the file, lz4)" % fmt_int(n),
+          "%.0f MB / %.0f MB" % (rows_bytes / 1e6, chunk_bytes / 1e6), "the file: %.0f MB of text" % (text_size / 1e6),
+          "%.1fx the file" % ((rows_bytes + chunk_bytes) / text_size), "(report)", None)
     # Growth allowed: the gzip body held (at most twice) and 16 MB of
     # slack; the text (ten times larger) is never held whole.
     growth_kb = max(peaks) - small_peak
@@ -211,8 +217,8 @@ def section(b):
              "A %s-row ALL bill as WeChat Pay writes it (UTF-8 BOM, CRLF, every field back-ticked; %.0f MB of text, "
              "%.1f MB gzip), for a merchant whose %s paid orders are in `wxpay.orders` but for 1 in %s, is imported with "
              "`wxpay_bill_import` (the path `wxpay_downloadbill` takes after the transfer): inflated in 256 kB pieces, "
-             "hashed, parsed and validated row by row, stored whole in 1 MB chunks and as typed rows through COPY's "
-             "machinery, the summary checked against the rows, then reconciled (`wxpay.bill_reconcile` counts "
+             "hashed, parsed and validated row by row, stored whole in 1 MB chunks (lz4) and as typed rows through COPY's "
+             "machinery (its binary format: the values typed by the parser), the summary checked against the rows, then reconciled (`wxpay.bill_reconcile` counts "
              "`wxpay.bill_discrepancies`: the %d unknown payments and the day's total). The floor is `COPY ... FROM STDIN` "
              "of the same typed rows into a plain table with bill_rows' columns (no primary key, no CHECK) from the same "
              "connection. Medians of %d interleaved runs, a CHECKPOINT before each: import %s s, COPY %s s, of which "

@@ -31,7 +31,6 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
 #include "parser/parse_relation.h"
-#include "parser/parse_relation.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -203,7 +202,7 @@ typedef struct ImportState
  * A row is written through a cursor into room reserved for it at once
  * (ROW_ROOM), not value by value.
  */
-#define MAX_FIXED_FIELD 24		/* the largest non-text value: a numeric of 8 digits */
+#define MAX_FIXED_FIELD 24		/* the largest non-text value: a numeric (8 + 2 x at most 5 digits) */
 #define ROW_ROOM(nfields, line_len) (2 + (nfields) * (4 + MAX_FIXED_FIELD) + 2 * (line_len) + 16)
 
 static inline char *

@@ -54,6 +54,41 @@ is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '10000600'"), 0, 'a m
 my $log = slurp_file($node->logfile);
 like($log, qr/the $compact bill of merchant $mch is not in yet: .*Bill Creating/, 'the retries are in the log');
 
+# The schedule is a setting: with wxpay.bill_fetch_after later than the
+# Beijing clock, yesterday's bill of a merchant just enabled is waited for,
+# and fetched once the setting allows.  (Rounds are counted by orders the
+# worker queries: each one it applies proves a round began after the
+# change.)
+my $queried = 0;
+my $worker_round = sub {
+	my $no = 'w-round-' . ++$queried;
+	$sql->("SELECT wxpay_unifiedorder('$mch', '$no', 100, 'Worker round', '203.0.113.7')");
+	sim_call($sim, 'POST', '/_sim/pay', { mch_id => $mch, out_trade_no => $no, notify => JSON::PP::false });
+	$sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no = '$no'");
+	$node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = '$no'")
+	  or die 'the worker did not query the order';
+};
+SKIP:
+{
+	skip 'Beijing time is too close to midnight for a later fetch time', 4
+	  if $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::time >= '23:55'") eq 't';
+	wx_merchant($node, $sim, mch_id => '10000700', appid => 'wx7000');
+	$sql->("ALTER SYSTEM SET wxpay.bill_fetch_after = '23:59'; SELECT pg_reload_conf()");
+	$worker_round->();
+	$sql->("UPDATE wxpay.merchants SET bills_enabled = true WHERE mch_id = '10000700'");
+	$worker_round->() for 1 .. 2;
+	is($sql->("SELECT count(*) FROM wxpay.bill_fetches WHERE mch_id = '10000700'")
+		  . $sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '10000700'"), '00',
+		'before wxpay.bill_fetch_after (Beijing time) the worker does not ask');
+	is($sql->("SELECT status || '/' || to_char(next_attempt_at AT TIME ZONE 'Asia/Shanghai',"
+		  . " 'YYYY-MM-DD HH24:MI') FROM wxpay.bill_status WHERE mch_id = '10000700'"),
+		'waiting/' . $sql->("SELECT '$yesterday'::date + 1") . ' 23:59', 'bill_status says when it will');
+	$sql->("ALTER SYSTEM SET wxpay.bill_fetch_after = '00:00'; SELECT pg_reload_conf()");
+	ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM wxpay.bill_status WHERE mch_id = '10000700'"),
+		'once the setting allows, the bill is fetched');
+	is($sql->("SELECT no_bill FROM wxpay.bills WHERE mch_id = '10000700'"), 't', 'No Bill Exist: a day without trades');
+}
+
 # Backfill: a range of days, each reported; the range is checked first.
 my $backfill = $sql->("SELECT string_agg(bill_date || ':' || outcome, ',' ORDER BY bill_date)"
 	  . " FROM wxpay_bill_backfill('10000600', '$yesterday'::date - 2, '$yesterday')");
