@@ -13,7 +13,7 @@ CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o src/wx_rsa.o s
 OBJS = $(CORE_OBJS) src/wxpay.o src/refuse.o src/params.o src/states.o src/args.o src/spi_util.o src/txn.o src/shmem.o src/wake.o src/paid_events.o src/merchant.o src/autonomous.o \
 	src/sign.o src/xml.o src/http.o src/remote_error.o src/proto_v2.o src/endpoint.o \
 	src/orders.o src/history.o src/unifiedorder.o src/client_params.o src/notify.o src/query.o src/refund.o src/refund_notify.o src/micropay.o src/order_wait.o src/worker.o src/worker_start.o \
-	src/v3_config.o src/proto_v3.o src/v3_certificates.o src/notify_v3.o
+	src/v3_config.o src/proto_v3.o src/v3_certificates.o src/notify_v3.o src/bill.o src/bill_store.o src/bill_worker.o
 
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null || pkg-config --cflags libxml-2.0)
 XML2_LIBS := $(shell xml2-config --libs 2>/dev/null || pkg-config --libs libxml-2.0)
@@ -21,9 +21,9 @@ PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS) -DWXPAY_EXTVERSION='"$(EXTVERSION)"
 # Strict: every warning is an error.  The exceptions are idioms of
 # PostgreSQL's own headers and fmgr (unused fcinfo, partial initialisers).
 override PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = -lcurl -lssl -lcrypto $(XML2_LIBS)
+SHLIB_LINK = -lcurl -lssl -lcrypto -lz $(XML2_LIBS)
 
-REGRESS = install sign xml orders notify refund micropay states operations notify_fuzz v3_merchants notify_v3_fuzz
+REGRESS = install sign xml orders notify refund micropay states operations notify_fuzz v3_merchants notify_v3_fuzz bills
 REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--encoding=UTF8 --no-locale
@@ -45,8 +45,9 @@ test/unit/test_core: $(UNIT_SRCS) test/unit/unit.h $(CORE_OBJS:.o=.c) $(CORE_OBJ
 		$(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
 
 # The bill parser has its own file of tests (one concern, one file).
-test/unit/test_bill: test/unit/test_bill.c src/wx_bill.c src/wx_bill.h
-	$(CC) $(UNIT_CFLAGS) -Isrc -o $@ test/unit/test_bill.c src/wx_bill.c
+test/unit/test_bill: test/unit/test_bill.c $(CORE_OBJS:.o=.c) $(CORE_OBJS:.o=.h)
+	$(CC) $(UNIT_CFLAGS) -Isrc $(XML2_CFLAGS) -o $@ test/unit/test_bill.c \
+		$(CORE_OBJS:.o=.c) -lssl -lcrypto $(XML2_LIBS)
 
 .PHONY: unit
 unit: test/unit/test_core test/unit/test_bill

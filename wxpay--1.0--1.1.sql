@@ -1153,3 +1153,541 @@ CREATE OR REPLACE VIEW wxpay.unmatched_payments WITH (security_invoker = true) A
 						  AND o.out_trade_no OPERATOR(pg_catalog.=) n.out_trade_no
 						  AND o.transaction_id OPERATOR(pg_catalog.=) n.transaction_id)
 	 GROUP BY mch_id, out_trade_no, transaction_id;
+
+----------------------------------------------------------------------
+-- Daily bills (issue 17): every bill WeChat Pay has for a merchant's day,
+-- stored whole (in chunks of whole lines) and parsed into typed rows, each
+-- different file a new version; and reconciliation of the trade bills
+-- against our orders and refunds.  Amounts are integer fen, times
+-- timestamptz (the files are in Beijing time).  The bills are unsigned:
+-- nothing here changes an order or a refund on their word alone.
+----------------------------------------------------------------------
+
+-- Like every merchant column, checked by a trigger (a NOT NULL failure
+-- would print the row, API key included), and shown in merchant_info.
+ALTER TABLE wxpay.merchants ADD COLUMN bills_enabled boolean DEFAULT false;
+COMMENT ON COLUMN wxpay.merchants.bills_enabled IS
+'whether the worker downloads and reconciles this merchant''s daily ALL bill';
+CREATE FUNCTION wxpay.merchants_validate_bills()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.bills_enabled IS NULL THEN
+		PERFORM wxpay.refuse_row('23502', 'merchants', 'bills_enabled', NULL,
+								 format('bills_enabled of merchant%s is required', COALESCE(' ' || quote_literal(NEW.mch_id), '')),
+								 'true: the worker fetches the merchant''s daily bill; false: it does not.');
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER merchants_validate_bills BEFORE INSERT OR UPDATE OF bills_enabled ON wxpay.merchants
+	FOR EACH ROW EXECUTE FUNCTION wxpay.merchants_validate_bills();
+CREATE OR REPLACE VIEW wxpay.merchant_info AS
+	SELECT mch_id, appid, sign_type, notify_url, api_base,
+		   ca_pem IS NOT NULL AS has_ca, cert_pem IS NOT NULL AS has_client_cert,
+		   allowed_roles, created_at, updated_at,
+		   ARRAY(SELECT o::regrole FROM pg_catalog.unnest(allowed_role_oids) o) AS allowed_role_ids,
+		   protocol, bills_enabled
+	  FROM wxpay.merchants
+	 WHERE mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]);
+
+CREATE TABLE wxpay.bills (
+	bill_id		bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	mch_id		text NOT NULL CONSTRAINT bills_merchant_fkey REFERENCES wxpay.merchants ON UPDATE RESTRICT ON DELETE RESTRICT,
+	kind		text NOT NULL
+				CONSTRAINT bills_kind_valid CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['trade', 'fundflow'])),
+	bill_date	date NOT NULL,
+	bill_type	text NOT NULL,
+	version		integer NOT NULL CONSTRAINT bills_version_positive CHECK (version OPERATOR(pg_catalog.>) 0),
+	changed		boolean NOT NULL,
+	no_bill		boolean NOT NULL,
+	fetched_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	byte_size	bigint NOT NULL CONSTRAINT bills_byte_size_valid CHECK (byte_size OPERATOR(pg_catalog.>=) 0),
+	sha1		text CONSTRAINT bills_sha1_format CHECK (sha1 OPERATOR(pg_catalog.~) '^[0-9a-f]{40}$'),
+	row_count	bigint,
+	summary		jsonb,
+	discrepancies integer,
+	CONSTRAINT bills_type_valid CHECK (CASE kind
+		WHEN 'trade' THEN bill_type OPERATOR(pg_catalog.=) ANY (ARRAY['ALL', 'SUCCESS', 'REFUND', 'RECHARGE_REFUND'])
+		ELSE bill_type OPERATOR(pg_catalog.=) ANY (ARRAY['Basic', 'Operation', 'Fees']) END),
+	CONSTRAINT bills_no_bill_has_no_file CHECK (no_bill OPERATOR(pg_catalog.=) (sha1 IS NULL)),
+	CONSTRAINT bills_version_key UNIQUE (mch_id, kind, bill_date, bill_type, version)
+);
+REVOKE ALL ON wxpay.bills FROM PUBLIC;
+COMMENT ON TABLE wxpay.bills IS
+'every bill file downloaded: one row per different file of a (merchant, kind, day, type); an identical re-download adds nothing';
+COMMENT ON COLUMN wxpay.bills.bill_type IS 'trade: ALL, SUCCESS, REFUND, RECHARGE_REFUND; fundflow: the account_type Basic, Operation, Fees';
+COMMENT ON COLUMN wxpay.bills.changed IS 'a later version whose file differs from the one before: WeChat Pay changed the day''s bill';
+COMMENT ON COLUMN wxpay.bills.no_bill IS 'WeChat Pay answered No Bill Exist: the day had no trades';
+COMMENT ON COLUMN wxpay.bills.byte_size IS 'size of the (decompressed) file';
+COMMENT ON COLUMN wxpay.bills.sha1 IS 'SHA-1 of the decompressed file, lower-case hex';
+COMMENT ON COLUMN wxpay.bills.summary IS 'the summary line, checked against the rows at import: count, and every sum in fen';
+COMMENT ON COLUMN wxpay.bills.discrepancies IS 'rows of wxpay.bill_discrepancies when it was imported (the view is live)';
+
+-- The file in chunks of whole lines, about 1 MB each: an import never
+-- holds the file twice.  Compressed with lz4 where the server has it
+-- (Debian's does): a bill's text shrinks about sevenfold, and lz4 writes
+-- it in half the time it takes to store it uncompressed; pglz would cost
+-- more than it saves, so without lz4 the chunks are stored as they are.
+CREATE TABLE wxpay.bill_chunks (
+	bill_id		bigint NOT NULL CONSTRAINT bill_chunks_bill_fkey REFERENCES wxpay.bills ON UPDATE RESTRICT ON DELETE CASCADE,
+	seq			integer NOT NULL,
+	chunk		text NOT NULL,
+	PRIMARY KEY (bill_id, seq)
+);
+DO $$
+BEGIN
+	ALTER TABLE wxpay.bill_chunks ALTER COLUMN chunk SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+	ALTER TABLE wxpay.bill_chunks ALTER COLUMN chunk SET STORAGE EXTERNAL;
+END
+$$;
+REVOKE ALL ON wxpay.bill_chunks FROM PUBLIC;
+COMMENT ON TABLE wxpay.bill_chunks IS 'the bill files, byte for byte, in order of seq; wxpay.bill_text(bill) joins them';
+
+CREATE FUNCTION wxpay.bill_text(bill wxpay.bills)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.string_agg(chunk, '' ORDER BY seq) FROM wxpay.bill_chunks WHERE bill_id OPERATOR(pg_catalog.=) bill.bill_id $$;
+REVOKE ALL ON FUNCTION wxpay.bill_text(wxpay.bills) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.bill_text(wxpay.bills) IS
+'the whole file as downloaded (BOM and CRLF included): SELECT wxpay.bill_text(b) FROM wxpay.bills b';
+
+-- Rows are loaded with COPY's machinery, a million at a time; a foreign
+-- key to wxpay.bills would cost a lookup per row, so bill_id is checked by
+-- the importer that writes it, and rows are never written otherwise.
+CREATE TABLE wxpay.bill_rows (
+	bill_id		bigint NOT NULL,
+	line_no		integer NOT NULL,
+	kind		text NOT NULL
+				CONSTRAINT bill_rows_kind_valid CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['payment', 'refund'])),
+	trade_time	timestamptz NOT NULL,
+	appid		text,
+	sub_mch_id	text,
+	device_info text,
+	transaction_id text NOT NULL,
+	out_trade_no text NOT NULL,
+	openid		text,
+	trade_type	text,
+	trade_state text NOT NULL,
+	bank_type	text,
+	fee_type	text,
+	settlement_fee bigint,
+	coupon_fee	bigint,
+	refund_applied_at timestamptz,
+	refund_success_at timestamptz,
+	refund_id	text,
+	out_refund_no text,
+	refund_fee	bigint,
+	coupon_refund_fee bigint,
+	refund_type text,
+	refund_status text,
+	body		text,
+	attach		text,
+	service_fee numeric(20, 3),
+	rate		text,
+	total_fee	bigint,
+	refund_request_fee bigint,
+	rate_note	text,
+	raw_line	text NOT NULL,
+	PRIMARY KEY (bill_id, line_no)
+);
+-- Refund rows are few: the reconciliation finds them without a scan.
+CREATE INDEX bill_rows_refunds ON wxpay.bill_rows (bill_id, out_refund_no) WHERE kind OPERATOR(pg_catalog.=) 'refund';
+REVOKE ALL ON wxpay.bill_rows FROM PUBLIC;
+COMMENT ON TABLE wxpay.bill_rows IS
+'one row per payment or refund line of a trade bill; amounts in fen, times from Beijing time; the line as it was in raw_line';
+COMMENT ON COLUMN wxpay.bill_rows.settlement_fee IS '应结订单金额 (legacy bills: 总金额), fen';
+COMMENT ON COLUMN wxpay.bill_rows.total_fee IS '订单金额, fen (absent from legacy bills)';
+COMMENT ON COLUMN wxpay.bill_rows.service_fee IS '手续费 in fen, exactly: the bill gives five decimals of yuan';
+COMMENT ON COLUMN wxpay.bill_rows.refund_fee IS '退款金额, fen';
+COMMENT ON COLUMN wxpay.bill_rows.refund_request_fee IS '申请退款金额, fen';
+
+CREATE TABLE wxpay.fund_flow_rows (
+	bill_id		bigint NOT NULL,
+	line_no		integer NOT NULL,
+	kind		text NOT NULL
+				CONSTRAINT fund_flow_rows_kind_valid CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['income', 'expense'])),
+	booked_at	timestamptz NOT NULL,
+	biz_transaction_id text,
+	flow_id		text NOT NULL,
+	biz_name	text,
+	biz_type	text,
+	direction	text NOT NULL,
+	amount		bigint NOT NULL,
+	balance		bigint,
+	applicant	text,
+	remark		text,
+	voucher_no	text,
+	raw_line	text NOT NULL,
+	PRIMARY KEY (bill_id, line_no)
+);
+REVOKE ALL ON wxpay.fund_flow_rows FROM PUBLIC;
+COMMENT ON TABLE wxpay.fund_flow_rows IS
+'one row per line of a fund-flow bill (资金账单); amount and balance in fen; remark and voucher_no unescaped (\r, \n)';
+
+-- Written only by the extension (its functions and the worker), like the
+-- history tables; checked once per statement, so the rows' COPY stays
+-- batched.
+CREATE TRIGGER bills_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bills
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+CREATE TRIGGER bill_chunks_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bill_chunks
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+CREATE TRIGGER bill_rows_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bill_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+CREATE TRIGGER fund_flow_rows_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.fund_flow_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'Bills are written by wxpay_downloadbill, wxpay_downloadfundflow, wxpay_bill_import and the worker.');
+
+SELECT pg_catalog.pg_extension_config_dump('wxpay.bills', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.bills_bill_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.bill_chunks', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.bill_rows', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.fund_flow_rows', '');
+
+CREATE FUNCTION @extschema@.wxpay_downloadbill(mch_id text, bill_date date, bill_type text DEFAULT 'ALL',
+											  gzip boolean DEFAULT true)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_downloadbill'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_downloadbill(text, date, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_downloadbill(text, date, text, boolean) IS
+'download a day''s trade bill (/pay/downloadbill), store it and its rows, reconcile it; returns bill_id, version, outcome, rows, byte_size, sha1';
+
+CREATE FUNCTION @extschema@.wxpay_downloadfundflow(mch_id text, bill_date date, account_type text DEFAULT 'Basic',
+												  gzip boolean DEFAULT true)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_downloadfundflow'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_downloadfundflow(text, date, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_downloadfundflow(text, date, text, boolean) IS
+'download a day''s fund-flow bill (/pay/downloadfundflow, client certificate, HMAC-SHA256) and store it and its rows';
+
+-- The bill each day is judged by: the latest version.
+CREATE VIEW wxpay.current_bills AS
+	SELECT DISTINCT ON (mch_id, kind, bill_date, bill_type) *
+	  FROM wxpay.bills
+	 ORDER BY mch_id, kind, bill_date, bill_type, version DESC;
+REVOKE ALL ON wxpay.current_bills FROM PUBLIC;
+COMMENT ON VIEW wxpay.current_bills IS 'the latest version of every day''s bill';
+
+-- A payment belongs to the Beijing day of its payment time, a refund to
+-- the day WeChat Pay accepted it (here: the day it was recorded, which is
+-- when it was sent).  A day is a range of timestamps, so a merchant's day
+-- is found through these indexes, whatever its history's length.
+CREATE INDEX orders_paid_at_idx ON wxpay.orders (mch_id, paid_at) WHERE paid_at IS NOT NULL;
+CREATE INDEX refunds_created_at_idx ON wxpay.refunds (mch_id, created_at);
+
+-- The parts are NOT MATERIALIZED, and the payments' part is computed per
+-- bill (LATERAL), so that a query for one bill (bill_id = ...) reads that
+-- bill's rows only.  A bill's payments and the orders paid here that day
+-- meet in one full join on out_trade_no, each side read once; only what
+-- does not match there is looked up by its order's key (a payment of
+-- another day's order, an unknown one).
+-- The bill's totals are its summary's (checked against its rows at
+-- import), not its rows added up again.
+CREATE VIEW wxpay.bill_discrepancies AS
+	WITH b AS NOT MATERIALIZED (
+		SELECT bill_id, mch_id, bill_date, bill_type,
+			   bill_date::pg_catalog.timestamp AT TIME ZONE 'Asia/Shanghai' AS day_start,
+			   (bill_date OPERATOR(pg_catalog.+) 1)::pg_catalog.timestamp AT TIME ZONE 'Asia/Shanghai' AS day_end,
+			   COALESCE(summary OPERATOR(pg_catalog.->>) 'total_fee', summary OPERATOR(pg_catalog.->>) 'settlement_fee', '0')::pg_catalog.numeric::bigint AS paid_total,
+			   COALESCE(summary OPERATOR(pg_catalog.->>) 'refund_request_fee', summary OPERATOR(pg_catalog.->>) 'refund_fee', '0')::pg_catalog.numeric::bigint AS refunded_total
+		  FROM wxpay.current_bills
+		 WHERE kind OPERATOR(pg_catalog.=) 'trade' AND bill_type OPERATOR(pg_catalog.<>) 'RECHARGE_REFUND'
+	), ref AS NOT MATERIALIZED (
+		SELECT b.*, r.line_no, r.out_trade_no, r.out_refund_no, r.refund_id,
+			   COALESCE(r.refund_request_fee, r.refund_fee) AS fee
+		  FROM b JOIN wxpay.bill_rows r ON r.bill_id OPERATOR(pg_catalog.=) b.bill_id
+		 WHERE r.kind OPERATOR(pg_catalog.=) 'refund'
+	), refunded_here AS NOT MATERIALIZED (
+		SELECT b.bill_id, f.out_trade_no, f.out_refund_no, f.refund_id, f.refund_fee, f.state
+		  FROM b JOIN wxpay.refunds f ON f.mch_id OPERATOR(pg_catalog.=) b.mch_id
+		 WHERE b.bill_type OPERATOR(pg_catalog.<>) 'SUCCESS' AND wxpay.refund_state_counts(f.state)
+		   AND f.created_at OPERATOR(pg_catalog.>=) b.day_start AND f.created_at OPERATOR(pg_catalog.<) b.day_end
+	)
+	SELECT b.mch_id, b.bill_date, b.bill_id, d.kind, d.out_trade_no, NULL::text AS out_refund_no, d.transaction_id,
+		   d.bill_fee, d.local_fee, d.local_state, d.line_no
+	  FROM b CROSS JOIN LATERAL (
+		-- What does not match between the bill's payments and the orders
+		-- paid here that day: few rows, kept for the two uses below.
+		WITH u AS MATERIALIZED (
+			SELECT p.line_no, COALESCE(p.out_trade_no, h.out_trade_no) AS out_trade_no, p.transaction_id, p.fee,
+				   h.total_fee AS here_fee
+			  FROM (SELECT r.line_no, r.out_trade_no, r.transaction_id, COALESCE(r.total_fee, r.settlement_fee) AS fee
+					  FROM wxpay.bill_rows r
+					 WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'payment') p
+			  FULL JOIN
+				   (SELECT o.out_trade_no, o.transaction_id, o.total_fee FROM wxpay.orders o
+					 WHERE b.bill_type OPERATOR(pg_catalog.<>) 'REFUND' AND o.mch_id OPERATOR(pg_catalog.=) b.mch_id
+					   AND wxpay.order_state_paid(o.state)
+					   AND o.paid_at OPERATOR(pg_catalog.>=) b.day_start AND o.paid_at OPERATOR(pg_catalog.<) b.day_end) h
+				ON h.out_trade_no OPERATOR(pg_catalog.=) p.out_trade_no
+			 WHERE p.out_trade_no IS NULL OR h.out_trade_no IS NULL
+				OR h.transaction_id OPERATOR(pg_catalog.<>) p.transaction_id OR h.total_fee OPERATOR(pg_catalog.<>) p.fee
+		)
+		-- Each such payment, judged by its order (of whatever day).
+		SELECT CASE WHEN u.line_no IS NULL THEN 'success_not_in_bill'
+					WHEN o.out_trade_no IS NULL THEN 'payment_unknown_here'
+					WHEN NOT wxpay.order_state_paid(o.state) THEN 'paid_not_success_here'
+					WHEN o.transaction_id OPERATOR(pg_catalog.<>) u.transaction_id THEN 'transaction_id_differs'
+					ELSE 'amount_differs' END AS kind,
+			   u.out_trade_no, COALESCE(u.transaction_id, o.transaction_id) AS transaction_id,
+			   u.fee AS bill_fee, o.total_fee::bigint AS local_fee, o.state AS local_state, u.line_no
+		  FROM u LEFT JOIN LATERAL (
+			SELECT x.out_trade_no, x.state, x.transaction_id, x.total_fee FROM wxpay.orders x
+			 WHERE x.mch_id OPERATOR(pg_catalog.=) b.mch_id AND x.out_trade_no OPERATOR(pg_catalog.=) u.out_trade_no
+			 LIMIT 1) o ON true
+		 WHERE u.line_no IS NULL OR o.out_trade_no IS NULL OR NOT wxpay.order_state_paid(o.state)
+			OR o.transaction_id OPERATOR(pg_catalog.<>) u.transaction_id OR o.total_fee OPERATOR(pg_catalog.<>) u.fee
+		-- The day's payment totals: the bill's (its summary, equal to its
+		-- rows at import) and ours, which is the bill's less its side of
+		-- the mismatches plus ours (matching payments count alike).
+		UNION ALL
+		SELECT 'payment_totals_differ', NULL, NULL, b.paid_total,
+			   (b.paid_total OPERATOR(pg_catalog.-) COALESCE(pg_catalog.sum(u.fee), 0)
+				OPERATOR(pg_catalog.+) COALESCE(pg_catalog.sum(u.here_fee), 0))::bigint, NULL, NULL
+		  FROM u
+		HAVING COALESCE(pg_catalog.sum(u.fee), 0) OPERATOR(pg_catalog.<>) COALESCE(pg_catalog.sum(u.here_fee), 0)
+	) d
+	UNION ALL
+	SELECT r.mch_id, r.bill_date, r.bill_id,
+		   CASE WHEN f.out_refund_no IS NULL THEN 'refund_unknown_here' ELSE 'refund_amount_differs' END,
+		   r.out_trade_no, r.out_refund_no, r.refund_id, r.fee, f.refund_fee, f.state, r.line_no
+	  FROM ref r
+	  LEFT JOIN wxpay.refunds f ON f.mch_id OPERATOR(pg_catalog.=) r.mch_id AND f.out_refund_no OPERATOR(pg_catalog.=) r.out_refund_no
+	 WHERE f.out_refund_no IS NULL OR f.refund_fee OPERATOR(pg_catalog.<>) r.fee
+	UNION ALL
+	SELECT b.mch_id, b.bill_date, b.bill_id, 'refund_not_in_bill', h.out_trade_no, h.out_refund_no, h.refund_id,
+		   NULL, h.refund_fee, h.state, NULL
+	  FROM refunded_here h JOIN b USING (bill_id)
+	 WHERE NOT EXISTS (SELECT FROM ref r WHERE r.bill_id OPERATOR(pg_catalog.=) h.bill_id
+							AND r.out_refund_no OPERATOR(pg_catalog.=) h.out_refund_no)
+	UNION ALL
+	SELECT b.mch_id, b.bill_date, b.bill_id, t.kind, NULL, NULL, NULL, t.bill_fee, t.local_fee, NULL, NULL
+	  FROM b CROSS JOIN LATERAL (
+		VALUES ('refund_totals_differ', b.refunded_total,
+				(SELECT COALESCE(pg_catalog.sum(refund_fee), 0)::bigint FROM refunded_here h WHERE h.bill_id OPERATOR(pg_catalog.=) b.bill_id))
+	  ) AS t(kind, bill_fee, local_fee)
+	 WHERE t.bill_fee OPERATOR(pg_catalog.<>) t.local_fee;
+REVOKE ALL ON wxpay.bill_discrepancies FROM PUBLIC;
+COMMENT ON VIEW wxpay.bill_discrepancies IS
+'what the current trade bills and our orders and refunds disagree on, one row per case, with a kind (see README "Daily bills")';
+
+-- Counted, and announced, when a trade bill is imported.  The payload
+-- says which merchant and day to look at and how many cases there are:
+-- any role can LISTEN on any channel, so no order number and no amount.
+CREATE FUNCTION wxpay.bill_reconcile(bill bigint)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	b wxpay.bills;
+	n integer;
+BEGIN
+	SELECT * INTO STRICT b FROM wxpay.bills WHERE bill_id OPERATOR(pg_catalog.=) bill;
+	SELECT pg_catalog.count(*) INTO n FROM wxpay.bill_discrepancies d WHERE d.bill_id OPERATOR(pg_catalog.=) bill;
+	UPDATE wxpay.bills SET discrepancies = n WHERE bill_id OPERATOR(pg_catalog.=) bill;
+	IF n OPERATOR(pg_catalog.>) 0 THEN
+		PERFORM pg_catalog.pg_notify('wxpay_bill_discrepancy',
+			pg_catalog.jsonb_build_object('mch_id', b.mch_id, 'bill_date', b.bill_date, 'bill_type', b.bill_type,
+										  'bill_id', b.bill_id, 'discrepancies', n)::text);
+	END IF;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wxpay.bill_reconcile(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.bill_reconcile(bigint) IS
+'count a bill''s discrepancies into wxpay.bills.discrepancies and NOTIFY wxpay_bill_discrepancy when there are any';
+
+CREATE FUNCTION @extschema@.wxpay_bill_summary(mch_id text, bill_date date)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH b AS (
+		SELECT * FROM wxpay.current_bills c
+		 WHERE c.mch_id OPERATOR(pg_catalog.=) $1 AND c.bill_date OPERATOR(pg_catalog.=) $2
+		   AND c.kind OPERATOR(pg_catalog.=) 'trade' AND c.bill_type OPERATOR(pg_catalog.<>) 'RECHARGE_REFUND'
+		 ORDER BY c.bill_type OPERATOR(pg_catalog.<>) 'ALL' LIMIT 1
+	)
+	SELECT pg_catalog.jsonb_build_object(
+		'bill_id', b.bill_id, 'bill_type', b.bill_type, 'version', b.version, 'no_bill', b.no_bill,
+		'fetched_at', b.fetched_at, 'rows', b.row_count, 'summary', b.summary,
+		'payments', (SELECT pg_catalog.count(*) FROM wxpay.bill_rows r WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'payment'),
+		'refunds', (SELECT pg_catalog.count(*) FROM wxpay.bill_rows r WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'refund'),
+		'discrepancies', (SELECT pg_catalog.count(*) FROM wxpay.bill_discrepancies d WHERE d.bill_id OPERATOR(pg_catalog.=) b.bill_id),
+		'by_kind', COALESCE((SELECT pg_catalog.jsonb_object_agg(k.kind, k.n) FROM
+			(SELECT d.kind, pg_catalog.count(*) AS n FROM wxpay.bill_discrepancies d
+			  WHERE d.bill_id OPERATOR(pg_catalog.=) b.bill_id GROUP BY d.kind) k), '{}'))
+	  FROM b
+$$;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_bill_summary(text, date) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_bill_summary(text, date) IS
+'a day''s reconciliation: its current trade bill, its row counts, and its discrepancies by kind (NULL: no bill downloaded)';
+
+-- The fix for "paid at WeChat Pay but not paid here" goes through the
+-- verified path, never through the unsigned bill: a pending order is
+-- queried by the worker at once (orderquery's signed answer is applied as
+-- usual); an order already final here (closed after a lost notification)
+-- is asked about now, and the verified answer says whether it was paid,
+-- which the state machine cannot apply: it is to be refunded or settled
+-- by hand.
+CREATE FUNCTION @extschema@.wxpay_bill_recheck(mch_id text, bill_date date,
+											  OUT out_trade_no text, OUT local_state text, OUT action text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	d record;
+	answer jsonb;
+BEGIN
+	FOR d IN SELECT x.out_trade_no, x.local_state FROM wxpay.bill_discrepancies x
+			  WHERE x.mch_id OPERATOR(pg_catalog.=) $1 AND x.bill_date OPERATOR(pg_catalog.=) $2
+				AND x.kind OPERATOR(pg_catalog.=) 'paid_not_success_here'
+			  ORDER BY x.out_trade_no
+	LOOP
+		out_trade_no := d.out_trade_no;
+		local_state := d.local_state;
+		IF wxpay.order_state_pending(d.local_state) THEN
+			UPDATE wxpay.orders o SET next_query_at = pg_catalog.now()
+			 WHERE o.mch_id OPERATOR(pg_catalog.=) $1 AND o.out_trade_no OPERATOR(pg_catalog.=) d.out_trade_no;
+			action := 'query scheduled: the worker applies what orderquery verifies';
+		ELSE
+			BEGIN
+				answer := @extschema@.wxpay_orderquery($1, d.out_trade_no);
+				action := pg_catalog.format('verified by orderquery: trade_state %s', answer OPERATOR(pg_catalog.->>) 'trade_state');
+			EXCEPTION WHEN SQLSTATE 'WX008' THEN
+				action := pg_catalog.format('verified by orderquery, not applicable here (%s is final): refund it or settle by hand; %s',
+											d.local_state, SQLERRM);
+			END;
+		END IF;
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_bill_recheck(text, date) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_bill_recheck(text, date) IS
+'for each payment the day''s bill has and we do not count as paid: schedule the verified orderquery (pending orders) or run it (final ones); what was done';
+
+-- The worker's attempts at each day's ALL bill (bill_worker.c).
+CREATE TABLE wxpay.bill_fetches (
+	mch_id		text NOT NULL CONSTRAINT bill_fetches_merchant_fkey REFERENCES wxpay.merchants ON UPDATE RESTRICT ON DELETE CASCADE,
+	bill_date	date NOT NULL,
+	attempts	integer NOT NULL,
+	last_attempt_at timestamptz NOT NULL,
+	next_attempt_at timestamptz NOT NULL,
+	last_error	text,
+	bill_id		bigint CONSTRAINT bill_fetches_bill_fkey REFERENCES wxpay.bills ON UPDATE RESTRICT ON DELETE SET NULL,
+	PRIMARY KEY (mch_id, bill_date)
+);
+REVOKE ALL ON wxpay.bill_fetches FROM PUBLIC;
+COMMENT ON TABLE wxpay.bill_fetches IS
+'the worker''s attempts at a day''s ALL bill: how often, the last error (Bill Creating ...), when it tries again, the bill it got';
+CREATE TRIGGER bill_fetches_written_by_wxpay BEFORE INSERT OR UPDATE OR DELETE ON wxpay.bill_fetches
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.history_guard(
+		'The worker records its attempts at each day''s bill; wxpay_bill_backfill fetches a day again.');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.bill_fetches', '');
+
+-- Over merchant_info (the caller's merchants, no secrets), so a role
+-- needs no right on wxpay.merchants to read it.
+CREATE VIEW wxpay.bill_status AS
+	SELECT m.mch_id, d.day AS bill_date,
+		   CASE WHEN b.bill_id IS NOT NULL THEN 'done'
+				WHEN f.attempts IS NOT NULL THEN 'retrying'
+				ELSE 'waiting' END AS status,
+		   b.bill_id, b.fetched_at, b.no_bill, b.row_count, b.discrepancies,
+		   f.attempts, f.last_attempt_at, f.last_error,
+		   CASE WHEN b.bill_id IS NULL THEN
+				GREATEST(f.next_attempt_at,
+						 (d.day OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.+)
+						  COALESCE(pg_catalog.current_setting('wxpay.bill_fetch_after', true), '10:00')::pg_catalog.time)
+						 AT TIME ZONE 'Asia/Shanghai') END AS next_attempt_at
+	  FROM wxpay.merchant_info m
+	 CROSS JOIN (SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d
+	  LEFT JOIN wxpay.current_bills b ON b.mch_id OPERATOR(pg_catalog.=) m.mch_id AND b.kind OPERATOR(pg_catalog.=) 'trade'
+		   AND b.bill_type OPERATOR(pg_catalog.=) 'ALL' AND b.bill_date OPERATOR(pg_catalog.=) d.day
+	  LEFT JOIN wxpay.bill_fetches f ON f.mch_id OPERATOR(pg_catalog.=) m.mch_id AND f.bill_date OPERATOR(pg_catalog.=) d.day
+	 WHERE m.bills_enabled;
+REVOKE ALL ON wxpay.bill_status FROM PUBLIC;
+COMMENT ON VIEW wxpay.bill_status IS
+'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, its discrepancies, its retries';
+
+-- Days the worker did not fetch (bills enabled later, the worker down):
+-- each day's ALL bill through wxpay_downloadbill, a failure reported for
+-- its day without stopping the others.
+CREATE FUNCTION @extschema@.wxpay_bill_backfill(mch_id text, from_date date, to_date date,
+											   OUT bill_date date, OUT outcome text, OUT discrepancies integer)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	today date := (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date;
+	answer jsonb;
+BEGIN
+	IF from_date OPERATOR(pg_catalog.>) to_date THEN
+		RAISE EXCEPTION 'from_date % is after to_date %', from_date, to_date USING ERRCODE = '22023';
+	END IF;
+	IF from_date OPERATOR(pg_catalog.<) (today OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date
+	   OR to_date OPERATOR(pg_catalog.>=) today THEN
+		RAISE EXCEPTION 'bills can be backfilled from % to %', (today OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date,
+			today OPERATOR(pg_catalog.-) 1
+			USING ERRCODE = '22023', HINT = 'WeChat Pay keeps three months of bills, and today''s is made tomorrow.';
+	END IF;
+	FOR bill_date IN SELECT d::pg_catalog.date FROM pg_catalog.generate_series(from_date, to_date, '1 day') d LOOP
+		BEGIN
+			answer := @extschema@.wxpay_downloadbill(mch_id, bill_date, 'ALL', true);
+			outcome := answer OPERATOR(pg_catalog.->>) 'outcome';
+			discrepancies := (answer OPERATOR(pg_catalog.->>) 'discrepancies')::integer;
+		EXCEPTION WHEN OTHERS THEN
+			outcome := pg_catalog.format('failed (%s): %s', SQLSTATE, SQLERRM);
+			discrepancies := NULL;
+		END;
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_bill_backfill(text, date, date) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_bill_backfill(text, date, date) IS
+'download and reconcile each day''s ALL bill of a range (at most the last three months, yesterday at the latest); one row per day';
+
+CREATE FUNCTION @extschema@.wxpay_bill_import(mch_id text, bill_date date, bill_type text, file bytea)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wxpay_bill_import'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.wxpay_bill_import(text, date, text, bytea) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wxpay_bill_import(text, date, text, bytea) IS
+'import a bill file obtained otherwise (text or gzip; trade bill_type or fund-flow account_type) exactly as a downloaded one';
+
+-- Row security like the other tables with a merchant: a role sees the
+-- bills of the merchants it may act for; rows and chunks follow their bill.
+ALTER TABLE wxpay.bills ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.bill_chunks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.bill_rows ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.fund_flow_rows ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wxpay.bill_fetches ENABLE ROW LEVEL SECURITY;
+CREATE POLICY bills_by_merchant ON wxpay.bills
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+CREATE POLICY bill_chunks_by_merchant ON wxpay.bill_chunks
+	USING (bill_id IN (SELECT bill_id FROM wxpay.bills));
+CREATE POLICY bill_rows_by_merchant ON wxpay.bill_rows
+	USING (bill_id IN (SELECT bill_id FROM wxpay.bills));
+CREATE POLICY fund_flow_rows_by_merchant ON wxpay.fund_flow_rows
+	USING (bill_id IN (SELECT bill_id FROM wxpay.bills));
+CREATE POLICY bill_fetches_by_merchant ON wxpay.bill_fetches
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+ALTER VIEW wxpay.current_bills SET (security_invoker = true);
+ALTER VIEW wxpay.bill_discrepancies SET (security_invoker = true);
+ALTER VIEW wxpay.bill_status SET (security_invoker = true);

@@ -18,6 +18,7 @@ SECTIONS = {
     "reconciliation": ("4 reconciliation", "## 4. Reconciliation", "4"),
     "seed_way": ("5 seed's way", "## 5. The seed's way", "5"),
     "growth": ("6 growth", "## 6. Cost as the tables grow", "6"),
+    "bills": ("7 bills", "## 7. Daily bills", "7"),
 }
 
 
@@ -144,7 +145,8 @@ def write(b, path):
     add("")
     b.kept_load = kept["load"]
     order = ["## How loaded the machine was"] + [v[1] for v in SECTIONS.values()]
-    for section in sorted(sections(b) + kept["blocks"],
+    import bills                # section 7's text is written beside its figures (bench/bills.py)
+    for section in sorted(sections(b) + bills.section(b) + kept["blocks"],
                           key=lambda blk: order.index(blk[0]) if blk[0] in order else len(order)):
         lines.extend(section)
         add("")

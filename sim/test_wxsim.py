@@ -6,6 +6,8 @@ the extension), and its HTTPS behaviour end to end on an ephemeral port.
     cd sim && /usr/bin/python3 -m unittest -v test_wxsim
 """
 import base64
+import datetime
+import gzip
 import http.client
 import http.server
 import json
@@ -456,6 +458,114 @@ class EndToEnd(unittest.TestCase):
         self.control("POST", "/_sim/notification", {"mch_id": self.MCH, "out_trade_no": "none"}, expect=404)
 
     # ------------------------------------------------------------ refunds
+
+    # -------------------------------------------------------------- bills
+
+    BILL_MCH = ("10000300", "wx3000000000000000", "0123456789abcdef0123456789abcdef")
+
+    def bill(self, path, params, sign_type="HMAC-SHA256", ctx=None):
+        """(content type, body bytes) of a bill request for BILL_MCH."""
+        status, headers, body = self.http("POST", path, self.signed(params, self.BILL_MCH, sign_type), ctx)
+        self.assertEqual(status, 200)
+        return headers["Content-Type"], body
+
+    def bill_day(self):
+        """A merchant of its own, with payments either side of today's midnight and a refund
+        (made once for the tests that read it)."""
+        if getattr(EndToEnd, "bill_day_made", None):
+            return EndToEnd.bill_day_made
+        mch, appid, key = self.BILL_MCH
+        creds = self.control("POST", "/_sim/merchants", {"mch_id": mch, "appid": appid, "api_key": key,
+                                                          "sign_type": "HMAC-SHA256"})
+        today = datetime.datetime.now(wxsim.CST).date()
+        yesterday = today - datetime.timedelta(days=1)
+        for no, time_end in (("bill-late", yesterday.strftime("%Y%m%d") + "235959"),
+                             ("bill-early", today.strftime("%Y%m%d") + "000001"), ("bill-now", None)):
+            self.order(no, self.BILL_MCH, "HMAC-SHA256")
+            self.control("POST", "/_sim/pay", {"mch_id": mch, "out_trade_no": no, "notify": False,
+                                               **({"time_end": time_end} if time_end else {})})
+        mtls = self.client_context(creds)
+        refund = self.call("/secapi/pay/refund", {"out_trade_no": "bill-now", "out_refund_no": "bill-rf",
+                                                  "total_fee": "100", "refund_fee": "30"},
+                           self.BILL_MCH, "HMAC-SHA256", mtls)
+        self.assertEqual(refund["result_code"], "SUCCESS")
+        EndToEnd.bill_day_made = today.strftime("%Y%m%d"), yesterday.strftime("%Y%m%d"), mtls
+        return EndToEnd.bill_day_made
+
+    @staticmethod
+    def bill_lines(body):
+        text = body.decode("utf-8")
+        assert text.startswith("\ufeff") and text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
+        return [line.split(",") for line in text[1:-2].split("\r\n")]
+
+    def test_downloadbill(self):
+        today, yesterday, _ = self.bill_day()
+        kind, body = self.bill("/pay/downloadbill", {"bill_date": "20200101", "bill_type": "ALL"})
+        self.assertEqual(wxsim.parse_xml(body)["return_msg"], "No Bill Exist")
+        kind, body = self.bill("/pay/downloadbill", {"bill_date": today, "bill_type": "ALL"})
+        self.assertEqual(kind, "text/plain; charset=utf-8")
+        lines = self.bill_lines(body)
+        self.assertEqual(len(lines[0]), 27)
+        rows = [dict(zip(lines[0], (v[1:] for v in line))) for line in lines[1:-2]]
+        self.assertTrue(all(v.startswith("`") for line in lines[1:-2] + [lines[-1]] for v in line))
+        self.assertEqual(sorted((r["商户订单号"], r["交易状态"]) for r in rows),
+                         [("bill-early", "SUCCESS"), ("bill-now", "REFUND"), ("bill-now", "SUCCESS")])
+        early = next(r for r in rows if r["商户订单号"] == "bill-early")
+        self.assertEqual((early["交易时间"][11:], early["订单金额"], early["手续费"], early["商户号"]),
+                         ("00:00:01", "1.00", "0.01000", self.BILL_MCH[0]))
+        refund = next(r for r in rows if r["交易状态"] == "REFUND")
+        self.assertEqual((refund["商户退款单号"], refund["退款金额"], refund["应结订单金额"]), ("bill-rf", "0.30", "0.00"))
+        summary = dict(zip(lines[-2], (v[1:] for v in lines[-1])))
+        self.assertEqual(summary, {"总交易单数": "3.0", "应结订单总金额": "2.00", "退款总金额": "0.30",
+                                   "充值券退款总金额": "0.0", "手续费总金额": "0.02000", "订单总金额": "2.00",
+                                   "申请退款总金额": "0.30"})
+        late = self.bill_lines(self.bill("/pay/downloadbill", {"bill_date": yesterday})[1])
+        self.assertEqual([line[6] for line in late[1:-2]], ["`bill-late"], "23:59:59 is yesterday's")
+        kind, gz = self.bill("/pay/downloadbill", {"bill_date": today, "tar_type": "GZIP"})
+        self.assertEqual((kind, gzip.decompress(gz)), ("application/x-gzip", body))
+        success = self.bill_lines(self.bill("/pay/downloadbill", {"bill_date": today, "bill_type": "SUCCESS"})[1])
+        self.assertEqual((len(success[0]), len(success) - 3, len(success[-1])), (20, 2, 4))
+        refunds = self.bill_lines(self.bill("/pay/downloadbill", {"bill_date": today, "bill_type": "REFUND"})[1])
+        self.assertEqual((len(refunds[0]), len(refunds) - 3), (29, 1))
+        self.assertEqual(wxsim.parse_xml(self.bill("/pay/downloadbill", {"bill_date": today, "bill_type": "X"})[1])
+                         ["return_msg"], "invalid bill_type")
+        # Faults: the bill is not ready yet, then a fee total that does not add up.
+        self.control("POST", "/_sim/faults", {"mode": "bill_creating", "path": "/pay/downloadbill"})
+        creating = wxsim.parse_xml(self.bill("/pay/downloadbill", {"bill_date": today})[1])
+        self.assertEqual((creating["return_code"], creating["return_msg"]), ("FAIL", "Bill Creating"))
+        self.control("POST", "/_sim/faults", {"mode": "bill_sum", "path": "/pay/downloadbill"})
+        wrong = self.bill_lines(self.bill("/pay/downloadbill", {"bill_date": today})[1])
+        self.assertEqual(wrong[-1][4], "`0.03000")
+        self.assertEqual(self.bill("/pay/downloadbill", {"bill_date": today})[1], body, "one request each")
+        # Planted discrepancies: a refund left out, a payment with another amount.
+        mch = self.BILL_MCH[0]
+        self.control("POST", "/_sim/bill_tamper", {"mch_id": mch, "no": "bill-rf", "omit": True})
+        self.control("POST", "/_sim/bill_tamper", {"mch_id": mch, "no": "bill-early", "fee": 99})
+        tampered = self.bill_lines(self.bill("/pay/downloadbill", {"bill_date": today})[1])
+        self.assertEqual(sorted((line[6], line[9], line[24]) for line in tampered[1:-2]),
+                         [("`bill-early", "`SUCCESS", "`0.99"), ("`bill-now", "`SUCCESS", "`1.00")])
+        self.assertEqual(tampered[-1][:3], ["`2.0", "`1.99", "`0.00"], "the summary adds up what is shown")
+        self.control("POST", "/_sim/bill_tamper", {"mch_id": mch, "no": "x"}, expect=400)
+        self.sim_reset_tamper()
+
+    def sim_reset_tamper(self):
+        for no in ("bill-rf", "bill-early"):
+            self.control("POST", "/_sim/bill_tamper", {"mch_id": self.BILL_MCH[0], "no": no, "fee": 100 if no == "bill-early" else 30})
+
+    def test_downloadfundflow(self):
+        today, _, mtls = self.bill_day()
+        ask = {"bill_date": today, "account_type": "Basic"}
+        self.assertTrue(wxsim.parse_xml(self.bill("/pay/downloadfundflow", ask)[1])["return_msg"].startswith("CERT_ERROR"))
+        self.assertEqual(wxsim.parse_xml(self.bill("/pay/downloadfundflow", ask, "MD5", mtls)[1])["return_code"], "FAIL")
+        lines = self.bill_lines(self.bill("/pay/downloadfundflow", ask, ctx=mtls)[1])
+        self.assertEqual(len(lines[0]), 11)
+        self.assertEqual([(line[5], line[6]) for line in lines[1:-2]],
+                         [("`收入", "`1.00"), ("`收入", "`1.00"), ("`支出", "`0.30")])
+        self.assertIn("\\n", lines[3][9], "a line break in 备注 is escaped")
+        self.assertEqual(lines[-1], ["`3.0", "`2.0", "`2.00", "`1.0", "`0.30"])
+        none = self.call("/pay/downloadfundflow", {"bill_date": today, "account_type": "Fees"},
+                         self.BILL_MCH, "HMAC-SHA256", mtls)
+        self.assertEqual((none["result_code"], none["err_code"]), ("FAIL", "NO_BILL_EXIST"))
 
     def test_refund_needs_the_merchants_certificate(self):
         self.order("r-cert")

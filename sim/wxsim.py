@@ -33,6 +33,8 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
+import bills
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -61,10 +63,15 @@ REFUND_FINAL_STATES = ("SUCCESS", "CHANGE", "REFUNDCLOSE")
 REFUND_RECV_ACCOUNT = "支付用户零钱"
 OUT_NO = re.compile(r"[0-9A-Za-z_\-|*@]+")
 POSITIVE_INT = re.compile(r"[1-9][0-9]*")
-FAULT_MODES = ("delay", "http500", "garbage", "reset", "badsign", "truncated", "oversize", "wrong_appid")
+FAULT_MODES = ("delay", "http500", "garbage", "reset", "badsign", "truncated", "oversize", "wrong_appid",
+               "bill_creating", "bill_sum")
 OVERSIZE_PADDING = 3 * 1024 * 1024
 API_PATHS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/secapi/pay/refund", "/pay/refundquery",
-             "/pay/micropay", "/secapi/pay/reverse")
+             "/pay/micropay", "/secapi/pay/reverse", "/pay/downloadbill", "/pay/downloadfundflow")
+# Bills answer with a file, not a signed message (bills.py).
+BILL_PATHS = ("/pay/downloadbill", "/pay/downloadfundflow")
+# Paths that want the merchant's client certificate besides /secapi/.
+CERT_PATHS = ("/pay/downloadfundflow",)
 AUTH_CODE = re.compile(r"1[0-5][0-9]{16}")
 # micropay's scripted outcomes, chosen by the 3rd and 4th digits of the
 # auth_code; N is its 5th digit.  See sim/README.md.
@@ -429,6 +436,8 @@ class Sim:
         self.reset()
 
     def reset(self):
+        self.bill_fault = None    # the fault of the bill request being answered
+        self.bill_tamper = {}     # (mch_id, out_trade_no or out_refund_no) -> planted discrepancy
         self.orders = {}          # (mch_id, out_trade_no) -> Order
         self.by_transaction = {}  # (mch_id, transaction_id) -> Order
         self.refunds = {}         # (mch_id, out_refund_no) -> Refund
@@ -464,6 +473,8 @@ class Sim:
             return fail_reply(str(e))
         fields = {"return_code": "SUCCESS", "return_msg": "OK", "appid": merchant.appid,
                   "mch_id": merchant.mch_id, "nonce_str": nonce()}
+        if path in BILL_PATHS:
+            return bills.answer(self, path, params, merchant, sign_type, fields, self.bill_fault, Reply)
         try:
             self.check_common(params, merchant)
             handler = getattr(self, path.rsplit("/", 1)[1])
@@ -483,7 +494,7 @@ class Sim:
     @staticmethod
     def authenticate(path, params, merchant, peer_cn):
         """Client certificate (for /secapi/) and signature; returns sign_type."""
-        if path.startswith("/secapi/"):
+        if path.startswith("/secapi/") or path in CERT_PATHS:
             if peer_cn is None:
                 raise Fail("CERT_ERROR: 证书错误, a client certificate is required")
             if peer_cn != merchant.mch_id:
@@ -1177,6 +1188,7 @@ class Server:
             ("POST", "/_sim/refund_state"): self.c_refund_state,
             ("POST", "/_sim/refund_notification"): self.c_refund_notification,
             ("POST", "/_sim/backdate"): self.c_backdate,
+            ("POST", "/_sim/bill_tamper"): self.c_bill_tamper,
             ("POST", "/_sim/faults"): self.c_faults,
             ("GET", "/_sim/stats"): self.c_stats,
             ("POST", "/_sim/stats/reset"): self.c_stats_reset,
@@ -1215,8 +1227,10 @@ class Server:
         if mode in ("http500", "garbage", "reset"):
             response = fault_response(mode, b"")          # not processed at all
         else:
+            self.sim.bill_fault = mode if request.path in BILL_PATHS else None
             reply = self.sim.answer(request.path, request.body, peer_cn)
             response = fault_response(mode, reply.render(mode))
+            response.content_type = getattr(reply, "content_type", response.content_type)
             if not self.args.quiet:
                 self.log("%s %s -> %s %s%s" % (request.method, request.path, reply.fields.get("result_code", "FAIL"),
                                          reply.fields.get("err_code", reply.fields.get("return_msg", "")),
@@ -1334,6 +1348,11 @@ class Server:
             return {"transaction_id": None, "notification": None}
         if p.get("total_fee") is not None:
             order.reported_fee = int(p["total_fee"])
+        if p.get("time_end") is not None:     # a payment at a chosen moment (bills near midnight)
+            if order.state in PAID or not re.fullmatch(r"[0-9]{14}", str(p["time_end"])):
+                raise ControlError(400, "time_end must be yyyyMMddHHmmss, for an order not paid yet")
+            self.sim.reserve_payment_identity(order)
+            order.time_end = str(p["time_end"])
         if order.state not in PAID:
             order.state = "SUCCESS"
         if self.sim.merchants[order.mch_id].protocol == "v3":
@@ -1388,6 +1407,15 @@ class Server:
         order = self.order(p["mch_id"], p["out_trade_no"])
         order.created -= float(p["seconds"])
         return {"created": order.created}
+
+    def c_bill_tamper(self, p, _):
+        """Plant a discrepancy in the bills: {"mch_id", "no" (out_trade_no or
+        out_refund_no), "omit": true} leaves it out, {"fee": fen} changes its amount."""
+        need(p, "mch_id", "no")
+        if not p.get("omit") and not isinstance(p.get("fee"), int):
+            raise ControlError(400, "omit or an integer fee is required")
+        self.sim.bill_tamper[(str(p["mch_id"]), str(p["no"]))] = {"omit": bool(p.get("omit")), "fee": p.get("fee")}
+        return {"planted": len(self.sim.bill_tamper)}
 
     def c_faults(self, p, _):
         if p.get("mode", "none") == "none":

@@ -152,7 +152,12 @@ wxpay_endpoint_finish(const WxCall *call, WxHttpFailure transport,
 	if (transport != WX_HTTP_OK && !(error_status && protocol->judges_error_status))
 		return wxpay_fail(fail, transport == WX_HTTP_UNTRUSTED ? WX_FAIL_UNTRUSTED : WX_FAIL_TRANSPORT,
 						  transport_message);
-	if (!protocol->judge(call, resp, answer, fail))
+	if (ep->file_answer && protocol->is_file != NULL && protocol->is_file(resp->body, resp->len))
+	{
+		answer->file = resp->body ? resp->body : "";
+		answer->file_len = resp->len;
+	}
+	else if (!protocol->judge(call, resp, answer, fail))
 		return false;
 	if (!(protocol == &wx_protocol_v3 ? ep->v3->read : ep->read) (call, answer, fail))
 		return false;

@@ -17,6 +17,11 @@
  * protocol (merchants.protocol): API v2 is wx_protocol_v2 (proto_v2.c),
  * API v3 wx_protocol_v3 (proto_v3.c), each reading its own part of the
  * one description; reports, apply and the worker are the same for both.
+ *
+ * A file endpoint (a bill) answers with an unsigned file on success and a
+ * protocol message otherwise: the protocol's is_file tells which, and the
+ * file reaches the endpoint's read and apply as answer->file, unjudged
+ * (there is nothing to verify it with beyond TLS).
  */
 #ifndef WXPAY_ENDPOINT_H
 #define WXPAY_ENDPOINT_H
@@ -74,6 +79,8 @@ typedef struct WxProtocol
 						  WxAnswer *answer, WxFailure *fail);
 	/* Whether judge sees answers with an error status (v3's error bodies). */
 	bool		judges_error_status;
+	/* Endpoints answering with a file: whether this body is the file. */
+	bool		(*is_file) (const char *body, size_t len);
 } WxProtocol;
 
 extern const WxProtocol wx_protocol_v2;
@@ -90,6 +97,8 @@ struct WxCall
 	const WxParamList *fields;	/* further request fields the caller validated */
 	int32		total_fee;		/* refund: the order's total */
 	int32		refund_fee;
+	const char *bill_date;		/* bills: yyyyMMdd, Beijing time */
+	const char *bill_type;		/* bills: ALL...; fund flow: the account_type */
 };
 
 /* A verified answer and what it means. */
@@ -102,6 +111,9 @@ struct WxAnswer
 	WxPaymentReport payment;
 	WxRefundReport refund;
 	bool		changed;		/* apply moved a row */
+	const char *file;			/* file endpoints: the body, when it is the file */
+	size_t		file_len;
+	bool		no_file;		/* file endpoints: there is none (a day without trades) */
 };
 
 /*
@@ -129,6 +141,8 @@ struct WxEndpoint
 	const char *path;			/* "/pay/orderquery" */
 	bool		client_cert;	/* mutual TLS with the merchant's certificate */
 	const char *source;			/* order_events.source of what apply changes */
+	bool		file_answer;	/* success is an unsigned file (a bill), not a message */
+	size_t		max_answer;		/* larger answers fail; 0: the protocol's limit */
 	/* The request's own fields (the protocol adds the common ones). */
 	void		(*build) (const WxCall *call, WxParamList *req);
 	/* What a verified answer means; false with fail when it is a refusal. */
@@ -139,7 +153,9 @@ struct WxEndpoint
 	const WxEndpointV3 *v3;
 };
 
-/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c). */
+/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c, bill.c). */
+extern const WxEndpoint wx_endpoint_downloadbill;
+extern const WxEndpoint wx_endpoint_downloadfundflow;
 extern const WxEndpoint wx_endpoint_unifiedorder;
 extern const WxEndpoint wx_endpoint_orderquery;
 extern const WxEndpoint wx_endpoint_orderquery_by_id;

@@ -105,10 +105,14 @@ wxpay_change_is_restore(PG_FUNCTION_ARGS)
 }
 
 /*
- * wxpay.history_guard() -> trigger, BEFORE INSERT FOR EACH ROW
+ * wxpay.history_guard([hint]) -> trigger, BEFORE INSERT (or UPDATE, DELETE),
+ * FOR EACH ROW or FOR EACH STATEMENT
  *
  * Lets only the extension (its owner, through its SECURITY DEFINER
- * triggers and functions) and superusers write history rows.
+ * triggers and functions) and superusers write history rows.  Tables
+ * loaded in bulk (the bills) use it per statement, which keeps COPY's
+ * batched inserts; the argument, if any, is the hint that says who writes
+ * the table.
  */
 Datum
 wxpay_history_guard(PG_FUNCTION_ARGS)
@@ -116,16 +120,20 @@ wxpay_history_guard(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Oid			writer = GetUserId();
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "wxpay.history_guard() must be a BEFORE ... FOR EACH ROW trigger");
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		elog(ERROR, "wxpay.history_guard() must be a BEFORE trigger");
 	if (!superuser_arg(writer) && writer != extension_owner())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only pg_wxpay writes %s: role \"%s\" may not",
 						RelationGetRelationName(trigdata->tg_relation),
 						GetUserNameFromId(GetOuterUserId(), false)),
+				 trigdata->tg_trigger->tgnargs > 0 ?
+				 errhint("%s", trigdata->tg_trigger->tgargs[0]) :
 				 errhint("History is written by the triggers on wxpay.orders and wxpay.refunds; "
 						 "change the order or refund itself (UPDATE), and its history follows.")));
-	return PointerGetDatum(trigdata->tg_trigtuple);
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		return PointerGetDatum(NULL);
+	return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+						   trigdata->tg_newtuple : trigdata->tg_trigtuple);
 }

@@ -62,7 +62,8 @@ append_bytes(MemoryContext cxt, char **buf, size_t *len, size_t *cap,
 	if (*len + n + 1 > *cap)
 	{
 		size_t		grown_cap = Max(Max(*cap * 2, *len + n + 1), 1024);
-		char	   *grown = MemoryContextAllocExtended(cxt, grown_cap, MCXT_ALLOC_NO_OOM);
+		/* HUGE: a day's bill can exceed 1 GB's allocation limit's half */
+		char	   *grown = MemoryContextAllocExtended(cxt, grown_cap, MCXT_ALLOC_NO_OOM | MCXT_ALLOC_HUGE);
 
 		if (grown == NULL)
 			return false;

@@ -29,7 +29,7 @@ v2_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 	wxpay_list_init(req, 16);
 	call->endpoint->build(call, req);
 	wxpay_http_request_init(http, "POST", psprintf("%s%s", m->api_base, call->endpoint->path),
-							WX_XML_MAX_BODY);
+							call->endpoint->max_answer ? call->endpoint->max_answer : WX_XML_MAX_BODY);
 	wxpay_list_add_cstr(req, "appid", m->appid);
 	wxpay_list_add_cstr(req, "mch_id", m->mch_id);
 	wxpay_list_add_cstr(req, "nonce_str", wxpay_make_nonce(32));
@@ -61,6 +61,13 @@ v2_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
 						  psprintf("%s answered with a body that is not valid XML: %s",
 								   path, err.message));
+	/*
+	 * A file endpoint's refusal (No Bill Exist, Bill Creating) is an
+	 * unsigned FAIL message, no less trustworthy than the unsigned file
+	 * itself: its read tells them apart.
+	 */
+	if (call->endpoint->file_answer && wxpay_list_is(resp, "return_code", "FAIL"))
+		return true;
 	if (!wxpay_list_is(resp, "return_code", "SUCCESS"))
 	{
 		return_msg = wxpay_list_get(resp, "return_msg");
@@ -78,10 +85,28 @@ v2_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	return true;
 }
 
+/*
+ * Whether a file endpoint's body is the file: anything but XML, which
+ * starts with '<' after an optional BOM and white space (gzip starts with
+ * 1f 8b, a bill with its header).
+ */
+static bool
+v2_is_file(const char *body, size_t len)
+{
+	size_t		i = 0;
+
+	if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0)
+		i = 3;
+	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+		i++;
+	return i == len || body[i] != '<';
+}
+
 const WxProtocol wx_protocol_v2 = {
 	.name = "v2",
 	.request = v2_request,
 	.judge = v2_judge,
+	.is_file = v2_is_file,
 };
 
 /* result_code SUCCESS, or false with WeChat's refusal. */

@@ -50,6 +50,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "bill.h"
 #include "micropay.h"
 #include "spi_util.h"
 #include "txn.h"
@@ -605,6 +606,7 @@ run_round(const char **idle)
 		ask_and_apply(jobs, njobs);
 		sleep_ms = njobs == WORKER_BATCH ? 0 : -1;
 	}
+	wxpay_bill_round();			/* yesterday's bills, when due (bill_worker.c) */
 	if (sleep_ms < 0)
 	{
 		wxpay_txn_begin("wxpay: scheduling");

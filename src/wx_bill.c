@@ -13,6 +13,7 @@
  * the summary's count and sums must equal the rows'.
  */
 #include "wx_bill.h"
+#include "wx_xml.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -203,49 +204,16 @@ wx_bill_init(WxBillParser *p, WxBillKind kind, const char *mch_id)
 }
 
 /*
- * Whether s is UTF-8 without control characters (tab allowed): shortest
- * forms only, no surrogates, nothing above U+10FFFF.
+ * Whether s is UTF-8 (wx_xml.c's check: shortest forms, no surrogates)
+ * without control characters; a tab is allowed.
  */
 static bool
 clean_utf8(const unsigned char *s, size_t len)
 {
-	size_t		i = 0;
-
-	while (i < len)
-	{
-		unsigned char c = s[i];
-		size_t		n;
-		unsigned int cp;
-
-		if (c < 0x80)
-		{
-			if ((c < 0x20 && c != '\t') || c == 0x7f)
-				return false;
-			i++;
-			continue;
-		}
-		if (c >= 0xC2 && c <= 0xDF)
-			n = 1, cp = c & 0x1F;
-		else if (c >= 0xE0 && c <= 0xEF)
-			n = 2, cp = c & 0x0F;
-		else if (c >= 0xF0 && c <= 0xF4)
-			n = 3, cp = c & 0x07;
-		else
+	for (size_t i = 0; i < len; i++)
+		if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
 			return false;
-		if (len - i <= n)
-			return false;
-		for (size_t k = 1; k <= n; k++)
-		{
-			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-			(cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += n + 1;
-	}
-	return true;
+	return wx_utf8_invalid_at((const char *) s, len, false) < 0;
 }
 
 /* Split line at commas into fields; the count, or -1 if over max. */

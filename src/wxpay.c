@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "bill.h"
 #include "http.h"
 
 PG_MODULE_MAGIC;
@@ -30,6 +31,21 @@ static bool preloaded = false;
 PG_FUNCTION_INFO_V1(wxpay_preloaded);
 
 void		_PG_init(void);
+
+/* wxpay.bill_fetch_after is a time of day, HH:MM. */
+static bool
+check_time_of_day(char **newval, void **extra, GucSource source)
+{
+	int			h,
+				m;
+	char		end;
+
+	if (*newval != NULL && sscanf(*newval, "%2d:%2d%c", &h, &m, &end) == 2 &&
+		h >= 0 && h < 24 && m >= 0 && m < 60)
+		return true;
+	GUC_check_errdetail("A time of day is HH:MM, like 10:00.");
+	return false;
+}
 
 static void
 define_settings(void)
@@ -97,6 +113,22 @@ define_settings(void)
 							16, 1, 1024,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("wxpay.bill_fetch_after",
+							   "Beijing time of day after which the worker fetches yesterday's bills (HH:MM).",
+							   "WeChat Pay makes a day's bill from about 09:00 the next day.",
+							   &wxpay_bill_fetch_after,
+							   "10:00",
+							   PGC_SIGHUP,
+							   0,
+							   check_time_of_day, NULL, NULL);
+	DefineCustomIntVariable("wxpay.bill_retry_interval",
+							"How long the worker waits before asking again for a bill that was not ready (Bill Creating) or failed.",
+							NULL,
+							&wxpay_bill_retry_interval,
+							1800, 1, 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 	/*
 	 * A PGC_POSTMASTER setting can only be defined while preloading: defined

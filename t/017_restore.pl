@@ -2,7 +2,8 @@
 # database restore every row of every table into a fresh cluster, add no
 # history of their own, keep the triggers as strict as before for every
 # other writer, and the restored database keeps working: the worker
-# resumes, new notifications are applied (the identity sequences continue).
+# resumes, new notifications are applied and new bills stored (the identity
+# sequences continue).
 use strict;
 use warnings;
 
@@ -14,7 +15,7 @@ use Test::More;
 use WxTest;
 
 my $sim = wx_sim();
-my $source = wx_node('source', 'wxpay.poll_interval' => '300ms');
+my $source = wx_node('source', 'wxpay.poll_interval' => '300ms', 'wxpay.bill_fetch_after' => '00:00');
 wx_merchant($source, $sim);
 my $sql = sub { $source->safe_psql('postgres', shift) };
 my $order = sub { $sql->("SELECT wxpay_unifiedorder('10000100', '$_[0]', 100, 'Restore', '203.0.113.7')") };
@@ -40,11 +41,22 @@ $sql->("SELECT wxpay_refund('10000100', 'o-refunded', 'r-2', 60)");
 $sql->("SELECT wxpay_handle_notify('<xml><return_code>FAIL</return_code></xml>')");
 ok($source->poll_query_until('postgres', "SELECT count(*) = 3 FROM wxpay.paid_events"), 'the payments are published');
 $sql->("SELECT count(*) FROM wxpay_paid_events_next('fulfilment')");	# a consumer, at the newest event
+# Bills: today's trade bill (its chunks and rows), a fund-flow bill, and
+# the worker's attempt at yesterday's (bill_fetches).
+my $today = $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date");
+$sql->("SELECT wxpay_downloadbill('10000100', '$today', 'ALL', false)");
+$sql->("SELECT wxpay_downloadfundflow('10000100', '$today')");
+$sql->("UPDATE wxpay.merchants SET bills_enabled = true");
+ok($source->poll_query_until('postgres', "SELECT status = 'done' FROM wxpay.bill_status"), "the worker fetches yesterday's bill");
+is($sql->("SELECT (SELECT count(*) FROM wxpay.bills) || '/' || (SELECT count(*) > 0 FROM wxpay.bill_rows)"
+	  . " || '/' || (SELECT count(*) > 0 FROM wxpay.fund_flow_rows) || '/' || (SELECT count(*) FROM wxpay.bill_fetches)"),
+	'3/true/true/1', 'bills, their rows and the worker\'s attempt are there to dump');
 # Nothing is due while the dump is taken, so the tables stand still.
 $sql->("UPDATE wxpay.orders SET next_query_at = now() + interval '1 hour' WHERE wxpay.order_state_pending(state)");
 $sql->("UPDATE wxpay.refunds SET next_query_at = now() + interval '1 hour' WHERE wxpay.refund_state_pending(state)");
 
-my @tables = qw(merchants orders order_events notifications refunds refund_events paid_events paid_event_consumers);
+my @tables = qw(merchants orders order_events notifications refunds refund_events paid_events paid_event_consumers
+  bills bill_chunks bill_rows fund_flow_rows bill_fetches);
 my $contents = sub {
 	my ($node, $db) = @_;
 	return join "\n", map {
@@ -60,6 +72,7 @@ $source->command_ok([ 'pg_dump', '-d', $source->connstr('postgres'), '-f', $plai
 $source->command_ok([ 'pg_dump', '-Fc', '-d', $source->connstr('postgres'), '-f', $custom ], 'custom-format pg_dump');
 is($contents->($source, 'postgres'), $before, 'nothing changed while dumping');
 my %seq = map { $_ => $sql->("SELECT max(id) FROM wxpay.$_") } qw(order_events notifications refund_events);
+$seq{bills} = $sql->("SELECT max(bill_id) FROM wxpay.bills");
 $source->stop;
 $pay->('o-notify-later');
 
@@ -102,6 +115,12 @@ for my $db (qw(postgres plain custom))
 		't', "and so does its event ($db)");
 	is($q->("SELECT count(*) FROM (SELECT 1 FROM wxpay.order_events WHERE new_state = 'SUCCESS'"
 		  . " GROUP BY out_trade_no HAVING count(*) > 1) d"), '0', "no duplicate SUCCESS transition ($db)");
+	# The day's bill changed with that payment: a second version, after the restored bills.
+	is($q->("SELECT x->>'outcome' || '/' || (x->>'version') || '/' || ((x->>'bill_id')::bigint > $seq{bills})"
+		  . " FROM wxpay_downloadbill('10000100', '$today', 'ALL', false) x"), 'new_version/2/true',
+		"the day's bill downloaded again is a new version with an id after the restored ones ($db)");
+	is($q->("SELECT count(*) FROM wxpay.bill_discrepancies WHERE bill_date = '$today'"), '0',
+		"and reconciles against the restored orders ($db)");
 }
 
 # The worker resumes in the restored "postgres": a payment whose

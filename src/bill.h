@@ -1,0 +1,46 @@
+/*
+ * bill.h
+ *	  Daily bills: importing a downloaded file into wxpay.bills and its
+ *	  rows (bill_store.c), the download endpoints (bill.c), and the
+ *	  worker's daily fetch (bill_worker.c).
+ */
+#ifndef WXPAY_BILL_H
+#define WXPAY_BILL_H
+
+#include "postgres.h"
+
+#include "remote_error.h"
+#include "wx_bill.h"
+
+/* What an import did. */
+typedef struct WxBillImport
+{
+	int64		bill_id;
+	int32		version;
+	const char *outcome;		/* imported, unchanged, new_version, no_bill */
+	int64		rows;
+	int64		byte_size;
+	char		sha1[41];
+} WxBillImport;
+
+/*
+ * Import body (text or gzip) as the bill of (mch_id, day, type): stored
+ * whole, parsed into rows, the summary checked.  False with fail when the
+ * bill is refused; nothing is stored then.  SPI must be connected.
+ */
+extern bool wxpay_bill_store(const char *mch_id, WxBillKind kind,
+							  const char *bill_date, const char *bill_type,
+							  const char *body, size_t len,
+							  WxBillImport *out, WxFailure *fail);
+
+/* Record that WeChat Pay has no bill for that day (No Bill Exist). */
+extern void wxpay_bill_record_none(const char *mch_id, WxBillKind kind,
+								   const char *bill_date, const char *bill_type,
+								   WxBillImport *out);
+
+/* bill_worker.c: the worker's daily bills, and their settings */
+extern char *wxpay_bill_fetch_after;
+extern int	wxpay_bill_retry_interval;
+extern void wxpay_bill_round(void);
+
+#endif							/* WXPAY_BILL_H */
