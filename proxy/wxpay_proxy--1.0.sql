@@ -257,6 +257,9 @@ AS $$
 DECLARE
 	m record;
 BEGIN
+	IF mch_id IS NULL THEN
+		RAISE EXCEPTION 'the call names no merchant the proxy can read' USING ERRCODE = '22023';
+	END IF;
 	PERFORM pg_advisory_xact_lock_shared(wxpay_proxy.routing_lock_class(), hashtext(mch_id));
 	IF current_setting('transaction_isolation') = 'read committed' THEN
 		SELECT d.shard, d.frozen_at INTO m FROM wxpay_proxy.merchants d WHERE d.mch_id = route.mch_id;
@@ -320,39 +323,33 @@ $$;
 COMMENT ON FUNCTION wxpay_proxy.body_mch_id(text) IS
 'the mch_id a v2 notification body names, or NULL; never raises';
 
-CREATE FUNCTION wxpay_proxy.route_body(body text)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
+-- Holds a merchant's routing lock (shared) until the transaction ends.  A
+-- notification handler takes it before its attempt, so the lock still
+-- covers the record of a failed attempt (the attempt's own is released
+-- with its subtransaction): a replay, which waits for the lock, sees every
+-- notification kept before it.
+CREATE FUNCTION wxpay_proxy.hold_routing(mch_id text)
+RETURNS void
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	m constant text := wxpay_proxy.body_mch_id(body);
-BEGIN
-	IF m IS NULL THEN
-		RAISE EXCEPTION 'the body names no merchant the proxy can read' USING ERRCODE = '22023';
-	END IF;
-	RETURN wxpay_proxy.route(m);
-END
-$$;
-COMMENT ON FUNCTION wxpay_proxy.route_body(text) IS
-'the shard of the merchant a v2 notification body names, for RUN ON';
+AS $$ SELECT FROM pg_advisory_xact_lock_shared(wxpay_proxy.routing_lock_class(), hashtext(mch_id)) WHERE mch_id IS NOT NULL $$;
 
 -- Records an undeliverable notification and returns the FAIL reply (v2
 -- XML, or the v3 JSON body).  Runs as the extension's owner: callers of
 -- the handlers cannot read or change the table.
-CREATE FUNCTION wxpay_proxy.refuse_notification(handler text, mch_id text, body text, arguments jsonb,
+CREATE FUNCTION wxpay_proxy.refuse_notification(handler text, mch_id text, arguments jsonb,
 	sqlstate text, reason text, reply_format text)
 RETURNS text
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	INSERT INTO wxpay_proxy.notifications (handler, mch_id, arguments, sqlstate, reason)
-	VALUES (handler, COALESCE(mch_id, wxpay_proxy.body_mch_id(body)), arguments, sqlstate, left(reason, 1000));
+	VALUES (handler, mch_id, arguments, sqlstate, left(reason, 1000));
 	SELECT CASE reply_format
 		WHEN 'json' THEN '{"code": "FAIL", "message": "失败"}'
 		ELSE '<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[rejected]]></return_msg></xml>' END
 $$;
-COMMENT ON FUNCTION wxpay_proxy.refuse_notification(text, text, text, jsonb, text, text, text) IS
+COMMENT ON FUNCTION wxpay_proxy.refuse_notification(text, text, jsonb, text, text, text) IS
 'record a notification no shard took, and return the FAIL reply (xml: v2, json: v3)';
 
 ----------------------------------------------------------------------
@@ -449,7 +446,7 @@ DECLARE
 	params text := '';
 	arglist text := '';
 	strictness constant text := CASE WHEN f.is_strict THEN ' STRICT' ELSE '' END;
-	route text;
+	by_body boolean;
 	refuse text;
 	fails text;
 	sql text[];
@@ -467,27 +464,34 @@ BEGIN
 		sql := ARRAY[format(E'%s LANGUAGE plproxy VOLATILE%s AS $wx$\n\tCLUSTER ''wxpay_shards'';\n\tRUN ON wxpay_proxy.route(mch_id);\n\tTARGET %s;\n$wx$',
 							header, strictness, target)];
 	ELSIF kind = 'notification' THEN
-		route := CASE WHEN f.in_names[1] = 'mch_id' THEN 'wxpay_proxy.route(mch_id)' ELSE 'wxpay_proxy.route_body(body)' END;
-		-- What the handler does when no shard took the notification.
-		refuse := format('wxpay_proxy.refuse_notification(%L, %s, %s, jsonb_build_array(%s), SQLSTATE, SQLERRM, %%L)',
-						 wxpay_proxy.api_signature(f.schema_name, f.function_name, f.in_types),
-						 CASE WHEN f.in_names[1] = 'mch_id' THEN '$1' ELSE 'NULL' END,
-						 CASE WHEN 'body' = ANY (f.in_names) THEN '$' || array_position(f.in_names, 'body') ELSE 'NULL' END, params);
+		-- The merchant: the mch_id argument, or the one the body names, read
+		-- once; the inner PL/Proxy function then takes it first.
+		by_body := f.in_names[1] <> 'mch_id';
+		refuse := format('wxpay_proxy.refuse_notification(%L, routed, jsonb_build_array(%s), SQLSTATE, SQLERRM, %%L)',
+						 wxpay_proxy.api_signature(f.schema_name, f.function_name, f.in_types), params);
 		IF f.result = 'text' THEN
 			fails := format('RETURN ' || refuse || ';', 'xml');
-			sql := ARRAY[format('RETURN %s(%s);', inner_fn, params)];
+			sql := ARRAY[format('RETURN %s(%s);', inner_fn, CASE WHEN by_body THEN 'routed, ' ELSE '' END || params)];
 		ELSIF f.out_names = ARRAY['status', 'reply'] AND f.out_types = ARRAY['integer', 'text'] THEN
 			fails := format('status := 500; reply := ' || refuse || '; RETURN;', 'json');
-			sql := ARRAY[format('SELECT r.status, r.reply INTO status, reply FROM %s(%s) r; RETURN;', inner_fn, params)];
+			sql := ARRAY[format('SELECT r.status, r.reply INTO status, reply FROM %s(%s) r; RETURN;',
+								inner_fn, CASE WHEN by_body THEN 'routed, ' ELSE '' END || params)];
 		ELSE
 			RAISE EXCEPTION 'wxpay_proxy does not know the reply of %(%): %', target, f.identity_arguments, f.result
 				USING ERRCODE = '0A000', HINT = 'A notification handler returns text (v2) or (status integer, reply text) (v3).';
 		END IF;
 		sql := ARRAY[
-			format(E'CREATE OR REPLACE FUNCTION %s(%s) RETURNS %s LANGUAGE plproxy VOLATILE%s AS $wx$\n\tCLUSTER ''wxpay_shards'';\n\tRUN ON %s;\n\tTARGET %s;\n$wx$',
-				   inner_fn, f.arguments, f.result, strictness, route, target),
-			format(E'%s LANGUAGE plpgsql VOLATILE%s SET search_path = pg_catalog, pg_temp AS $wx$\n#variable_conflict use_variable\nBEGIN\n\t%s\nEXCEPTION WHEN OTHERS THEN\n\t%s\nEND\n$wx$',
-				   header, strictness, sql[1], fails)];
+			CASE WHEN by_body THEN
+				format(E'CREATE OR REPLACE FUNCTION %s(routed_mch_id text, %s) RETURNS %s LANGUAGE plproxy VOLATILE AS $wx$\n\tCLUSTER ''wxpay_shards'';\n\tRUN ON wxpay_proxy.route(routed_mch_id);\n\tSELECT * FROM %s(%s);\n$wx$',
+					   inner_fn, f.arguments, f.result, target, arglist)
+			ELSE
+				format(E'CREATE OR REPLACE FUNCTION %s(%s) RETURNS %s LANGUAGE plproxy VOLATILE AS $wx$\n\tCLUSTER ''wxpay_shards'';\n\tRUN ON wxpay_proxy.route(mch_id);\n\tTARGET %s;\n$wx$',
+					   inner_fn, f.arguments, f.result, target)
+			END,
+			format(E'%s LANGUAGE plpgsql VOLATILE%s SET search_path = pg_catalog, pg_temp AS $wx$\n#variable_conflict use_variable\nDECLARE\n\trouted constant text := %s;\nBEGIN\n\tPERFORM wxpay_proxy.hold_routing(routed);\n\tBEGIN\n\t\t%s\n\tEXCEPTION WHEN OTHERS THEN\n\t\t%s\n\tEND;\nEND\n$wx$',
+				   header, strictness,
+				   CASE WHEN by_body THEN format('wxpay_proxy.body_mch_id($%s)', array_position(f.in_names, 'body')) ELSE '$1' END,
+				   sql[1], fails)];
 	ELSIF kind = 'all' AND f.result = 'void' THEN
 		sql := ARRAY[
 			format(E'CREATE OR REPLACE FUNCTION %s(%s) RETURNS SETOF integer LANGUAGE plproxy VOLATILE%s AS $wx$\n\tCLUSTER ''wxpay_shards'';\n\tRUN ON ALL;\n\tSELECT 1 AS done FROM %s(%s);\n$wx$',
@@ -678,7 +682,7 @@ BEGIN
 		RAISE EXCEPTION 'merchant % is not known to the proxy', pg_catalog.quote_literal(mch_id) USING ERRCODE = '22023';
 	END IF;
 	COMMIT;
-	PERFORM pg_catalog.set_config('lock_timeout', (pg_catalog.extract(epoch FROM wait) OPERATOR(pg_catalog.*) 1000)::bigint::text, true);
+	PERFORM pg_catalog.set_config('lock_timeout', (pg_catalog.date_part('epoch', wait) OPERATOR(pg_catalog.*) 1000)::bigint::text, true);
 	PERFORM pg_catalog.pg_advisory_xact_lock(wxpay_proxy.routing_lock_class(), pg_catalog.hashtext(mch_id));
 	COMMIT;
 END
@@ -727,6 +731,8 @@ DECLARE
 	n record;
 	call text;
 BEGIN
+	-- After the calls that found the merchant frozen have recorded theirs.
+	PERFORM pg_advisory_xact_lock(wxpay_proxy.routing_lock_class(), hashtext(mch_id));
 	FOR n IN SELECT x.id, x.handler, x.arguments FROM wxpay_proxy.notifications x
 			  WHERE x.mch_id = replay_notifications.mch_id AND x.replayed_at IS NULL
 			  ORDER BY x.id FOR UPDATE LOOP

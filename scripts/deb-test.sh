@@ -36,7 +36,7 @@ else
 	dpkg-deb -f "$deb" Depends | grep -q 'postgresql-15' || fail "the package does not depend on postgresql-15"
 	dpkg-deb -c "$deb" | awk '{print $NF}' | sed 's|^\./|/|' >"$WX_WORK/contents"
 	for f in $pglib/wxpay.so $pgshare/extension/wxpay.control $pgshare/extension/wxpay_proxy.control \
-		$pgshare/extension/wxpay_proxy--1.0.sql; do
+		$pgshare/extension/wxpay_proxy--1.0.sql $pgbin/wxpay_move_merchant; do
 		grep -qx "$f" "$WX_WORK/contents" || fail "the package lacks $f"
 	done
 
