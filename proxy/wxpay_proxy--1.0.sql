@@ -304,6 +304,7 @@ REVOKE ALL ON wxpay_proxy.notifications FROM PUBLIC;
 COMMENT ON TABLE wxpay_proxy.notifications IS
 'notifications no shard took: the handler called, its arguments, why (the error), and the reply of a replay';
 SELECT pg_catalog.pg_extension_config_dump('wxpay_proxy.notifications', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay_proxy.notifications_id_seq', '');
 
 -- The mch_id of a v2 body, read without parsing it: exactly one
 -- <mch_id> element, with a well-formed value; NULL for anything else (a

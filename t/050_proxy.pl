@@ -183,5 +183,19 @@ is($px->("SELECT string_agg(shard || ':' || out_trade_no || ':' || state, ' ') F
 is($px->(q{SELECT string_agg(mch_id || ':' || shard || ':' || orders || ':' || total_fee, ' ' ORDER BY mch_id) FROM wxpay_proxy.paid_totals()}),
 	join(' ', map { "$_:$placed->{$_}:1:100" } @mchs), "today's paid totals per merchant, from every shard");
 
+# A dump of the proxy database restores as it is: the directory, the
+# cluster, the generated functions, the kept notifications.
+$proxy->safe_psql('postgres', 'CREATE DATABASE proxy_copy');
+my $dump = "$PostgreSQL::Test::Utils::tmp_check/proxy.sql";
+$proxy->command_ok([ 'pg_dump', '-d', $proxy->connstr('postgres'), '-f', $dump ], 'pg_dump of the proxy database');
+$proxy->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $proxy->connstr('proxy_copy'), '-f', $dump ],
+	'restored into another database');
+is($proxy->safe_psql('proxy_copy', "SELECT wxpay_orderquery('$m0', 'o-$m0') ->> 'trade_state'"), 'SUCCESS',
+	'which routes as the original');
+is($proxy->safe_psql('proxy_copy', 'SELECT count(*) FROM wxpay_proxy.drift()'), '0', 'with the same functions');
+is($proxy->safe_psql('proxy_copy', 'SELECT count(*) FROM wxpay_proxy.notifications'), '6', 'and the six kept notifications');
+is($proxy->safe_psql('proxy_copy', "SELECT wxpay_handle_notify('x') LIKE '%FAIL%'; SELECT max(id) > 6 FROM wxpay_proxy.notifications"),
+	"t\nt", 'whose ids go on after the restored ones');
+
 $_->stop for @shards, $proxy;
 done_testing();
