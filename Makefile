@@ -6,6 +6,12 @@ MODULE_big = wxpay
 # 1.0 is the base script; every later version is an update script from it
 # (wxpay--A--B.sql), so a fresh install and an update run the same SQL.
 DATA = $(notdir $(wildcard $(srcdir)/wxpay--*.sql))
+# The second, SQL-only extension wxpay_proxy (proxy/): pg_wxpay's functions
+# in a proxy database, routed to pg_wxpay shards by PL/Proxy.  Installed
+# (and packaged) beside wxpay; a proxy database needs only it and plproxy.
+DATA += proxy/wxpay_proxy.control $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/proxy/wxpay_proxy--*.sql))
+# Moving a merchant between shards (python3 with psycopg2), into the bindir.
+SCRIPTS = proxy/wxpay_move_merchant
 
 # PostgreSQL-free core (unit-tested and fuzzed on its own) ...
 CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o src/wx_rsa.o src/wx_v3.o

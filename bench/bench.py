@@ -1695,6 +1695,11 @@ def run_bills(bench):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bills
     bills.run(bench)
+def run_sharding(bench):
+    """Section 8: sharded behind wxpay_proxy (bench/proxy_bench.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import proxy_bench
+    proxy_bench.run(bench)
 
 
 def fmt_rate(r):
@@ -1723,17 +1728,18 @@ def main():
     b.machine_info = b.machine()
     only = set(args.only.split(",")) - {""}
     sections = ("sim_ceiling", "signing", "unified_order", "notifications", "notifications_v3", "reconciliation",
-                "seed_way", "growth", "bills")
+                "seed_way", "growth", "bills", "sharding")
     if only - set(sections):
         ap.error("unknown sections %s; the sections are %s" % (", ".join(sorted(only - set(sections))),
                                                                ", ".join(sections)))
     b.only = only
+    external = {"bills": run_bills, "sharding": run_sharding}  # sections in files of their own
     failed = []
     for name in sections:
         if not only or name in only:
             before = b.cpu_snapshot()
             try:
-                run_bills(b) if name == "bills" else getattr(b, name)()
+                external[name](b) if name in external else getattr(b, name)()
             except Exception:
                 # The other sections' figures are still worth writing down.
                 import traceback

@@ -19,6 +19,7 @@ SECTIONS = {
     "seed_way": ("5 seed's way", "## 5. The seed's way", "5"),
     "growth": ("6 growth", "## 6. Cost as the tables grow", "6"),
     "bills": ("7 bills", "## 7. Daily bills", "7"),
+    "sharding": ("8 sharding", "## 8. Sharding through wxpay_proxy", None),
 }
 
 
@@ -738,4 +739,9 @@ def sections(b):
         s += ["-- the worker's claim, EXPLAIN (ANALYZE, BUFFERS), %s due orders, rolled back" % top["claimed"],
               top["claim_plan"], "```"]
         out.append(s)
+
+    # ------------------------------------------------------------ sharding
+    if "sharding" in d:
+        import proxy_bench
+        out.append(proxy_bench.report_lines(d["sharding"]))
     return out

@@ -6,6 +6,8 @@
 # `make bench`.  Knobs (environment): BENCH_QUICK=1 for a fast smoke run
 # with small sizes, BENCH_PROFILE=0 to skip the perf profiles, BENCH_ONLY=a,b
 # to run some sections only (the others keep their last figures, dated).
+# Section 8 (sharding, bench/proxy_bench.py) starts three shard clusters and
+# a proxy cluster of its own in the work directory, beside this one.
 set -euo pipefail
 WX_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$WX_ROOT"

@@ -35,7 +35,8 @@ else
 	[ "$(dpkg-deb -f "$deb" Package)" = postgresql-15-wxpay ] || fail "the package is not postgresql-15-wxpay"
 	dpkg-deb -f "$deb" Depends | grep -q 'postgresql-15' || fail "the package does not depend on postgresql-15"
 	dpkg-deb -c "$deb" | awk '{print $NF}' | sed 's|^\./|/|' >"$WX_WORK/contents"
-	for f in $pglib/wxpay.so $pgshare/extension/wxpay.control; do
+	for f in $pglib/wxpay.so $pgshare/extension/wxpay.control $pgshare/extension/wxpay_proxy.control \
+		$pgshare/extension/wxpay_proxy--1.0.sql $pgbin/wxpay_move_merchant; do
 		grep -qx "$f" "$WX_WORK/contents" || fail "the package lacks $f"
 	done
 
@@ -94,6 +95,12 @@ got=$(wx_as_pg "$WX_BINDIR/psql" -h "$WX_WORK" -p "$port" -d debtest -X -q -At -
 	-c 'CREATE EXTENSION wxpay' -c "SELECT extversion FROM pg_extension WHERE extname = 'wxpay'")
 [ "$got" = "$version" ] || fail "CREATE EXTENSION wxpay installed version '$got', expected $version"
 echo "deb-test: CREATE EXTENSION wxpay: version $version, library $prefix$pglib/wxpay.so"
+# The proxy extension, in a database of its own: it needs plproxy, not wxpay.
+wx_psql -c 'CREATE DATABASE debtest_proxy'
+got=$(wx_as_pg "$WX_BINDIR/psql" -h "$WX_WORK" -p "$port" -d debtest_proxy -X -q -At -v ON_ERROR_STOP=1 \
+	-c 'CREATE EXTENSION wxpay_proxy CASCADE' -c "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension")
+[ "$got" = "plpgsql,plproxy,wxpay_proxy" ] || fail "CREATE EXTENSION wxpay_proxy gave extensions '$got'"
+echo "deb-test: CREATE EXTENSION wxpay_proxy (with plproxy, without wxpay)"
 
 echo "deb-test: pg_regress $tests"
 if ! (cd "$WX_WORK/regress" && exec runuser -u postgres -- "$pglib/pgxs/src/test/regress/pg_regress" \
