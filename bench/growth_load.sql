@@ -10,8 +10,9 @@
 -- key checks for this session, so the rows are built here to satisfy them:
 --   * every order starts with a NOTPAY event (source unifiedorder) and
 --     has one event per later state, the last one equal to its state;
---   * SUCCESS orders have transaction_id and paid_at (CHECK constraints
---     still apply), and one accepted, verified pay notification;
+--   * SUCCESS orders have transaction_id and paid_at, one accepted,
+--     verified pay notification, and their SUCCESS event published as a
+--     paid event (events without xid, as written before 1.1);
 --   * no pending order is made: the worker has nothing new to claim.
 -- bench.py compares the rows one order made this way has in every wxpay
 -- table with those of an order made by the extension itself, so a schema
@@ -39,6 +40,7 @@ SELECT :'mch', otn, 'APP', 'Bench Shop-Item', 100 + i % 900, '203.0.113.7', '{}'
        t + CASE WHEN paid THEN interval '20 seconds' ELSE interval '2 hours' END
   FROM growth_batch;
 
+WITH events AS (
 INSERT INTO wxpay.order_events (mch_id, out_trade_no, old_state, new_state, source, transaction_id,
                                 db_user, created_at)
 SELECT :'mch', otn, NULL, 'NOTPAY', 'unifiedorder', NULL, session_user, t FROM growth_batch
@@ -47,7 +49,11 @@ SELECT :'mch', otn, 'NOTPAY', CASE WHEN paid THEN 'SUCCESS' ELSE 'CLOSED' END,
        CASE WHEN paid THEN 'notify' ELSE 'query' END, CASE WHEN paid THEN txn END, session_user,
        t + CASE WHEN paid THEN interval '20 seconds' ELSE interval '2 hours' END
   FROM growth_batch
- ORDER BY 8;
+ ORDER BY 8
+RETURNING id, mch_id, new_state, created_at)
+-- Each payment was published by the worker as a paid event.
+INSERT INTO wxpay.paid_events (event_id, mch_id, published_at)
+SELECT id, mch_id, created_at + interval '10 milliseconds' FROM events WHERE new_state = 'SUCCESS' ORDER BY id;
 
 INSERT INTO wxpay.notifications (kind, received_at, body, mch_id, out_trade_no, transaction_id, outcome,
                                  verified)

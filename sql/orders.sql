@@ -108,6 +108,30 @@ UPDATE wxpay.orders SET state = 'REFUND' WHERE out_trade_no = 'm-1';
 UPDATE wxpay.orders SET state = 'SUCCESS' WHERE out_trade_no = 'm-1';
 UPDATE wxpay.orders SET state = 'CLOSED' WHERE out_trade_no = 'm-2';
 UPDATE wxpay.orders SET state = 'NOTPAY' WHERE out_trade_no = 'm-2';
+-- A restore (a superuser with check_function_bodies off) writes rows in
+-- later states, without history rows; still only states of the
+-- vocabulary, and a paid order only with its transaction.
+SET check_function_bodies = off;
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state)
+VALUES ('10000100', 'm-5', 'APP', 'Manual', 100, '1.2.3.4', 'CLOSED');
+DO $$
+DECLARE
+	con text;
+	msg text;
+BEGIN
+	FOR i IN 1..2 LOOP
+		BEGIN
+			INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip, state)
+			VALUES ('10000100', 'm-6', 'APP', 'Manual', 100, '1.2.3.4', (ARRAY['BOGUS', 'SUCCESS'])[i]);
+		EXCEPTION WHEN check_violation THEN
+			GET STACKED DIAGNOSTICS con = CONSTRAINT_NAME, msg = MESSAGE_TEXT;
+			RAISE NOTICE '%: %', con, msg;
+		END;
+	END LOOP;
+END
+$$;
+RESET check_function_bodies;
+SELECT out_trade_no, state FROM wxpay.orders WHERE out_trade_no IN ('m-5', 'm-6');
 SELECT out_trade_no, old_state, new_state, source, transaction_id IS NOT NULL AS has_txn
   FROM wxpay.order_events ORDER BY id;
 -- History is permanent

@@ -10,5 +10,6 @@
 
 extern void wxpay_set_change_actor(Oid role);
 extern const char *wxpay_change_source_name(void);
+extern bool wxpay_change_is_restore_now(void);
 
 #endif							/* WXPAY_HISTORY_H */

@@ -5,14 +5,19 @@
 #include "wxpay.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(wxpay_acting_role);
+PG_FUNCTION_INFO_V1(wxpay_merchant_allows);
 
 /*
  * Whether the installed schema is 1.1: it resolves allowed_roles to OIDs
@@ -124,4 +129,36 @@ Datum
 wxpay_acting_role(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_OID(GetOuterUserId());
+}
+
+/*
+ * wxpay.merchant_allows(role_oids oid[], role oid) -> boolean
+ *
+ * The rule of who may act for a merchant, for the functions and every row
+ * policy: no list allows every role granted EXECUTE; otherwise a member of
+ * a listed role that still exists (a dropped role's OID matches nobody);
+ * superusers always.
+ */
+Datum
+wxpay_merchant_allows(PG_FUNCTION_ARGS)
+{
+	Oid			role;
+	Datum	   *oids;
+	bool	   *nulls;
+	int			n;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	role = PG_GETARG_OID(1);
+	if (superuser_arg(role))
+		PG_RETURN_BOOL(true);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), OIDOID, sizeof(Oid), true, TYPALIGN_INT,
+					  &oids, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i] && SearchSysCacheExists1(AUTHOID, oids[i]) &&
+			is_member_of_role(role, DatumGetObjectId(oids[i])))
+			PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(false);
 }

@@ -56,8 +56,17 @@ static FullTransactionId horizon;
 	"  AND e.xid OPERATOR(pg_catalog.>=) $1 AND e.xid OPERATOR(pg_catalog.<) $2" \
 	"  ORDER BY e.xid, e.id RETURNING seq"
 
-/* Whether committed events of xids from the new horizon ($1) on wait for older ones. */
-#define LEFT_BEHIND "SELECT" UNPUBLISHED "  AND e.xid OPERATOR(pg_catalog.>=) $1 LIMIT 1"
+/*
+ * Whether committed events of xids from the new horizon ($1) on wait for
+ * older ones.  Ordered by xid so that the plan, generic after a few calls,
+ * reads order_events_paid_xid_idx from $1 on: with a bare LIMIT 1 it walked
+ * the primary key of every event, 1.4 s a publish at a million orders.
+ */
+#define LEFT_BEHIND "SELECT" UNPUBLISHED "  AND e.xid OPERATOR(pg_catalog.>=) $1 ORDER BY e.xid LIMIT 1"
+
+/* The statements of every publish after the first, for wxpay.worker_queries(). */
+const char *const wxpay_paid_events_publish_sql = PUBLISH;
+const char *const wxpay_paid_events_left_behind_sql = LEFT_BEHIND;
 
 /* The xmin of a fresh snapshot: every older transaction has ended. */
 static FullTransactionId

@@ -17,7 +17,6 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 
-PG_FUNCTION_INFO_V1(wxpay_paid_event_at_commit_sql);
 PG_FUNCTION_INFO_V1(wxpay_wake_worker_trigger);
 
 static bool wake_at_commit = false;
@@ -76,16 +75,6 @@ wxpay_paid_event_at_commit(void)
 {
 	paid_at_commit = true;
 	wxpay_wake_at_end_of_transaction();
-}
-
-/*
- * wxpay.paid_event_at_commit() -> void, for the history trigger.
- */
-Datum
-wxpay_paid_event_at_commit_sql(PG_FUNCTION_ARGS)
-{
-	wxpay_paid_event_at_commit();
-	PG_RETURN_VOID();
 }
 
 /*

@@ -354,10 +354,16 @@ collect_finished(WxJob **done, int *ndone)
 	return finished;
 }
 
-#define SCHEDULE(table, key) \
+/*
+ * A row the answer settled keeps its next_query_at: nothing follows it any
+ * more, and an UPDATE that leaves every indexed column alone is HOT (no
+ * index entry), where moving next_query_at wrote one in every index.
+ */
+#define SCHEDULE(table, key, pending) \
 	"UPDATE wxpay." table " SET query_count = query_count OPERATOR(pg_catalog.+) 1," \
 	" last_query_at = pg_catalog.now(), last_error = $3," \
-	" next_query_at = CASE WHEN $5 THEN pg_catalog.now() ELSE pg_catalog.now() OPERATOR(pg_catalog.+)" \
+	" next_query_at = CASE WHEN NOT wxpay." pending "(state) THEN next_query_at" \
+	"  WHEN $5 THEN pg_catalog.now() ELSE pg_catalog.now() OPERATOR(pg_catalog.+)" \
 	"  LEAST(pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog.*)" \
 	"   pg_catalog.power(2, LEAST(query_count, 16))), interval '5 minutes') END" \
 	" WHERE mch_id OPERATOR(pg_catalog.=) $1 AND " key " OPERATOR(pg_catalog.=) $2"
@@ -401,8 +407,8 @@ schedule(const WxJob *job, const char *error, bool again_now)
 	values[3] = Float8GetDatum(wxpay_poll_interval / 1000.0);
 	values[4] = BoolGetDatum(again_now);
 	if (SPI_execute_plan(wxpay_saved_plan(&plans[refund],
-										  refund ? SCHEDULE("refunds", "out_refund_no") :
-										  SCHEDULE("orders", "out_trade_no"), 5, types),
+										  refund ? SCHEDULE("refunds", "out_refund_no", "refund_state_pending") :
+										  SCHEDULE("orders", "out_trade_no", "order_state_pending"), 5, types),
 						 values, nulls, false, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "could not schedule %s", job->key);
 }
@@ -625,12 +631,13 @@ run_round(const char **idle)
 
 /*
  * wxpay.worker_queries() -> setof (name, query, argtypes): the statements
- * that scan for due work, so a test can EXPLAIN them as they are.
+ * that scan for due work and publish paid events, so a test and the
+ * benchmark can EXPLAIN them as they are.
  */
 Datum
 wxpay_worker_queries(PG_FUNCTION_ARGS)
 {
-	static const struct
+	const struct
 	{
 		const char *name;
 		const char *sql;
@@ -639,6 +646,8 @@ wxpay_worker_queries(PG_FUNCTION_ARGS)
 		{"claim_orders", CLAIM_ORDERS, "integer, double precision"},
 		{"claim_refunds", CLAIM_REFUNDS, "integer, double precision"},
 		{"next_due", NEXT_DUE, ""},
+		{"paid_events_publish", wxpay_paid_events_publish_sql, "xid8, xid8"},
+		{"paid_events_left_behind", wxpay_paid_events_left_behind_sql, "xid8"},
 	};
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 

@@ -96,6 +96,8 @@ extern void wxpay_wake_at_end_of_transaction(void);
 /* paid_events.c */
 extern void wxpay_publish_paid_events(void);
 extern bool wxpay_paid_events_waiting(void);
+extern const char *const wxpay_paid_events_publish_sql;
+extern const char *const wxpay_paid_events_left_behind_sql;
 
 /* order_wait.c: backends waiting for an order to settle */
 extern void wxpay_order_wait_shmem_init(void);
