@@ -182,6 +182,19 @@ is($px->("SELECT string_agg(shard || ':' || out_trade_no || ':' || state, ' ') F
 	"$placed->{$m1}:o-$m1:SUCCESS $placed->{$m1}:close-$m1:CLOSED", "a merchant's orders, with their shard");
 is($px->(q{SELECT string_agg(mch_id || ':' || shard || ':' || orders || ':' || total_fee, ' ' ORDER BY mch_id) FROM wxpay_proxy.paid_totals()}),
 	join(' ', map { "$_:$placed->{$_}:1:100" } @mchs), "today's paid totals per merchant, from every shard");
+# A day's bill for one merchant, imported through the proxy (the generated
+# wxpay_bill_import routes to its shard), with a payment nobody here knows.
+my $bill = q{convert_to(U&'\FEFF' || '交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注'
+	|| E'\r\n' || '`2026-01-05 10:00:00,`wx1,`MCH,`0,`,`T-ghost,`ghost,`oU,`APP,`SUCCESS,`CMC,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`商品,`,`0.00600,`0.60%,`1.00,`0.00,`'
+	|| E'\r\n' || '总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额'
+	|| E'\r\n' || '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00' || E'\r\n', 'UTF8')};
+$bill =~ s/MCH/$m1/;
+is($px->("SELECT wxpay_bill_import('$m1', '2026-01-05', 'ALL', $bill) ->> 'outcome'"), 'imported',
+	'a bill imported through the proxy');
+is($px->(q{SELECT string_agg(mch_id || ':' || shard || ':' || kind || ':' || coalesce(out_trade_no, '-'), ' ') FROM wxpay_proxy.bill_discrepancies('2026-01-05')}),
+	"$m1:$placed->{$m1}:payment_totals_differ:- $m1:$placed->{$m1}:payment_unknown_here:ghost",
+	"the day's bill discrepancies, from every shard, with their shard");
+is($px->(q{SELECT count(*) FROM wxpay_proxy.bill_discrepancies('2026-01-06')}), '0', 'and none on a day without a bill');
 
 # A dump of the proxy database restores as it is: the directory, the
 # cluster, the generated functions, the kept notifications.
