@@ -1039,7 +1039,7 @@ class Bench:
                 break
             time.sleep(0.1)
         rows = self.q("""
-            SELECT p.seq, extract(epoch FROM pg_xact_commit_timestamp(((e.xid::text::bigint %% 4294967296)::text)::xid))
+            SELECT p.seq, extract(epoch FROM pg_xact_commit_timestamp(((e.xid::text::bigint % 4294967296)::text)::xid))
               FROM wxpay.paid_events p JOIN wxpay.order_events e ON e.id = p.event_id
              WHERE e.out_trade_no ~ '^N[rl][0-9]-' ORDER BY p.seq""")
         heard = listener.heard()

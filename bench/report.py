@@ -371,7 +371,7 @@ def sections(b):
               "the simulator and pgbench; target at most 0.45 ms), against %.3f ms per request for curl and "
               "the simulator alone, and %.3f ms for the DB work alone at 1 client. WAL per order at 1 "
               "client: %.0f bytes (the same row writes alone: %.0f)."
-              % (top, xt["ext_cpu"], xt["curl_cpu"], u.get("db_cpu", 0.0), xt.get("ext_wal", 0.0),
+              % (top, xt["ext_cpu"], xt["curl_cpu"], u.get("db_cpu", 0.0), x1.get("ext_wal", 0.0),
                  u.get("db_wal", 0.0)),
               "",
               "With the simulator answering after 20 ms, the order of a real round trip, the extension takes "
@@ -739,6 +739,13 @@ def sections(b):
                      "again by ctid; the lookups through the primary key `(mch_id, out_trade_no)`, whose depth "
                      "grows with the logarithm of the rows." if not any(x["scans"] for x in pts) else
                      "Some statements scan a growing table (below).")]
+        # The worker's own figures beside the ratio: its baseline (curl at
+        # concurrency 64) moves most with other work on the machine.
+        s[-1] += (" The worker's own figures by size: %s queries/s, %s s per round of 1,000; curl's, its "
+                  "baseline: %s/s."
+                  % (" / ".join("%.0f" % x["rec"]["qps"] for x in pts),
+                     " / ".join("%.2f" % x["rec"]["round_s"] for x in pts),
+                     " / ".join("%.0f" % x["rec"]["curl"] for x in pts)))
         scans = [(x["finished"], label, q) for x in pts for label, q in x["scans"]]
         if scans:
             s += ["", "**Statements that scan a growing table:**", ""]
