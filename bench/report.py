@@ -4,6 +4,7 @@ A run of some sections only (BENCH_ONLY) keeps the other sections' figures
 from the file it replaces, each marked with the date of the run that
 measured it."""
 import datetime
+import importlib.util
 import os
 import re
 
@@ -146,7 +147,11 @@ def write(b, path):
     add("")
     b.kept_load = kept["load"]
     order = ["## How loaded the machine was"] + [v[1] for v in SECTIONS.values()]
-    import bills                # section 7's text is written beside its figures (bench/bills.py)
+    # Section 7's text is written beside its figures (bench/bills.py), loaded
+    # by path: sections that put sim/ first on sys.path have its bills.py.
+    spec = importlib.util.spec_from_file_location("bench_bills", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bills.py"))
+    bills = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bills)
     for section in sorted(sections(b) + bills.section(b) + kept["blocks"],
                           key=lambda blk: order.index(blk[0]) if blk[0] in order else len(order)):
         lines.extend(section)
