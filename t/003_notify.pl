@@ -34,12 +34,10 @@ $listener->query_safe('LISTEN wxpay_order_paid');
 my $body = $notification->('listen-1');
 $sql->("SELECT wxpay_handle_notify(\$body\$$body\$body\$)") for 1 .. 3;
 my $heard = '';
-for (1 .. 100)
-{
+wx_poll(sub {
 	$heard .= $listener->query_safe('SELECT 1');
-	last if $heard =~ /Asynchronous notification "wxpay_order_paid"/;
-	select(undef, undef, undef, 0.05);
-}
+	return $heard =~ /Asynchronous notification "wxpay_order_paid"/;
+}, 'the wxpay_order_paid doorbell');
 my $count = () = $heard =~ /Asynchronous notification "wxpay_order_paid"/g;
 is($count, 1, 'the doorbell rings once for one payment, however often it is notified');
 like($heard, qr/"wxpay_order_paid" with payload "\d+"/, 'its payload is only the newest seq');
@@ -84,22 +82,14 @@ is($sql->("SELECT string_agg(outcome || ':' || n, ',' ORDER BY outcome) FROM"
 # simulator retries on its schedule and stops once SUCCESS comes back.
 $sql->("SELECT wxpay_unifiedorder('10000100', 'deliver-1', 100, 'Deliver', '203.0.113.7')");
 sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => 'deliver-1', notify => JSON::PP::true });
-for (1 .. 100)
-{
-	last if @{ sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1') } >= 3;
-	select(undef, undef, undef, 0.05);
-}
+wx_poll(sub { @{ sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1') } >= 3 }, 'three deliveries of deliver-1');
 my $dsn = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres';
 my $receiver = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
 	'--port', $receiver_port, '--dsn', $dsn, '--quiet' ]);
 ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'deliver-1'"),
 	'a delivered notification pays the order');
 # Delivery ends at the first success: wait until no delivery is in flight.
-for (1 .. 200)
-{
-	last if sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0;
-	select(undef, undef, undef, 0.05);
-}
+wx_poll(sub { sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0 }, 'no delivery in flight');
 my $deliveries = sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1');
 ok(@$deliveries >= 4, 'the first attempts failed and were retried (' . scalar(@$deliveries) . ' attempts)');
 ok(!$deliveries->[0]{success}, 'the first attempt failed');

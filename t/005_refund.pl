@@ -118,12 +118,8 @@ ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.refu
 ok($sql->("SELECT count(*) > 0 FROM wxpay.refund_events WHERE out_refund_no = 'rf-1-a' AND source IN ('notify', 'query') AND new_state = 'SUCCESS'") eq 't',
 	'with an event');
 my $delivered = 0;
-for (1 .. 100)
-{
-	$delivered = grep { $_->{success} } @{ sim_call($sim, 'GET', '/_sim/deliveries?out_refund_no=rf-1-a') };
-	last if $delivered;
-	select(undef, undef, undef, 0.1);
-}
+wx_poll(sub { $delivered = grep { $_->{success} } @{ sim_call($sim, 'GET', '/_sim/deliveries?out_refund_no=rf-1-a') } },
+	'a successful delivery of rf-1-a');
 is($delivered, 1, 'the delivered refund notification is answered SUCCESS, which ends the retries');
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) > 0 FROM wxpay.notifications WHERE kind = 'refund' AND out_refund_no = 'rf-1-a' AND outcome IN ('accepted', 'duplicate')"),

@@ -42,12 +42,9 @@ my $queried = sub {
 	my ($n) = @_;
 	my $target = $queries->() + $n;
 	$sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE $rec AND state = 'NOTPAY'");
-	for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
-	{
-		return 1 if $queries->() >= $target;
-		select(undef, undef, undef, 0.1);
-	}
-	die "the worker did not send $n orderquery requests";
+	wx_poll(sub { $queries->() >= $target }, "$n orderquery requests")
+	  or die "the worker did not send $n orderquery requests";
+	return 1;
 };
 
 # --- Reconciliation through every fault --------------------------------

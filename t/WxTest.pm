@@ -20,7 +20,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant wx_merchant_v3 wx_v3_keys sql_error
-  wx_notify_v3_call wx_receiver wx_audit slurp_file wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
+  wx_notify_v3_call wx_receiver wx_audit slurp_file wx_poll wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
 our $TEST_APIV3_KEY = 'a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb';
@@ -214,6 +214,23 @@ PY
 	return @{ $json->decode($out) };
 }
 
+# Poll $check (a sub) every 50 ms until it returns true, for at most the
+# test timeout, like poll_query_until for conditions that are not a query
+# (the simulator's state, a listener's notifications).  False, with a
+# diagnostic naming $what, when it never did.
+sub wx_poll
+{
+	my ($check, $what) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		return 1 if $check->();
+		select(undef, undef, undef, 0.05);
+	}
+	diag("timed out waiting for: $what");
+	return 0;
+}
+
 # Poll $query until it returns 't' (like poll_query_until), and before each
 # try make the pending orders matching $where due now.  For tests of what
 # the worker makes of faults: after a burst of failed attempts its backoff
@@ -222,16 +239,12 @@ PY
 sub wx_poll_due
 {
 	my ($node, $where, $query) = @_;
-	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-	while (time() < $deadline)
-	{
+	return wx_poll(sub {
 		return 1 if $node->safe_psql('postgres', $query) eq 't';
 		$node->safe_psql('postgres', "UPDATE wxpay.orders SET next_query_at = now()"
 			  . " WHERE ($where) AND state IN ('NOTPAY', 'USERPAYING') AND next_query_at > now()");
-		select(undef, undef, undef, 0.1);
-	}
-	diag("timed out waiting for: $query");
-	return 0;
+		return 0;
+	}, $query);
 }
 
 # poll_query_until for the moments after a SIGKILL, while the postmaster
@@ -241,18 +254,13 @@ sub wx_poll_due
 sub wx_poll_through_crash
 {
 	my ($node, $query) = @_;
-	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-	while (time() < $deadline)
-	{
+	return wx_poll(sub {
 		my ($out, $err) = ('', '');
 		IPC::Run::run([ $node->installed_command('psql'), '-XAtq', '-d', $node->connstr('postgres'), '-c', $query ],
 			'>', \$out, '2>', \$err);
 		chomp $out;
-		return 1 if $out eq 't';
-		select(undef, undef, undef, 0.1);
-	}
-	diag("timed out waiting for: $query");
-	return 0;
+		return $out eq 't';
+	}, $query);
 }
 
 # Many orders from the simulator at once, over one keep-alive connection:
