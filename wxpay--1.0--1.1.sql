@@ -782,6 +782,13 @@ REVOKE ALL ON FUNCTION wxpay.pem_keys_match(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.pem_keys_match(text, text) IS
 'whether a private key belongs to a certificate or public key';
 
+CREATE FUNCTION wxpay.pem_certificate_validity(pem text, OUT not_before timestamptz, OUT not_after timestamptz)
+AS 'MODULE_PATHNAME', 'wxpay_pem_certificate_validity'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION wxpay.pem_certificate_validity(text) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.pem_certificate_validity(text) IS
+'a certificate''s notBefore and notAfter, else NULL';
+
 CREATE FUNCTION wxpay.merchants_protocol_check()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -882,6 +889,30 @@ CREATE TRIGGER merchant_v3_valid
 	BEFORE INSERT OR UPDATE ON wxpay.merchant_v3
 	FOR EACH ROW EXECUTE FUNCTION wxpay.merchant_v3_check();
 
+-- A new key pair on wxpay.merchants (an API certificate renewed) goes
+-- through the same checks as the merchant_v3 row, and the serial follows a
+-- new certificate: otherwise the old serial would stay and every v3 call
+-- would fail with SIGN_ERROR at WeChat Pay.
+CREATE FUNCTION wxpay.merchant_v3_recheck()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE wxpay.merchant_v3
+	   SET serial_no = CASE WHEN NEW.cert_pem IS DISTINCT FROM OLD.cert_pem
+							 AND NEW.cert_pem IS NOT NULL THEN NULL ELSE serial_no END
+	 WHERE mch_id OPERATOR(pg_catalog.=) NEW.mch_id;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wxpay.merchant_v3_recheck() FROM PUBLIC;
+CREATE TRIGGER merchants_v3_keys_recheck
+	AFTER UPDATE OF cert_pem, key_pem ON wxpay.merchants
+	FOR EACH ROW
+	WHEN (OLD.cert_pem IS DISTINCT FROM NEW.cert_pem OR OLD.key_pem IS DISTINCT FROM NEW.key_pem)
+	EXECUTE FUNCTION wxpay.merchant_v3_recheck();
+
 CREATE TABLE wxpay.wechatpay_keys (
 	mch_id		text NOT NULL
 				CONSTRAINT wechatpay_keys_merchant_fkey REFERENCES wxpay.merchants ON UPDATE CASCADE ON DELETE CASCADE,
@@ -903,7 +934,7 @@ COMMENT ON COLUMN wxpay.wechatpay_keys.serial IS
 'a platform certificate''s serial (upper-case hex; NULL on insert takes it from the certificate) or the public key''s PUB_KEY_ID_...';
 COMMENT ON COLUMN wxpay.wechatpay_keys.kind IS 'certificate or public_key (set from pem)';
 COMMENT ON COLUMN wxpay.wechatpay_keys.pem IS 'the platform certificate, or pub_key.pem';
-COMMENT ON COLUMN wxpay.wechatpay_keys.expires_at IS 'a certificate is not used after this (NULL: no limit)';
+COMMENT ON COLUMN wxpay.wechatpay_keys.expires_at IS 'a key is not used after this (NULL: no limit); a certificate''s is at most its notAfter, and taken from it when not given';
 COMMENT ON COLUMN wxpay.wechatpay_keys.source IS 'manual (inserted by the DBA) or download (GET /v3/certificates)';
 SELECT pg_catalog.pg_extension_config_dump('wxpay.wechatpay_keys', '');
 
@@ -915,6 +946,7 @@ AS $$
 DECLARE
 	what text := CASE WHEN NEW.pem IS NOT NULL THEN wxpay.pem_kind(NEW.pem) END;
 	who text := quote_literal(COALESCE(NEW.mch_id, ''));
+	validity record;
 BEGIN
 	IF NEW.source IS NULL OR NEW.source NOT IN ('manual', 'download') THEN
 		PERFORM wxpay.refuse_row('23514', 'wechatpay_keys', 'source', 'wechatpay_keys_source_valid',
@@ -931,6 +963,13 @@ BEGIN
 				format('a WeChat Pay public key of merchant %s needs its id PUB_KEY_ID_... as serial', who),
 				'The merchant platform shows the id next to the key (API安全, 微信支付公钥).');
 		END IF;
+		IF EXISTS (SELECT FROM wxpay.wechatpay_keys k
+					WHERE k.mch_id = NEW.mch_id AND k.kind = 'public_key' AND k.serial <> NEW.serial
+					  AND (TG_OP = 'INSERT' OR k.serial <> OLD.serial)) THEN
+			PERFORM wxpay.refuse_row('23505', 'wechatpay_keys', 'serial', 'wechatpay_keys_one_public_key',
+				format('merchant %s already has a WeChat Pay public key', who),
+				'A merchant has one WeChat Pay public key: UPDATE its row, or DELETE it first.');
+		END IF;
 		NEW.kind := 'public_key';
 	ELSE
 		IF NEW.serial IS NULL THEN
@@ -942,6 +981,11 @@ BEGIN
 		END IF;
 		NEW.serial := upper(NEW.serial);
 		NEW.kind := 'certificate';
+		-- A certificate is not believed outside its own validity, whatever
+		-- the row says.
+		validity := wxpay.pem_certificate_validity(NEW.pem);
+		NEW.effective_at := GREATEST(NEW.effective_at, validity.not_before);
+		NEW.expires_at := LEAST(NEW.expires_at, validity.not_after);
 	END IF;
 	RETURN NEW;
 END

@@ -61,15 +61,23 @@ VALUES ('1900000001', 'SECRETSECRETSECRETSECRETSECRET32', '0A1B2C3D4E5F60718293A
 INSERT INTO wxpay.merchant_v3 (mch_id, apiv3_key, serial_no)
 VALUES ('1900000001', 'SECRETSECRETSECRETSECRETSECRET32', '5f1c72e2a8931b72a2e13af8dee92471eb397115')
 RETURNING serial_no;
+-- A new key pair on wxpay.merchants is checked like the merchant_v3 row,
+-- and a renewed certificate brings its serial along.
+UPDATE wxpay.merchants SET key_pem = :'doc_key' WHERE mch_id = '1900000001';
+UPDATE wxpay.merchants SET cert_pem = :'zero_cert' WHERE mch_id = '1900000001';
+UPDATE wxpay.merchants SET cert_pem = :'zero_cert', key_pem = :'doc_key' WHERE mch_id = '1900000001';
+SELECT mch_id, serial_no FROM wxpay.merchant_v3 WHERE mch_id = '1900000001';
+UPDATE wxpay.merchants SET cert_pem = :'java_cert', key_pem = :'java_key' WHERE mch_id = '1900000001';
+SELECT mch_id, serial_no FROM wxpay.merchant_v3 WHERE mch_id = '1900000001';
 -- WeChat Pay's keys: a public key under its id, certificates by serial.
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem)
 VALUES ('1900007291', 'PUB_KEY_ID_0000000000000024101100397200000006', :'wechatpay_pub')
 RETURNING serial, kind, source;
-INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES ('1900007291', NULL, :'go_cert')
-RETURNING serial, kind;
+INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem, expires_at) VALUES ('1900007291', NULL, :'go_cert', 'infinity')
+RETURNING serial, kind, effective_at, expires_at;
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem, source) VALUES ('1900007291', 'f5a0', :'zero_cert', 'download');
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES ('1900007291', '0a1b2c3d4e5f60718293a4b5c6d7e8f901234567', :'zero_cert')
-RETURNING serial, kind;
+RETURNING serial, kind, effective_at, expires_at;
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES ('1900007291', 'PUB_KEY_ID_0000000000000024101100397200000007', :'doc_pub');
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES ('1900007291', 'D7CE59D1F522D701', :'doc_pub');
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES ('1900007291', 'PUB_KEY_ID_12', :'doc_key');
@@ -77,6 +85,10 @@ INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem) VALUES ('1900007291', 'PU
 INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem, source) VALUES ('1900007291', 'PUB_KEY_ID_12', :'doc_pub', 'web');
 SELECT mch_id, serial, kind FROM wxpay.wechatpay_keys ORDER BY serial;
 \set VERBOSITY default
+-- API v2-only calls say which call a v3 merchant cannot make, and what to do.
+SELECT wxpay_micropay('1900007291', 'mp-v3-1', 100, 'x', '192.0.2.10', '130012345678901234');
+SELECT wxpay_reverse('1900007291', 'mp-v3-1');
+SELECT count(*) AS recorded FROM wxpay.orders WHERE out_trade_no = 'mp-v3-1';
 -- Nothing of this is PUBLIC's.
 CREATE ROLE regress_wxpay_v3_nobody;
 SET ROLE regress_wxpay_v3_nobody;

@@ -88,9 +88,13 @@ wxpay_endpoint_usable(const WxCall *call, WxFailure *fail)
 	const WxMerchant *m = call->merchant;
 
 	if (m->v3 && ep->v3 == NULL)
-		return wxpay_fail(fail, WX_FAIL_LOCAL,
-						  psprintf("%s is not available to merchant %s, which speaks API v3",
-								   ep->name, m->mch_id));
+	{
+		wxpay_fail(fail, WX_FAIL_LOCAL,
+				   psprintf("%s is not available to merchant %s, which speaks API v3",
+							ep->name, m->mch_id));
+		fail->hint = "WeChat Pay has this call in API v2 only: it needs a merchant row with protocol v2.";
+		return false;
+	}
 	if (!m->v3 && ep->path == NULL)
 		return wxpay_fail(fail, WX_FAIL_LOCAL,
 						  psprintf("%s is an API v3 endpoint and merchant %s speaks v2", ep->name, m->mch_id));

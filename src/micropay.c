@@ -609,7 +609,11 @@ wxpay_micropay(PG_FUNCTION_ARGS)
 
 	read_micropay_args(fcinfo, &a);
 	SPI_connect();
-	wxpay_call_init(&call, &wx_endpoint_reverse, wxpay_merchant_get(a.mch_id, CurrentMemoryContext));
+	/* micropay first, so that a v3 merchant hears of micropay, not reverse */
+	wxpay_call_init(&call, &wx_endpoint_micropay, wxpay_merchant_get(a.mch_id, CurrentMemoryContext));
+	if (!wxpay_endpoint_usable(&call, &fail))
+		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
+	call.endpoint = &wx_endpoint_reverse;
 	if (!wxpay_endpoint_usable(&call, &fail))
 		wxpay_raise_failure(&fail, a.mch_id, call.endpoint->path);
 	SPI_finish();

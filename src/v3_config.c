@@ -8,8 +8,11 @@
  */
 #include "wxpay.h"
 
+#include "access/htup_details.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "wx_rsa.h"
 #include "wx_v3.h"
@@ -17,6 +20,7 @@
 PG_FUNCTION_INFO_V1(wxpay_pem_kind);
 PG_FUNCTION_INFO_V1(wxpay_pem_certificate_serial);
 PG_FUNCTION_INFO_V1(wxpay_pem_keys_match);
+PG_FUNCTION_INFO_V1(wxpay_pem_certificate_validity);
 
 /* Whether a PEM text is a certificate (rather than a bare key). */
 static bool
@@ -69,4 +73,24 @@ wxpay_pem_keys_match(PG_FUNCTION_ARGS)
 	/* Parsing pub may have evicted sk from a full cache: take it again. */
 	sk = wx_key_private(VARDATA_ANY(priv), VARSIZE_ANY_EXHDR(priv));
 	PG_RETURN_BOOL(sk != NULL && vk != NULL && wx_key_pair_matches(sk, vk));
+}
+
+/* wxpay.pem_certificate_validity(pem) -> (not_before, not_after), or NULL */
+Datum
+wxpay_pem_certificate_validity(PG_FUNCTION_ARGS)
+{
+	text	   *pem = PG_GETARG_TEXT_PP(0);
+	int64_t		not_before,
+				not_after;
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (!wx_cert_validity(VARDATA_ANY(pem), VARSIZE_ANY_EXHDR(pem), &not_before, &not_after))
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pem_certificate_validity must return a record");
+	values[0] = TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) not_before));
+	values[1] = TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) not_after));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

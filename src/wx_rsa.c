@@ -216,6 +216,37 @@ wx_cert_serial(const char *pem, size_t len, char *hex)
 	return ok;
 }
 
+/* An ASN.1 time as seconds since the epoch (UTC); false if unreadable. */
+static bool
+asn1_time_epoch(const ASN1_TIME *t, int64_t *epoch)
+{
+	ASN1_TIME  *zero = ASN1_TIME_set(NULL, 0);
+	int			days = 0,
+				secs = 0;
+	bool		ok = zero != NULL && t != NULL && ASN1_TIME_diff(&days, &secs, zero, t) == 1;
+
+	ASN1_TIME_free(zero);
+	*epoch = (int64_t) days * 86400 + secs;
+	return ok;
+}
+
+/* The certificate's notBefore and notAfter, as seconds since the epoch. */
+bool
+wx_cert_validity(const char *pem, size_t len, int64_t *not_before, int64_t *not_after)
+{
+	BIO		   *bio = BIO_new_mem_buf(pem, (int) len);
+	X509	   *cert = bio ? PEM_read_bio_X509(bio, NULL, no_pass_phrase, NULL) : NULL;
+	bool		ok;
+
+	ok = cert != NULL &&
+		asn1_time_epoch(X509_get0_notBefore(cert), not_before) &&
+		asn1_time_epoch(X509_get0_notAfter(cert), not_after);
+	X509_free(cert);
+	BIO_free(bio);
+	ERR_clear_error();
+	return ok;
+}
+
 /*
  * Feed the pieces, each followed by terminator (NULL: nothing), to a
  * digest-sign or digest-verify context.

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* A parsed key (an OpenSSL EVP_PKEY); opaque to callers. */
 typedef struct WxKey WxKey;
@@ -55,6 +56,13 @@ extern bool wx_key_pair_matches(const WxKey *private_key, const WxKey *public_ke
  * the serial is longer than 20 bytes or negative.
  */
 extern bool wx_cert_serial(const char *pem, size_t len, char *hex);
+
+/*
+ * A certificate's validity, notBefore and notAfter, in seconds since the
+ * epoch (UTC).  False when it is not a certificate.
+ */
+extern bool wx_cert_validity(const char *pem, size_t len, int64_t *not_before,
+							 int64_t *not_after);
 
 /*
  * Sign the lines, each followed by "\n", with RSASSA-PKCS1-v1_5 / SHA-256

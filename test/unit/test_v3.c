@@ -396,6 +396,15 @@ test_keys(void)
 		  strcmp(serial, "5F1C72E2A8931B72A2E13AF8DEE92471EB397115") == 0,
 		  "the Java merchant certificate's documented serial");
 	CHECK(!wx_cert_serial(pub, strlen(pub), serial), "a public key has no serial");
+	{
+		int64_t		not_before = 0,
+					not_after = 0;
+
+		CHECK(wx_cert_validity(java_cert, strlen(java_cert), &not_before, &not_after) &&
+			  not_before == 1652147830 && not_after == 1746755830,
+			  "the Java merchant certificate's validity, as openssl x509 -dates prints it");
+		CHECK(!wx_cert_validity(pub, strlen(pub), &not_before, &not_after), "a public key has no validity");
+	}
 	for (int i = 0; i < WX_KEY_CACHE_SIZE + 2; i++)
 	{
 		char		other[4096];
