@@ -722,7 +722,7 @@ class Bench:
                                 'out_trade_no', %(pfx)s || i, 'total_fee', '101',
                                 'spbill_create_ip', '203.0.113.7', 'notify_url', m.notify_url,
                                 'trade_type', 'APP',
-                                'time_expire', to_char((now() + interval '2 hours') AT TIME ZONE '+08:00',
+                                'time_expire', to_char((now() + interval '2 hours') AT TIME ZONE INTERVAL '+08:00',
                                                        'YYYYMMDDHH24MISS')) AS p
                               FROM generate_series(1, %(n)s) AS i) s
              WHERE m.mch_id = %(mch)s ORDER BY i""", {"mch": mch, "pfx": prefix, "n": n})]

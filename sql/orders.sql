@@ -40,6 +40,12 @@ SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'MWEB');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"colour": "red"}');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"attach": 5}');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"time_expire": "2025-01-01"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"time_expire": "20250101120000"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"time_expire": "2025-01-01T12:00:00+08:00"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"time_expire": "20990230120000"}');
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP',
+                          jsonb_build_object('time_expire', to_char(now() AT TIME ZONE 'Asia/Shanghai' + interval '30 seconds', 'YYYYMMDDHH24MISS')));
+SELECT count(*) AS recorded FROM wxpay.orders WHERE out_trade_no = 'o1';
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"limit_pay": "no_debit"}');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"notify_url": "https://a.example/n?q=1"}');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"attach": "emoji 🎉"}');
@@ -47,6 +53,7 @@ SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '
 SELECT wxpay_unifiedorder('no-such-merchant', 'o1', 1, 'Shop-Goods', '1.2.3.4');
 SELECT wxpay_unifiedorder('10000200', 'o1', 1, 'Shop-Goods', '1.2.3.4');
 \set VERBOSITY default
+SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"time_expire": "20250101120000"}');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'JSAPI');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods 😀', '1.2.3.4');
 SELECT wxpay_unifiedorder('10000100', 'o1', 1, 'Shop-Goods', '1.2.3.4', 'APP', '{"colour": "red"}');

@@ -20,6 +20,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
 
 #include "args.h"
 #include "orders.h"
@@ -132,6 +134,38 @@ normalise_time_expire(WxUnifiedOrder *uo)
 				   NULL, true, SPI_OK_SELECT);
 	p->value = wxpay_spi_value(0, 1);
 	p->value_len = strlen(p->value);
+}
+
+/*
+ * Refuse an extra.time_expire (by now yyyyMMddHHmmss in GMT+8) that is no
+ * real date or less than a minute away: WeChat Pay refuses such an order,
+ * and it should not be recorded as payable.
+ */
+static void
+check_time_expire(const WxUnifiedOrder *uo)
+{
+	const char *v = wxpay_list_get(&uo->extra, "time_expire");
+	int			y,
+				mo,
+				d,
+				h,
+				mi,
+				s;
+	TimestampTz at;
+
+	if (v == NULL || sscanf(v, "%4d%2d%2d%2d%2d%2d", &y, &mo, &d, &h, &mi, &s) != 6)
+		return;
+	if (d > day_tab[isleap(y)][mo - 1])
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("extra.time_expire %s is not a date", v)));
+	at = ((TimestampTz) (date2j(y, mo, d) - POSTGRES_EPOCH_JDATE) * SECS_PER_DAY +
+		  h * SECS_PER_HOUR + mi * SECS_PER_MINUTE + s - 8 * SECS_PER_HOUR) * USECS_PER_SEC;
+	if (at < GetCurrentTimestamp() + SECS_PER_MINUTE * USECS_PER_SEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("extra.time_expire %s (Beijing time) is less than a minute from now", v),
+				 errhint("WeChat Pay refuses an order that expires within a minute. Give a later time, or none: the order then stays payable for wxpay.order_ttl.")));
 }
 
 /*
@@ -341,6 +375,7 @@ wxpay_unifiedorder(PG_FUNCTION_ARGS)
 	wxpay_call_init(&call, &wx_endpoint_unifiedorder, wxpay_merchant_get(uo.mch_id, CurrentMemoryContext));
 	require_trade_type_fields(&uo, call.merchant);
 	normalise_time_expire(&uo);
+	check_time_expire(&uo);
 	build_unifiedorder_request(&uo, call.merchant, record_order(&uo), &req);
 	call.out_trade_no = uo.out_trade_no;
 	call.fields = &req;
