@@ -1460,7 +1460,7 @@ class Server:
 # ------------------------------------------------------------------- main
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description="WeChat Pay merchant API v2 simulator (loopback HTTPS)")
+    ap = argparse.ArgumentParser(description="WeChat Pay merchant API v2 and v3 simulator (loopback HTTPS)")
     ap.add_argument("--dir", required=True, help="certificates, port and pid files")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0: an ephemeral port, written to DIR/port")
