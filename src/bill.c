@@ -10,7 +10,9 @@
  * downloadfundflow's a signed result_code FAIL (NO_BILL_EXIST,
  * BILL_CREATING, ...).  No Bill Exist is an ordinary answer, a day
  * without trades, and is recorded as such; Bill Creating is "try later"
- * (WX001).  The file is imported by bill_store.c.
+ * (WX001); any other return_code FAIL is what it is for every endpoint,
+ * an unsigned answer that cannot be trusted (WX007, proto_v2.c).  The
+ * file is imported by bill_store.c.
  */
 #include "postgres.h"
 
@@ -62,7 +64,7 @@ read_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 			return (answer->no_file = true);
 		if (msg != NULL && pg_strcasecmp(msg, "Bill Creating") == 0)
 			return wxpay_fail_remote(fail, path, "BILL_CREATING", msg);
-		return wxpay_fail_remote(fail, path, msg ? msg : "return_code FAIL", wxpay_list_get(resp, "error_code"));
+		return wxpay_v2_return_failure(path, resp, fail);
 	}
 	if (wxpay_list_is(resp, "err_code", "NO_BILL_EXIST"))
 		return (answer->no_file = true);

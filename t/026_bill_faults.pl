@@ -1,0 +1,38 @@
+# Faults a new user's trial of the daily bills found (issue 17): a refused
+# download follows the remote-error contract, a downloaded file of another
+# day is refused, a stale bill of the day is not reconciled, and today's
+# bill (not complete yet) is never fetched.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WxTest;
+
+my $sim = wx_sim();
+my $node = wx_node('bill_faults', 'wxpay.poll_interval' => '1h');
+my $mch = '10002600';
+wx_merchant($node, $sim, mch_id => $mch, appid => 'wx2600', sign_type => 'HMAC-SHA256');
+my $sql = sub { $node->safe_psql('postgres', shift) };
+my ($today, $yesterday) = split /\|/, $sql->(
+	"SELECT d, d - 1 FROM (SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date AS d) x");
+
+# A refusal with return_code FAIL (here: the signature, made with a wrong
+# key) is an answer that cannot be trusted, like every other endpoint's:
+# WX007 with WeChat's return_msg in the message, not a WX000 whose
+# err_code is the return_msg.
+$sql->("UPDATE wxpay.merchants SET api_key = 'ffffffffffffffffffffffffffffffff' WHERE mch_id = '$mch'");
+for my $f ("wxpay_downloadbill('$mch', '$yesterday')", "wxpay_downloadfundflow('$mch', '$yesterday')")
+{
+	my ($state, $err) = sql_error($node, "SELECT $f");
+	is($state, 'WX007', "$f refused with return_code FAIL: WX007");
+	like($err, qr/answered return_code FAIL: 签名错误/, 'with the return_msg in the message');
+	unlike($err, qr/err_code: 签名错误/, 'not passed off as an err_code');
+}
+$sql->("UPDATE wxpay.merchants SET api_key = '$TEST_KEY' WHERE mch_id = '$mch'");
+
+done_testing();
