@@ -1501,6 +1501,17 @@ REVOKE ALL ON wxpay.bill_status FROM PUBLIC;
 COMMENT ON VIEW wxpay.bill_status IS
 'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, its discrepancies, its retries';
 
+-- Which days have a complete bill WeChat Pay still keeps: the rule of
+-- wxpay_downloadbill, wxpay_downloadfundflow and wxpay_bill_import (C:
+-- wxpay_bill_check_date), for SQL callers.
+CREATE FUNCTION wxpay.bill_check_date(day date, downloadable boolean)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_bill_check_date_sql'
+LANGUAGE C STABLE STRICT;
+REVOKE ALL ON FUNCTION wxpay.bill_check_date(date, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.bill_check_date(date, boolean) IS
+'day as yyyyMMdd, or 22023: not over yet in Beijing time, or (downloadable) older than the three months WeChat Pay keeps';
+
 -- Days the worker did not fetch (bills enabled later, the worker down):
 -- each day's ALL bill through wxpay_downloadbill, a failure reported for
 -- its day without stopping the others.
@@ -1511,18 +1522,12 @@ LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	today date := (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date;
 	answer jsonb;
 BEGIN
 	IF from_date OPERATOR(pg_catalog.>) to_date THEN
 		RAISE EXCEPTION 'from_date % is after to_date %', from_date, to_date USING ERRCODE = '22023';
 	END IF;
-	IF from_date OPERATOR(pg_catalog.<) (today OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date
-	   OR to_date OPERATOR(pg_catalog.>=) today THEN
-		RAISE EXCEPTION 'bills can be backfilled from % to %', (today OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date,
-			today OPERATOR(pg_catalog.-) 1
-			USING ERRCODE = '22023', HINT = 'WeChat Pay keeps three months of bills, and today''s is made tomorrow.';
-	END IF;
+	PERFORM wxpay.bill_check_date(from_date, true), wxpay.bill_check_date(to_date, true);
 	FOR bill_date IN SELECT d::pg_catalog.date FROM pg_catalog.generate_series(from_date, to_date, '1 day') d LOOP
 		BEGIN
 			answer := @extschema@.wxpay_downloadbill(mch_id, bill_date, 'ALL', true);

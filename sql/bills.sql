@@ -88,6 +88,23 @@ SELECT wxpay_downloadbill('1900000109', current_date + 2);
 SELECT wxpay_downloadbill('1900000109', current_date - 100);
 SELECT wxpay_downloadfundflow('1900000109', current_date - 1);
 SELECT wxpay_downloadfundflow('1900000109', current_date - 1, 'basic');
+-- A day not over yet in Beijing time has no complete bill: today (Beijing)
+-- is refused by every way in, as backfill refuses it, so a partial bill
+-- never makes the worker count its day as done.  One rule for all
+-- (wxpay.bill_check_date): three months back is the first day WeChat Pay
+-- keeps.
+SELECT wxpay_downloadbill('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date);
+SELECT wxpay_downloadfundflow('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date);
+SELECT wxpay_bill_import('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date, 'ALL',
+	bill(ARRAY[pay_row(to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD') || ' 00:00:01', 'T-today', 'today', '1.00')],
+		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
+SELECT * FROM wxpay_bill_backfill('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date - 1,
+								  (now() AT TIME ZONE 'Asia/Shanghai')::date);
+SELECT wxpay.bill_check_date((now() AT TIME ZONE 'Asia/Shanghai')::date - 1, true)
+	   = to_char((now() AT TIME ZONE 'Asia/Shanghai')::date - 1, 'YYYYMMDD') AS yesterday_has_a_bill,
+	   wxpay.bill_check_date(((now() AT TIME ZONE 'Asia/Shanghai')::date - interval '3 months')::date, true) IS NOT NULL
+	   AS three_months_back_has_one;
+SELECT wxpay.bill_check_date(((now() AT TIME ZONE 'Asia/Shanghai')::date - interval '3 months')::date - 1, true);
 \set VERBOSITY default
 
 -- Nothing of it is PUBLIC's.

@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
+#include "utils/timestamp.h"
 
 #include "bill.h"
 #include "endpoint.h"
@@ -29,6 +30,7 @@
 PG_FUNCTION_INFO_V1(wxpay_downloadbill);
 PG_FUNCTION_INFO_V1(wxpay_downloadfundflow);
 PG_FUNCTION_INFO_V1(wxpay_bill_import);
+PG_FUNCTION_INFO_V1(wxpay_bill_check_date_sql);
 
 static const char *const trade_types[] = {"ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND", NULL};
 static const char *const account_types[] = {"Basic", "Operation", "Fees", NULL};
@@ -148,37 +150,79 @@ one_of(const char *word, const char *const *words)
 	return false;
 }
 
-/*
- * The day as yyyyMMdd, refused when WeChat Pay cannot have its bill: in
- * the future (Beijing time), or (kept_by_wechat) older than the three
- * months it keeps.
- */
+/* Today in Beijing time (UTC+8), as of the transaction's start, like now(). */
+static DateADT
+beijing_today(void)
+{
+	Datum		local = DirectFunctionCall2(timestamptz_zone, CStringGetTextDatum("Asia/Shanghai"),
+											TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+
+	return DatumGetDateADT(DirectFunctionCall1(timestamp_date, local));
+}
+
+/* The first day WeChat Pay still has a bill of: three months before today. */
+static DateADT
+first_kept_day(DateADT today)
+{
+	Interval	three_months = {.time = 0, .day = 0, .month = 3};
+	Datum		ts = DirectFunctionCall2(date_mi_interval, DateADTGetDatum(today),
+										 IntervalPGetDatum(&three_months));
+
+	return DatumGetDateADT(DirectFunctionCall1(timestamp_date, ts));
+}
+
+/* A day as yyyy-MM-dd (for messages, whatever DateStyle is). */
 static char *
-bill_day(DateADT day, bool kept_by_wechat)
+iso_day(DateADT day)
 {
 	int			y,
 				m,
 				d;
-	Oid			types[1] = {DATEOID};
-	Datum		values[1] = {DateADTGetDatum(day)};
+
+	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
+	return psprintf("%04d-%02d-%02d", y, m, d);
+}
+
+char *
+wxpay_bill_check_date(DateADT day, bool downloadable)
+{
+	DateADT		today;
+	int			y,
+				m,
+				d;
 
 	if (DATE_NOT_FINITE(day))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("bill_date must be a day")));
-	wxpay_spi_exec("SELECT $1 OPERATOR(pg_catalog.>) (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date,"
-				   " $1 OPERATOR(pg_catalog.<) ((pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date"
-				   " OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date",
-				   1, types, values, NULL, true, SPI_OK_SELECT);
-	if (strcmp(wxpay_spi_value(0, 1), "t") == 0)
+	today = beijing_today();
+	if (day >= today)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("there is no bill for a day that has not begun in Beijing time")));
-	if (kept_by_wechat && strcmp(wxpay_spi_value(0, 2), "t") == 0)
+				 errmsg("the bill of %s is not complete yet: it is %s in Beijing time", iso_day(day), iso_day(today)),
+				 errdetail("A day's bill (Beijing time) is made the next morning; the last complete day is %s.",
+						   iso_day(today - 1)),
+				 errhint("Yesterday in Beijing time is (now() AT TIME ZONE 'Asia/Shanghai')::date - 1; "
+						 "its bill is ready from about 10:00 Beijing time.")));
+	if (downloadable && day < first_kept_day(today))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("WeChat Pay keeps bills for three months only"),
-				 errhint("Bills older than that are on the merchant platform (pay.weixin.qq.com).")));
+				 errmsg("WeChat Pay keeps bills for three months only: the first day it has is %s",
+						iso_day(first_kept_day(today))),
+				 errhint("Bills older than that are on the merchant platform (pay.weixin.qq.com); "
+						 "wxpay_bill_import takes such a file.")));
 	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
 	return psprintf("%04d%02d%02d", y, m, d);
+}
+
+/*
+ * wxpay.bill_check_date(day date, downloadable boolean) -> text
+ *
+ * wxpay_bill_check_date for SQL callers (wxpay_bill_backfill): the day as
+ * yyyyMMdd, or the error.
+ */
+Datum
+wxpay_bill_check_date_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(wxpay_bill_check_date(PG_GETARG_DATEADT(0), PG_GETARG_BOOL(1))));
 }
 
 /*
@@ -213,7 +257,7 @@ bill_call(FunctionCallInfo fcinfo, const WxEndpoint *endpoint, const char *const
 	if (endpoint == &wx_endpoint_downloadfundflow)
 		m->sign_type = WX_SIGN_HMAC_SHA256;
 	wxpay_call_init(&call, endpoint, m);
-	call.bill_date = bill_day(PG_GETARG_DATEADT(1), true);
+	call.bill_date = wxpay_bill_check_date(PG_GETARG_DATEADT(1), true);
 	call.bill_type = type;
 	wxpay_list_init(&fields, 1);
 	if (PG_GETARG_BOOL(3))
@@ -270,7 +314,7 @@ wxpay_bill_import(PG_FUNCTION_ARGS)
 	SPI_connect();
 	wxpay_call_init(&call, one_of(type, trade_types) ? &wx_endpoint_downloadbill : &wx_endpoint_downloadfundflow,
 					wxpay_merchant_get(mch_id, CurrentMemoryContext));
-	call.bill_date = bill_day(PG_GETARG_DATEADT(1), false);
+	call.bill_date = wxpay_bill_check_date(PG_GETARG_DATEADT(1), false);
 	call.bill_type = type;
 	memset(&answer, 0, sizeof(answer));
 	answer.file = VARDATA_ANY(file);

@@ -9,6 +9,8 @@
 
 #include "postgres.h"
 
+#include "utils/date.h"
+
 #include "remote_error.h"
 #include "wx_bill.h"
 
@@ -32,6 +34,15 @@ extern bool wxpay_bill_store(const char *mch_id, WxBillKind kind,
 							  const char *bill_date, const char *bill_type,
 							  const char *body, size_t len,
 							  WxBillImport *out, WxFailure *fail);
+
+/*
+ * The one rule for which days have a bill (downloads v2 and v3, imports,
+ * backfill): a day is refused (22023) until it is over in Beijing time,
+ * since a bill of a day not over yet is partial, and when downloadable
+ * also when older than the three months WeChat Pay keeps.  Returns the
+ * day as yyyyMMdd (palloc'd).  Needs no SPI.
+ */
+extern char *wxpay_bill_check_date(DateADT day, bool downloadable);
 
 /* Record that WeChat Pay has no bill for that day (No Bill Exist). */
 extern void wxpay_bill_record_none(const char *mch_id, WxBillKind kind,

@@ -35,4 +35,18 @@ for my $f ("wxpay_downloadbill('$mch', '$yesterday')", "wxpay_downloadfundflow('
 }
 $sql->("UPDATE wxpay.merchants SET api_key = '$TEST_KEY' WHERE mch_id = '$mch'");
 
+# Today (Beijing time) is not over: its bill would be partial, and the
+# worker would count the day as done, so no way in takes it.
+for my $f ("wxpay_downloadbill('$mch', '$today')", "wxpay_downloadfundflow('$mch', '$today')",
+	"wxpay_bill_import('$mch', '$today', 'ALL', '')", "wxpay_bill_backfill('$mch', '$yesterday', '$today')")
+{
+	my ($state, $err) = sql_error($node, "SELECT * FROM $f");
+	is($state, '22023', "$f: today is refused");
+	like($err, qr/the bill of $today is not complete yet: it is $today in Beijing time.*the last complete day is $yesterday/s,
+		'the message says which day is complete');
+}
+like((sql_error($node, "SELECT wxpay_downloadbill('$mch', '$today')"))[1],
+	qr/HINT:  Yesterday in Beijing time is \(now\(\) AT TIME ZONE 'Asia\/Shanghai'\)::date - 1/, 'and how to name yesterday');
+is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$yesterday')"))->{outcome}, 'no_bill', 'yesterday is asked for');
+
 done_testing();
