@@ -35,10 +35,15 @@ SELECT wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
 	- 'sha1' AS imported;
 SELECT kind, trade_time, transaction_id, out_trade_no, settlement_fee, total_fee, service_fee, refund_id, out_refund_no, rate
   FROM wxpay.bill_rows;
--- The same file again: nothing new.
+-- The same file again: nothing new, and the rows of the version there.
 SELECT wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
 	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'))
-	->> 'outcome' AS again;
+	- 'sha1' AS again;
+-- Counts and ids are numbers, as in wxpay_bill_summary.
+SELECT jsonb_typeof(x -> 'rows') AS rows, jsonb_typeof(x -> 'bill_id') AS bill_id, jsonb_typeof(x -> 'version') AS version,
+	   jsonb_typeof(x -> 'byte_size') AS byte_size
+  FROM wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
+	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00')) x;
 -- Stored whole, byte for byte.
 SELECT convert_to(wxpay.bill_text(b), 'UTF8') = bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')],
 		'`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00') AS whole, byte_size, summary, discrepancies
@@ -71,6 +76,19 @@ SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
 	bill(ARRAY[replace(pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), '1900000109', '1900000110')],
 		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
 SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL', '\x1f8b0800000000000003ffff'::bytea);
+-- A file is the bill of one Beijing day: under another bill_date (the
+-- 30th's file given as the 28th's, a file with rows of two days, a fund
+-- flow by its 记账时间) it is refused, naming the days its rows are of.
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
+	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
+	bill(ARRAY[pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), pay_row('2026-11-29 00:00:00', 'T-2', 'b', '1.00'),
+			   pay_row('2026-11-29 10:00:00', 'T-3', 'c', '1.00')],
+		 '`3.0,`3.00,`0.00,`0.0,`0.01800,`3.00,`0.00'));
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'Basic', convert_to(
+	E'记账时间,微信支付业务单号,资金流水单号,业务名称,业务类型,收支类型,收支金额（元）,账户结余（元）,资金变更提交申请人,备注,业务凭证号\n'
+	|| E'`2026-11-30 00:00:01,`T-early,`F1,`交易,`交易,`收入,`1.00,`1.00,`system,`,`T-early\n'
+	|| E'资金流水总笔数,收入笔数,收入金额,支出笔数,支出金额\n`1.0,`1.0,`1.00,`0.0,`0.00\n', 'UTF8'));
 SELECT count(*) AS bills, (SELECT count(*) FROM wxpay.bill_rows) AS rows FROM wxpay.bills;
 
 -- Fund flow: its own rows, amounts in fen, 备注 unescaped.

@@ -20,6 +20,8 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
@@ -88,34 +90,42 @@ reconcile(int64 bill_id)
 
 /*
  * Import the file (or record that there is none) and reconcile a new
- * trade bill; the answer says what it did.
+ * trade bill; the answer says what it did, imp why a file was refused.
  */
 static bool
-apply_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+import_answer(const WxCall *call, WxAnswer *answer, WxBillImport *imp, WxFailure *fail)
 {
 	WxBillKind	kind = call->endpoint == &wx_endpoint_downloadbill ? WX_BILL_TRADE : WX_BILL_FUND;
 	const char *mch_id = call->merchant->mch_id;
-	WxBillImport imp;
 
 	if (answer->no_file)
-		wxpay_bill_record_none(mch_id, kind, call->bill_date, call->bill_type, &imp);
+		wxpay_bill_record_none(mch_id, kind, call->bill_date, call->bill_type, imp);
 	else if (!wxpay_bill_store(mch_id, kind, call->bill_date, call->bill_type,
-								answer->file, answer->file_len, &imp, fail))
+								answer->file, answer->file_len, imp, fail))
 		return false;
 	wxpay_list_init(&answer->fields, 8);
-	wxpay_list_add_cstr(&answer->fields, "bill_id", psprintf(INT64_FORMAT, imp.bill_id));
-	wxpay_list_add_cstr(&answer->fields, "version", psprintf("%d", imp.version));
-	wxpay_list_add_cstr(&answer->fields, "outcome", imp.outcome);
+	wxpay_list_add_cstr(&answer->fields, "bill_id", psprintf(INT64_FORMAT, imp->bill_id));
+	wxpay_list_add_cstr(&answer->fields, "version", psprintf("%d", imp->version));
+	wxpay_list_add_cstr(&answer->fields, "outcome", imp->outcome);
 	if (!answer->no_file)
 	{
-		wxpay_list_add_cstr(&answer->fields, "rows", psprintf(INT64_FORMAT, imp.rows));
-		wxpay_list_add_cstr(&answer->fields, "byte_size", psprintf(INT64_FORMAT, imp.byte_size));
-		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp.sha1));	/* the list borrows */
+		wxpay_list_add_cstr(&answer->fields, "rows", psprintf(INT64_FORMAT, imp->rows));
+		wxpay_list_add_cstr(&answer->fields, "byte_size", psprintf(INT64_FORMAT, imp->byte_size));
+		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp->sha1));	/* the list borrows */
 	}
-	answer->changed = strcmp(imp.outcome, "unchanged") != 0;
+	answer->changed = strcmp(imp->outcome, "unchanged") != 0;
 	if (kind == WX_BILL_TRADE && answer->changed)
-		wxpay_list_add_cstr(&answer->fields, "discrepancies", reconcile(imp.bill_id));
+		wxpay_list_add_cstr(&answer->fields, "discrepancies", reconcile(imp->bill_id));
 	return true;
+}
+
+/* The endpoints' apply: the downloaded file imported. */
+static bool
+apply_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	WxBillImport imp;
+
+	return import_answer(call, answer, &imp, fail);
 }
 
 const WxEndpoint wx_endpoint_downloadbill = {
@@ -225,6 +235,44 @@ wxpay_bill_check_date_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(wxpay_bill_check_date(PG_GETARG_DATEADT(0), PG_GETARG_BOOL(1))));
 }
 
+/* The answer's fields that are counts or ids: numbers in the SQL result. */
+static const char *const number_fields[] = {"bill_id", "version", "rows", "byte_size", "discrepancies", NULL};
+
+/*
+ * What an import did as the SQL functions' jsonb, in the caller's memory
+ * (ends the SPI connection): counts and ids as numbers, like
+ * wxpay_bill_summary's.
+ */
+static Jsonb *
+bill_result(MemoryContext caller, const WxParamList *fields)
+{
+	StringInfoData json;
+	Jsonb	   *result;
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '{');
+	for (int i = 0; i < fields->count; i++)
+	{
+		const WxParam *f = &fields->items[i];
+		char	   *name = pnstrdup(f->name, f->name_len);
+		char	   *value = pnstrdup(f->value, f->value_len);
+
+		if (i > 0)
+			appendStringInfoString(&json, ", ");
+		escape_json(&json, name);
+		appendStringInfoString(&json, ": ");
+		if (one_of(name, number_fields))
+			appendStringInfoString(&json, value);	/* digits we printed */
+		else
+			escape_json(&json, value);
+	}
+	appendStringInfoChar(&json, '}');
+	MemoryContextSwitchTo(caller);
+	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data)));
+	SPI_finish();
+	return result;
+}
+
 /*
  * Download and import a bill for (mch_id, bill_date, type); gzip says
  * whether to ask for it compressed.  Returns what the import did.
@@ -264,7 +312,7 @@ bill_call(FunctionCallInfo fcinfo, const WxEndpoint *endpoint, const char *const
 		wxpay_list_add_cstr(&fields, "tar_type", "GZIP");
 	call.fields = &fields;
 	wxpay_endpoint_call(&call, &answer);
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
+	PG_RETURN_JSONB_P(bill_result(caller, &answer.fields));
 }
 
 /*
@@ -288,6 +336,26 @@ wxpay_downloadfundflow(PG_FUNCTION_ARGS)
 }
 
 /*
+ * A file the caller handed in and that is refused: invalid input, not an
+ * answer from WeChat Pay, so a data exception (22P02: not a bill that
+ * reads and adds up; 22023: a bill of another day than bill_date) with
+ * advice about the file, not about downloading.
+ */
+static void
+raise_import_refusal(const WxBillImport *imp, const char *type, const char *mch_id, DateADT day)
+{
+	bool		other_day = imp->refusal == WX_BILL_OTHER_DAY;
+
+	ereport(ERROR,
+			(errcode(other_day ? ERRCODE_INVALID_PARAMETER_VALUE : ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("the file is not the %s bill of %s for %s: %s", type, mch_id, iso_day(day), imp->reason),
+			 imp->detail ? errdetail("%s", imp->detail) : 0,
+			 errhint(other_day ?
+					 "Nothing was imported. A bill lists one Beijing day: import the file with the bill_date of its rows." :
+					 "Nothing was imported. Import the file as the merchant platform gives it, whole and unedited (text or gzip).")));
+}
+
+/*
  * wxpay_bill_import(mch_id text, bill_date date, bill_type text, file bytea) -> jsonb
  *
  * A bill file obtained otherwise (the merchant platform keeps more than
@@ -304,6 +372,7 @@ wxpay_bill_import(PG_FUNCTION_ARGS)
 	bytea	   *file = PG_GETARG_BYTEA_PP(3);
 	WxCall		call;
 	WxAnswer	answer;
+	WxBillImport imp;
 	WxFailure	fail;
 
 	if (!one_of(type, trade_types) && !one_of(type, account_types))
@@ -319,7 +388,7 @@ wxpay_bill_import(PG_FUNCTION_ARGS)
 	memset(&answer, 0, sizeof(answer));
 	answer.file = VARDATA_ANY(file);
 	answer.file_len = VARSIZE_ANY_EXHDR(file);
-	if (!call.endpoint->apply(&call, &answer, &fail))
-		wxpay_raise_failure(&fail, mch_id, "a bill file");
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
+	if (!import_answer(&call, &answer, &imp, &fail))
+		raise_import_refusal(&imp, type, mch_id, PG_GETARG_DATEADT(1));
+	PG_RETURN_JSONB_P(bill_result(caller, &answer.fields));
 }

@@ -49,4 +49,33 @@ like((sql_error($node, "SELECT wxpay_downloadbill('$mch', '$today')"))[1],
 	qr/HINT:  Yesterday in Beijing time is \(now\(\) AT TIME ZONE 'Asia\/Shanghai'\)::date - 1/, 'and how to name yesterday');
 is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$yesterday')"))->{outcome}, 'no_bill', 'yesterday is asked for');
 
+# A downloaded file of another day than asked for is refused too (defence
+# in depth: the file is unsigned), trade and fund flow alike; a file handed
+# to wxpay_bill_import is invalid input, with advice about the file.
+my $before = $sql->("SELECT '$yesterday'::date - 1");
+(my $compact_before = $before) =~ s/-//g;
+$sql->("SELECT wxpay_unifiedorder('$mch', 'f-before', 100, 'Fault test', '203.0.113.7')");
+sim_call($sim, 'POST', '/_sim/pay', { mch_id => $mch, out_trade_no => 'f-before', notify => JSON::PP::false,
+	time_end => "${compact_before}120000" });
+for my $f ("wxpay_downloadbill('$mch', '$yesterday', 'ALL', false)", "wxpay_downloadfundflow('$mch', '$yesterday')")
+{
+	my $path = $f =~ /fundflow/ ? '/pay/downloadfundflow' : '/pay/downloadbill';
+	sim_call($sim, 'POST', '/_sim/faults', { mode => 'bill_wrong_day', path => $path });
+	my ($state, $err) = sql_error($node, "SELECT $f");
+	is($state, 'WX007', "$f: the day before's file is refused");
+	like($err, qr/its rows are of $before \(Beijing time\), not of $yesterday \(1 of 1 rows are of another day/,
+		'naming the day its rows are of');
+}
+is($sql->("SELECT count(*) FROM wxpay.bills WHERE bill_date = '$yesterday' AND NOT no_bill"), 0, 'nothing stored');
+my $file = $sql->("SELECT wxpay_downloadbill('$mch', '$before', 'ALL', false) ->> 'outcome'");
+is($file, 'imported', "the day before's bill, asked for, is imported");
+my $text = "(SELECT convert_to(wxpay.bill_text(b), 'UTF8') FROM wxpay.bills b WHERE bill_date = '$before' AND kind = 'trade')";
+my ($state, $err) = sql_error($node, "SELECT wxpay_bill_import('$mch', '$yesterday', 'SUCCESS', $text)");
+is($state, '22023', 'imported as another day: 22023');
+like($err, qr/HINT:  Nothing was imported\. A bill lists one Beijing day: import the file with the bill_date of its rows/,
+	'with advice about the file');
+($state, $err) = sql_error($node, "SELECT wxpay_bill_import('$mch', '$yesterday', 'SUCCESS', 'not a bill')");
+is($state, '22P02', 'a file that is not a bill: 22P02');
+unlike($err, qr/Download it again/, 'and no advice to download it');
+
 done_testing();
