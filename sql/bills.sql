@@ -64,6 +64,33 @@ SELECT bill_date, kind, out_trade_no, out_refund_no, bill_fee, local_fee, local_
   FROM wxpay.bill_discrepancies ORDER BY bill_date, kind;
 SELECT wxpay_bill_summary('1900000109', '2026-11-30') - 'fetched_at' - 'bill_id' AS summary;
 
+-- A day's ALL bill and its SUCCESS and REFUND bills tell the same cases
+-- twice: each is listed once, from the newest bill that covers it (ALL on
+-- a tie), with the bill_type it comes from; the summary counts the day.
+CREATE FUNCTION typed_bill(header text, summary_header text, rows text[], summary text) RETURNS bytea LANGUAGE sql AS $$
+	SELECT convert_to(header || E'\r\n' || array_to_string(rows, E'\r\n') || E'\r\n' || summary_header || E'\r\n'
+		|| summary || E'\r\n', 'UTF8') $$;
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL',
+	bill(ARRAY[pay_row('2026-11-26 10:00:00', 'T-26', 'stranger-26', '2.00'),
+			   refund_row('2026-11-26 11:00:00', 'T-early', 'early', 'R-26', '0.40')],
+		 '`2.0,`2.00,`0.40,`0.0,`0.00600,`2.00,`0.40')) ->> 'discrepancies' AS all_26;
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'SUCCESS', typed_bill(
+	'交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注',
+	'总交易单数,应结订单总金额,手续费总金额,订单总金额',
+	ARRAY['`2026-11-26 10:00:00,`wx1,`1900000109,`0,`,`T-26,`stranger-26,`oU,`APP,`SUCCESS,`CMC,`CNY,`2.00,`0.00,`商品,`,`0.00600,`0.60%,`2.00,`'],
+	'`1.0,`2.00,`0.00600,`2.00')) ->> 'outcome' AS success_26;
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'REFUND', typed_bill(
+	'交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注',
+	'总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额',
+	ARRAY['`2026-11-26 11:00:00,`wx1,`1900000109,`0,`,`T-early,`early,`oU,`APP,`REFUND,`CMC,`CNY,`0.00,`0.00,`2026-11-26 11:00:00,`2026-11-26 11:00:05,`5001,`R-26,`0.40,`0.00,`ORIGINAL,`SUCCESS,`商品,`,`0.00000,`0.60%,`0.00,`0.40,`'],
+	'`1.0,`0.00,`0.40,`0.0,`0.00000,`0.00,`0.40')) ->> 'outcome' AS refund_26;
+SELECT kind, count(*) FROM wxpay.bill_discrepancies WHERE bill_date = '2026-11-26' GROUP BY kind ORDER BY kind;
+SELECT d.bill_type, d.kind, d.out_trade_no, d.out_refund_no, d.bill_fee, d.local_fee, b.bill_type = d.bill_type AS of_its_bill
+  FROM wxpay.bill_discrepancies d JOIN wxpay.bills b USING (bill_id) WHERE d.bill_date = '2026-11-26' ORDER BY d.kind;
+SELECT s ->> 'bill_type' AS bill_type, s -> 'discrepancies' AS discrepancies, s -> 'by_kind' AS by_kind
+  FROM wxpay_bill_summary('1900000109', '2026-11-26') s;
+DROP FUNCTION typed_bill(text, text, text[], text);
+
 \set VERBOSITY default
 -- Refused whole, nothing stored: a summary that does not add up, a row
 -- with more fields than its header, another merchant's row, garbage gzip.

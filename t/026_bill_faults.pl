@@ -78,4 +78,32 @@ like($err, qr/HINT:  Nothing was imported\. A bill lists one Beijing day: import
 is($state, '22P02', 'a file that is not a bill: 22P02');
 unlike($err, qr/Download it again/, 'and no advice to download it');
 
+# A stale bill of the day is not reconciled: No Bill Exist stored (the
+# SUCCESS bill, or the ALL bill), then a payment of that day, then the
+# day's real bill: the newest bill is the one reconciled, and nothing is
+# left over from the No Bill Exist answer.
+my $paid_on = sub {
+	my ($no, $day) = @_;
+	(my $compact = $day) =~ s/-//g;
+	$sql->("SELECT wxpay_unifiedorder('$mch', '$no', 100, 'Fault test', '203.0.113.7')");
+	my $paid = sim_call($sim, 'POST', '/_sim/pay', { mch_id => $mch, out_trade_no => $no, notify => JSON::PP::false,
+		time_end => "${compact}120000" });
+	$sql->("SELECT wxpay_handle_notify(\$b\$$paid->{notification}\$b\$)");
+};
+my $cases = sub {
+	$sql->("SELECT coalesce(string_agg(bill_type || ':' || kind, ',' ORDER BY kind), '') FROM wxpay.bill_discrepancies"
+		  . " WHERE bill_date = '$_[0]'");
+};
+for my $type ('SUCCESS', 'ALL')
+{
+	my $day = $sql->("SELECT '$before'::date - " . ($type eq 'ALL' ? 2 : 1));
+	is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$day', '$type')"))->{outcome}, 'no_bill', "$type: No Bill Exist");
+	$paid_on->("f-stale-$type", $day);
+	is($cases->($day), "$type:payment_totals_differ,$type:success_not_in_bill", 'a payment that bill does not have');
+	is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$day', 'ALL')"))->{outcome},
+		$type eq 'ALL' ? 'new_version' : 'imported', "then the day's ALL bill");
+	is($cases->($day), '', "the newest bill is reconciled: the stale $type answer reports nothing");
+	is(decode_json($sql->("SELECT wxpay_bill_summary('$mch', '$day')"))->{discrepancies}, 0, 'nor does the summary');
+}
+
 done_testing();
