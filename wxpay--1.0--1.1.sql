@@ -1403,11 +1403,29 @@ REVOKE ALL ON FUNCTION wxpay.bill_reconcile(bigint) FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.bill_reconcile(bigint) IS
 'count a bill''s discrepancies into wxpay.bills.discrepancies and NOTIFY wxpay_bill_discrepancy when there are any';
 
+-- The bill functions written in SQL name their merchant as the C ones do:
+-- an unknown merchant, or one the caller may not act for, is an error
+-- (wxpay_merchant_get's), not an empty answer.  Called by the SECURITY
+-- DEFINER functions below, whose caller it checks.
+CREATE FUNCTION wxpay.merchant_require(mch_id text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'wxpay_merchant_require'
+LANGUAGE C STABLE STRICT;
+REVOKE ALL ON FUNCTION wxpay.merchant_require(text) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.merchant_require(text) IS
+'raises unless mch_id is a merchant the caller may act for (22023 unknown, 42501 not allowed)';
+
+-- SECURITY DEFINER, like the other merchant functions: the merchant check
+-- decides what the caller sees.
 CREATE FUNCTION @extschema@.wxpay_bill_summary(mch_id text, bill_date date)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	result jsonb;
+BEGIN
+	PERFORM wxpay.merchant_require($1);
 	WITH b AS (
 		SELECT * FROM wxpay.current_bills c
 		 WHERE c.mch_id OPERATOR(pg_catalog.=) $1 AND c.bill_date OPERATOR(pg_catalog.=) $2
@@ -1425,7 +1443,10 @@ AS $$
 			(SELECT d.kind, pg_catalog.count(*) AS n FROM wxpay.bill_discrepancies d
 			  WHERE d.mch_id OPERATOR(pg_catalog.=) b.mch_id AND d.bill_date OPERATOR(pg_catalog.=) b.bill_date
 			  GROUP BY d.kind) k), '{}'))
-	  FROM b
+	  INTO result
+	  FROM b;
+	RETURN result;
+END
 $$;
 REVOKE ALL ON FUNCTION @extschema@.wxpay_bill_summary(text, date) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.wxpay_bill_summary(text, date) IS
@@ -1448,6 +1469,7 @@ DECLARE
 	d record;
 	answer jsonb;
 BEGIN
+	PERFORM wxpay.merchant_require($1);
 	FOR d IN SELECT x.out_trade_no, x.local_state FROM wxpay.bill_discrepancies x
 			  WHERE x.mch_id OPERATOR(pg_catalog.=) $1 AND x.bill_date OPERATOR(pg_catalog.=) $2
 				AND x.kind OPERATOR(pg_catalog.=) 'paid_not_success_here'
@@ -1542,6 +1564,7 @@ AS $$
 DECLARE
 	answer jsonb;
 BEGIN
+	PERFORM wxpay.merchant_require(mch_id);
 	IF from_date OPERATOR(pg_catalog.>) to_date THEN
 		RAISE EXCEPTION 'from_date % is after to_date %', from_date, to_date USING ERRCODE = '22023';
 	END IF;

@@ -152,6 +152,18 @@ SELECT wxpay.bill_check_date((now() AT TIME ZONE 'Asia/Shanghai')::date - 1, tru
 SELECT wxpay.bill_check_date(((now() AT TIME ZONE 'Asia/Shanghai')::date - interval '3 months')::date - 1, true);
 \set VERBOSITY default
 
+SELECT wxpay_downloadfundflow('1900000109', current_date - 1, 'basic');
+SELECT wxpay_downloadbill('1900000109', current_date - 1, 'EVERYTHING');
+-- An unknown merchant is the same error from every bill function, as from
+-- the orders functions: not an empty answer, not one failure per day.
+SELECT wxpay_bill_summary('1999999999', '2026-11-30');
+SELECT * FROM wxpay_bill_recheck('1999999999', '2026-11-30');
+SELECT * FROM wxpay_bill_backfill('1999999999', (now() AT TIME ZONE 'Asia/Shanghai')::date - 2,
+								  (now() AT TIME ZONE 'Asia/Shanghai')::date - 1);
+SELECT wxpay_downloadbill('1999999999', (now() AT TIME ZONE 'Asia/Shanghai')::date - 1);
+SELECT wxpay_bill_import('1999999999', '2026-11-30', 'ALL', '');
+SELECT wxpay_orderquery('1999999999', 'x');
+
 -- Nothing of it is PUBLIC's.
 SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_select
   FROM pg_class c WHERE c.relnamespace = 'wxpay'::regnamespace AND c.relkind IN ('r', 'v')

@@ -292,7 +292,7 @@ bill_call(FunctionCallInfo fcinfo, const WxEndpoint *endpoint, const char *const
 	if (!one_of(type, types))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" is not a %s", type, endpoint == &wx_endpoint_downloadbill ? "bill_type" : "account_type"),
+				 errmsg("\"%s\" is not %s", type, endpoint == &wx_endpoint_downloadbill ? "a bill_type" : "an account_type"),
 				 errhint("%s", type_hint)));
 	SPI_connect();
 	m = wxpay_merchant_get(mch_id, CurrentMemoryContext);
