@@ -20,9 +20,9 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
-#include "utils/datetime.h"
 #include "utils/timestamp.h"
 
 #include "bill.h"
@@ -181,25 +181,30 @@ first_kept_day(DateADT today)
 	return DatumGetDateADT(DirectFunctionCall1(timestamp_date, ts));
 }
 
-/* A day as yyyy-MM-dd (for messages, whatever DateStyle is). */
+/* A day in format, given year, month and day ("%04d-%02d-%02d"). */
 static char *
-iso_day(DateADT day)
+day_text(DateADT day, const char *format)
 {
 	int			y,
 				m,
 				d;
 
 	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
-	return psprintf("%04d-%02d-%02d", y, m, d);
+	return psprintf(format, y, m, d);
 }
 
+/* A day as yyyy-MM-dd (for messages, whatever DateStyle is). */
+static char *
+iso_day(DateADT day)
+{
+	return day_text(day, "%04d-%02d-%02d");
+}
+
+/* The one rule for the days that have a bill (see bill.h). */
 char *
 wxpay_bill_check_date(DateADT day, bool downloadable)
 {
 	DateADT		today;
-	int			y,
-				m,
-				d;
 
 	if (DATE_NOT_FINITE(day))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("bill_date must be a day")));
@@ -219,8 +224,7 @@ wxpay_bill_check_date(DateADT day, bool downloadable)
 						iso_day(first_kept_day(today))),
 				 errhint("Bills older than that are on the merchant platform (pay.weixin.qq.com); "
 						 "wxpay_bill_import takes such a file.")));
-	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
-	return psprintf("%04d%02d%02d", y, m, d);
+	return day_text(day, "%04d%02d%02d");
 }
 
 /*

@@ -13,8 +13,8 @@
  * the rows go in through COPY's own machinery, fed COPY's binary format
  * in batches.
  * Everything an import writes is in one subtransaction, so a bill the
- * parser refuses (a summary that does not add up, a malformed row)
- * leaves nothing behind.
+ * parser refuses (a summary that does not add up, a malformed row) or
+ * with a row of another day than its own leaves nothing behind.
  */
 #include "postgres.h"
 
@@ -333,8 +333,8 @@ copy_value(ImportState *st, const WxBillRow *row, int c, char *w)
 }
 
 /*
- * Note the (Beijing) day of a row: a bill lists one day, the one it is
- * imported as, and what else its rows are of names the file it is.
+ * Note a row's (Beijing) day: a bill lists the one day it is stored as,
+ * and the days of rows of another say which file it is instead.
  */
 static void
 note_row_day(ImportState *st, const WxBillRow *row)
