@@ -1316,27 +1316,43 @@ CREATE INDEX refunds_created_at_idx ON wxpay.refunds (mch_id, created_at);
 -- another day's order, an unknown one).
 -- The bill's totals are its summary's (checked against its rows at
 -- import), not its rows added up again.
+-- A day's ALL bill and its SUCCESS and REFUND bills tell the same cases:
+-- each side is reconciled from one bill only, so no case counts twice.
+-- The payments from the newest (fetched last) of the day's ALL and SUCCESS
+-- bills, the refunds from the newest of its ALL and REFUND bills, ALL on a
+-- tie: a bill superseded (a No Bill Exist answer, then a real bill of
+-- another type) no longer reports what it lacked.
 CREATE VIEW wxpay.bill_discrepancies AS
-	WITH b AS NOT MATERIALIZED (
-		SELECT bill_id, mch_id, bill_date, bill_type,
+	WITH day_bills AS NOT MATERIALIZED (
+		SELECT bill_id, mch_id, bill_date, bill_type, summary,
+			   bill_type OPERATOR(pg_catalog.<>) 'REFUND' AND bill_id OPERATOR(pg_catalog.=) pg_catalog.first_value(bill_id) OVER (
+				   PARTITION BY mch_id, bill_date, bill_type OPERATOR(pg_catalog.=) 'REFUND'
+				   ORDER BY fetched_at DESC, bill_type OPERATOR(pg_catalog.<>) 'ALL', bill_id DESC) AS pays,
+			   bill_type OPERATOR(pg_catalog.<>) 'SUCCESS' AND bill_id OPERATOR(pg_catalog.=) pg_catalog.first_value(bill_id) OVER (
+				   PARTITION BY mch_id, bill_date, bill_type OPERATOR(pg_catalog.=) 'SUCCESS'
+				   ORDER BY fetched_at DESC, bill_type OPERATOR(pg_catalog.<>) 'ALL', bill_id DESC) AS refunds
+		  FROM wxpay.current_bills
+		 WHERE kind OPERATOR(pg_catalog.=) 'trade' AND bill_type OPERATOR(pg_catalog.<>) 'RECHARGE_REFUND'
+	), b AS NOT MATERIALIZED (
+		SELECT bill_id, mch_id, bill_date, bill_type, pays, refunds,
 			   bill_date::pg_catalog.timestamp AT TIME ZONE 'Asia/Shanghai' AS day_start,
 			   (bill_date OPERATOR(pg_catalog.+) 1)::pg_catalog.timestamp AT TIME ZONE 'Asia/Shanghai' AS day_end,
 			   COALESCE(summary OPERATOR(pg_catalog.->>) 'total_fee', summary OPERATOR(pg_catalog.->>) 'settlement_fee', '0')::pg_catalog.numeric::bigint AS paid_total,
 			   COALESCE(summary OPERATOR(pg_catalog.->>) 'refund_request_fee', summary OPERATOR(pg_catalog.->>) 'refund_fee', '0')::pg_catalog.numeric::bigint AS refunded_total
-		  FROM wxpay.current_bills
-		 WHERE kind OPERATOR(pg_catalog.=) 'trade' AND bill_type OPERATOR(pg_catalog.<>) 'RECHARGE_REFUND'
+		  FROM day_bills
+		 WHERE pays OR refunds
 	), ref AS NOT MATERIALIZED (
 		SELECT b.*, r.line_no, r.out_trade_no, r.out_refund_no, r.refund_id,
 			   COALESCE(r.refund_request_fee, r.refund_fee) AS fee
 		  FROM b JOIN wxpay.bill_rows r ON r.bill_id OPERATOR(pg_catalog.=) b.bill_id
-		 WHERE r.kind OPERATOR(pg_catalog.=) 'refund'
+		 WHERE b.refunds AND r.kind OPERATOR(pg_catalog.=) 'refund'
 	), refunded_here AS NOT MATERIALIZED (
 		SELECT b.bill_id, f.out_trade_no, f.out_refund_no, f.refund_id, f.refund_fee, f.state
 		  FROM b JOIN wxpay.refunds f ON f.mch_id OPERATOR(pg_catalog.=) b.mch_id
-		 WHERE b.bill_type OPERATOR(pg_catalog.<>) 'SUCCESS' AND wxpay.refund_state_counts(f.state)
+		 WHERE b.refunds AND wxpay.refund_state_counts(f.state)
 		   AND f.created_at OPERATOR(pg_catalog.>=) b.day_start AND f.created_at OPERATOR(pg_catalog.<) b.day_end
 	)
-	SELECT b.mch_id, b.bill_date, b.bill_id, d.kind, d.out_trade_no, NULL::text AS out_refund_no, d.transaction_id,
+	SELECT b.mch_id, b.bill_date, b.bill_id, b.bill_type, d.kind, d.out_trade_no, NULL::text AS out_refund_no, d.transaction_id,
 		   d.bill_fee, d.local_fee, d.local_state, d.line_no
 	  FROM b CROSS JOIN LATERAL (
 		-- What does not match between the bill's payments and the orders
@@ -1346,10 +1362,10 @@ CREATE VIEW wxpay.bill_discrepancies AS
 				   h.total_fee AS here_fee
 			  FROM (SELECT r.line_no, r.out_trade_no, r.transaction_id, COALESCE(r.total_fee, r.settlement_fee) AS fee
 					  FROM wxpay.bill_rows r
-					 WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'payment') p
+					 WHERE b.pays AND r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'payment') p
 			  FULL JOIN
 				   (SELECT o.out_trade_no, o.transaction_id, o.total_fee FROM wxpay.orders o
-					 WHERE b.bill_type OPERATOR(pg_catalog.<>) 'REFUND' AND o.mch_id OPERATOR(pg_catalog.=) b.mch_id
+					 WHERE b.pays AND o.mch_id OPERATOR(pg_catalog.=) b.mch_id
 					   AND wxpay.order_state_paid(o.state)
 					   AND o.paid_at OPERATOR(pg_catalog.>=) b.day_start AND o.paid_at OPERATOR(pg_catalog.<) b.day_end) h
 				ON h.out_trade_no OPERATOR(pg_catalog.=) p.out_trade_no
@@ -1381,28 +1397,28 @@ CREATE VIEW wxpay.bill_discrepancies AS
 		HAVING COALESCE(pg_catalog.sum(u.fee), 0) OPERATOR(pg_catalog.<>) COALESCE(pg_catalog.sum(u.here_fee), 0)
 	) d
 	UNION ALL
-	SELECT r.mch_id, r.bill_date, r.bill_id,
+	SELECT r.mch_id, r.bill_date, r.bill_id, r.bill_type,
 		   CASE WHEN f.out_refund_no IS NULL THEN 'refund_unknown_here' ELSE 'refund_amount_differs' END,
 		   r.out_trade_no, r.out_refund_no, r.refund_id, r.fee, f.refund_fee, f.state, r.line_no
 	  FROM ref r
 	  LEFT JOIN wxpay.refunds f ON f.mch_id OPERATOR(pg_catalog.=) r.mch_id AND f.out_refund_no OPERATOR(pg_catalog.=) r.out_refund_no
 	 WHERE f.out_refund_no IS NULL OR f.refund_fee OPERATOR(pg_catalog.<>) r.fee
 	UNION ALL
-	SELECT b.mch_id, b.bill_date, b.bill_id, 'refund_not_in_bill', h.out_trade_no, h.out_refund_no, h.refund_id,
+	SELECT b.mch_id, b.bill_date, b.bill_id, b.bill_type, 'refund_not_in_bill', h.out_trade_no, h.out_refund_no, h.refund_id,
 		   NULL, h.refund_fee, h.state, NULL
 	  FROM refunded_here h JOIN b USING (bill_id)
 	 WHERE NOT EXISTS (SELECT FROM ref r WHERE r.bill_id OPERATOR(pg_catalog.=) h.bill_id
 							AND r.out_refund_no OPERATOR(pg_catalog.=) h.out_refund_no)
 	UNION ALL
-	SELECT b.mch_id, b.bill_date, b.bill_id, t.kind, NULL, NULL, NULL, t.bill_fee, t.local_fee, NULL, NULL
+	SELECT b.mch_id, b.bill_date, b.bill_id, b.bill_type, t.kind, NULL, NULL, NULL, t.bill_fee, t.local_fee, NULL, NULL
 	  FROM b CROSS JOIN LATERAL (
 		VALUES ('refund_totals_differ', b.refunded_total,
 				(SELECT COALESCE(pg_catalog.sum(refund_fee), 0)::bigint FROM refunded_here h WHERE h.bill_id OPERATOR(pg_catalog.=) b.bill_id))
 	  ) AS t(kind, bill_fee, local_fee)
-	 WHERE t.bill_fee OPERATOR(pg_catalog.<>) t.local_fee;
+	 WHERE b.refunds AND t.bill_fee OPERATOR(pg_catalog.<>) t.local_fee;
 REVOKE ALL ON wxpay.bill_discrepancies FROM PUBLIC;
 COMMENT ON VIEW wxpay.bill_discrepancies IS
-'what the current trade bills and our orders and refunds disagree on, one row per case, with a kind (see README "Daily bills")';
+'what each day''s current trade bills and our orders and refunds disagree on, one row per case (each side of a day from one bill: bill_type), with a kind (see README "Daily bills")';
 
 -- Counted, and announced, when a trade bill is imported.  The payload
 -- says which merchant and day to look at and how many cases there are:
@@ -1431,11 +1447,29 @@ REVOKE ALL ON FUNCTION wxpay.bill_reconcile(bigint) FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.bill_reconcile(bigint) IS
 'count a bill''s discrepancies into wxpay.bills.discrepancies and NOTIFY wxpay_bill_discrepancy when there are any';
 
+-- The bill functions written in SQL name their merchant as the C ones do:
+-- an unknown merchant, or one the caller may not act for, is an error
+-- (wxpay_merchant_get's), not an empty answer.  Called by the SECURITY
+-- DEFINER functions below, whose caller it checks.
+CREATE FUNCTION wxpay.merchant_require(mch_id text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'wxpay_merchant_require'
+LANGUAGE C STABLE STRICT;
+REVOKE ALL ON FUNCTION wxpay.merchant_require(text) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.merchant_require(text) IS
+'raises unless mch_id is a merchant the caller may act for (22023 unknown, 42501 not allowed)';
+
+-- SECURITY DEFINER, like the other merchant functions: the merchant check
+-- decides what the caller sees.
 CREATE FUNCTION @extschema@.wxpay_bill_summary(mch_id text, bill_date date)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	result jsonb;
+BEGIN
+	PERFORM wxpay.merchant_require($1);
 	WITH b AS (
 		SELECT * FROM wxpay.current_bills c
 		 WHERE c.mch_id OPERATOR(pg_catalog.=) $1 AND c.bill_date OPERATOR(pg_catalog.=) $2
@@ -1447,15 +1481,20 @@ AS $$
 		'fetched_at', b.fetched_at, 'rows', b.row_count, 'summary', b.summary,
 		'payments', (SELECT pg_catalog.count(*) FROM wxpay.bill_rows r WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'payment'),
 		'refunds', (SELECT pg_catalog.count(*) FROM wxpay.bill_rows r WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND r.kind OPERATOR(pg_catalog.=) 'refund'),
-		'discrepancies', (SELECT pg_catalog.count(*) FROM wxpay.bill_discrepancies d WHERE d.bill_id OPERATOR(pg_catalog.=) b.bill_id),
+		'discrepancies', (SELECT pg_catalog.count(*) FROM wxpay.bill_discrepancies d
+						   WHERE d.mch_id OPERATOR(pg_catalog.=) b.mch_id AND d.bill_date OPERATOR(pg_catalog.=) b.bill_date),
 		'by_kind', COALESCE((SELECT pg_catalog.jsonb_object_agg(k.kind, k.n) FROM
 			(SELECT d.kind, pg_catalog.count(*) AS n FROM wxpay.bill_discrepancies d
-			  WHERE d.bill_id OPERATOR(pg_catalog.=) b.bill_id GROUP BY d.kind) k), '{}'))
-	  FROM b
+			  WHERE d.mch_id OPERATOR(pg_catalog.=) b.mch_id AND d.bill_date OPERATOR(pg_catalog.=) b.bill_date
+			  GROUP BY d.kind) k), '{}'))
+	  INTO result
+	  FROM b;
+	RETURN result;
+END
 $$;
 REVOKE ALL ON FUNCTION @extschema@.wxpay_bill_summary(text, date) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.wxpay_bill_summary(text, date) IS
-'a day''s reconciliation: its current trade bill, its row counts, and its discrepancies by kind (NULL: no bill downloaded)';
+'a day''s reconciliation: its current trade bill (ALL first), its row counts, and the day''s discrepancies by kind (NULL: no bill downloaded)';
 
 -- The fix for "paid at WeChat Pay but not paid here" goes through the
 -- verified path, never through the unsigned bill: a pending order is
@@ -1474,6 +1513,7 @@ DECLARE
 	d record;
 	answer jsonb;
 BEGIN
+	PERFORM wxpay.merchant_require($1);
 	FOR d IN SELECT x.out_trade_no, x.local_state FROM wxpay.bill_discrepancies x
 			  WHERE x.mch_id OPERATOR(pg_catalog.=) $1 AND x.bill_date OPERATOR(pg_catalog.=) $2
 				AND x.kind OPERATOR(pg_catalog.=) 'paid_not_success_here'
@@ -1545,6 +1585,17 @@ REVOKE ALL ON wxpay.bill_status FROM PUBLIC;
 COMMENT ON VIEW wxpay.bill_status IS
 'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, its discrepancies, its retries';
 
+-- Which days have a complete bill WeChat Pay still keeps: the rule of
+-- wxpay_downloadbill, wxpay_downloadfundflow and wxpay_bill_import (C:
+-- wxpay_bill_check_date), for SQL callers.
+CREATE FUNCTION wxpay.bill_check_date(day date, downloadable boolean)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wxpay_bill_check_date_sql'
+LANGUAGE C STABLE STRICT;
+REVOKE ALL ON FUNCTION wxpay.bill_check_date(date, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION wxpay.bill_check_date(date, boolean) IS
+'day as yyyyMMdd, or 22023: not over yet in Beijing time, or (downloadable) older than the three months WeChat Pay keeps';
+
 -- Days the worker did not fetch (bills enabled later, the worker down):
 -- each day's ALL bill through wxpay_downloadbill, a failure reported for
 -- its day without stopping the others.
@@ -1555,18 +1606,13 @@ LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	today date := (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date;
 	answer jsonb;
 BEGIN
+	PERFORM wxpay.merchant_require(mch_id);
 	IF from_date OPERATOR(pg_catalog.>) to_date THEN
 		RAISE EXCEPTION 'from_date % is after to_date %', from_date, to_date USING ERRCODE = '22023';
 	END IF;
-	IF from_date OPERATOR(pg_catalog.<) (today OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date
-	   OR to_date OPERATOR(pg_catalog.>=) today THEN
-		RAISE EXCEPTION 'bills can be backfilled from % to %', (today OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date,
-			today OPERATOR(pg_catalog.-) 1
-			USING ERRCODE = '22023', HINT = 'WeChat Pay keeps three months of bills, and today''s is made tomorrow.';
-	END IF;
+	PERFORM wxpay.bill_check_date(from_date, true), wxpay.bill_check_date(to_date, true);
 	FOR bill_date IN SELECT d::pg_catalog.date FROM pg_catalog.generate_series(from_date, to_date, '1 day') d LOOP
 		BEGIN
 			answer := @extschema@.wxpay_downloadbill(mch_id, bill_date, 'ALL', true);

@@ -7,7 +7,8 @@ CRLF line ends, every detail and summary field prefixed with a back-tick,
 the summary count written as "3.0"; gzip with tar_type=GZIP.  Unlike the
 real service any day's bill is served at once (today's included, so tests
 need not wait for tomorrow); "Bill Creating" comes from the bill_creating
-fault, a wrong fee total from the bill_sum fault; /_sim/bill_tamper plants a
+fault, a wrong fee total from the bill_sum fault, the day before's bill for
+the one asked from the bill_wrong_day fault; /_sim/bill_tamper plants a
 discrepancy (a payment or refund left out of the bills, or another amount).  An empty day is
 "No Bill Exist" (downloadbill: unsigned return_code FAIL; downloadfundflow:
 signed err_code NO_BILL_EXIST).
@@ -220,6 +221,8 @@ def answer(sim, path, params, merchant, sign_type, signed_fields, fault, reply):
     bill_date = params.get("bill_date", "")
     if len(bill_date) != 8 or day_of(bill_date) is None:
         return unsigned_fail("invalid bill_date", "20001")
+    if fault == "bill_wrong_day":
+        bill_date = (day_of(bill_date) - datetime.timedelta(days=1)).strftime("%Y%m%d")
     gzipped = params.get("tar_type") == "GZIP"
     if params.get("tar_type") not in (None, "", "GZIP"):
         return unsigned_fail("invalid tar_type")

@@ -548,6 +548,26 @@ class EndToEnd(unittest.TestCase):
         self.control("POST", "/_sim/bill_tamper", {"mch_id": mch, "no": "x"}, expect=400)
         self.sim_reset_tamper()
 
+    def test_bill_days(self):
+        """A refund backdated into another day's bills; the bill_wrong_day fault
+        serves the day before's bill for the day asked."""
+        today, yesterday, mtls = self.bill_day()
+        mch = self.BILL_MCH[0]
+        two_days_ago = (datetime.datetime.strptime(yesterday, "%Y%m%d") - datetime.timedelta(days=1)).strftime("%Y%m%d")
+        refund = self.call("/secapi/pay/refund", {"out_trade_no": "bill-now", "out_refund_no": "bill-old-rf",
+                                                  "total_fee": "100", "refund_fee": "10"},
+                           self.BILL_MCH, "HMAC-SHA256", mtls)
+        self.assertEqual(refund["result_code"], "SUCCESS")
+        self.control("POST", "/_sim/backdate", {"mch_id": mch, "out_refund_no": "bill-old-rf", "seconds": 2 * 86400})
+        old = self.bill_lines(self.bill("/pay/downloadbill", {"bill_date": two_days_ago, "bill_type": "REFUND"})[1])
+        self.assertEqual([(line[17], line[14][1:11]) for line in old[1:-2]],
+                         [("`bill-old-rf", "%s-%s-%s" % (two_days_ago[:4], two_days_ago[4:6], two_days_ago[6:]))])
+        self.assertNotIn("bill-old-rf", self.bill("/pay/downloadbill", {"bill_date": today})[1].decode())
+        self.control("POST", "/_sim/backdate", {"mch_id": mch, "out_refund_no": "nope", "seconds": 1}, expect=404)
+        self.control("POST", "/_sim/faults", {"mode": "bill_wrong_day", "path": "/pay/downloadbill"})
+        wrong = self.bill("/pay/downloadbill", {"bill_date": today})[1]
+        self.assertEqual(wrong, self.bill("/pay/downloadbill", {"bill_date": yesterday})[1])
+
     def sim_reset_tamper(self):
         for no in ("bill-rf", "bill-early"):
             self.control("POST", "/_sim/bill_tamper", {"mch_id": self.BILL_MCH[0], "no": no, "fee": 100 if no == "bill-early" else 30})

@@ -64,7 +64,7 @@ REFUND_RECV_ACCOUNT = "支付用户零钱"
 OUT_NO = re.compile(r"[0-9A-Za-z_\-|*@]+")
 POSITIVE_INT = re.compile(r"[1-9][0-9]*")
 FAULT_MODES = ("delay", "http500", "garbage", "reset", "badsign", "truncated", "oversize", "wrong_appid",
-               "bill_creating", "bill_sum")
+               "bill_creating", "bill_sum", "bill_wrong_day")
 OVERSIZE_PADDING = 3 * 1024 * 1024
 API_PATHS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/secapi/pay/refund", "/pay/refundquery",
              "/pay/micropay", "/secapi/pay/reverse", "/pay/downloadbill", "/pay/downloadfundflow")
@@ -1403,10 +1403,16 @@ class Server:
         return {"body": self.sim.refund_notification(refund, p.get("fields"), p.get("outer"))}
 
     def c_backdate(self, p, _):
-        need(p, "mch_id", "out_trade_no", "seconds")
-        order = self.order(p["mch_id"], p["out_trade_no"])
-        order.created -= float(p["seconds"])
-        return {"created": order.created}
+        """An order's creation, or (out_refund_no) a refund's acceptance, which
+        dates it in the bills, moved back by seconds."""
+        need(p, "mch_id", "seconds")
+        if p.get("out_refund_no"):
+            thing = self.refund(p["mch_id"], p["out_refund_no"])
+        else:
+            need(p, "out_trade_no")
+            thing = self.order(p["mch_id"], p["out_trade_no"])
+        thing.created -= float(p["seconds"])
+        return {"created": thing.created}
 
     def c_bill_tamper(self, p, _):
         """Plant a discrepancy in the bills: {"mch_id", "no" (out_trade_no or

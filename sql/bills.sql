@@ -35,10 +35,15 @@ SELECT wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
 	- 'sha1' AS imported;
 SELECT kind, trade_time, transaction_id, out_trade_no, settlement_fee, total_fee, service_fee, refund_id, out_refund_no, rate
   FROM wxpay.bill_rows;
--- The same file again: nothing new.
+-- The same file again: nothing new, and the rows of the version there.
 SELECT wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
 	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'))
-	->> 'outcome' AS again;
+	- 'sha1' AS again;
+-- Counts and ids are numbers, as in wxpay_bill_summary.
+SELECT jsonb_typeof(x -> 'rows') AS rows, jsonb_typeof(x -> 'bill_id') AS bill_id, jsonb_typeof(x -> 'version') AS version,
+	   jsonb_typeof(x -> 'byte_size') AS byte_size
+  FROM wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
+	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00')) x;
 -- Stored whole, byte for byte.
 SELECT convert_to(wxpay.bill_text(b), 'UTF8') = bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')],
 		'`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00') AS whole, byte_size, summary, discrepancies
@@ -59,6 +64,33 @@ SELECT bill_date, kind, out_trade_no, out_refund_no, bill_fee, local_fee, local_
   FROM wxpay.bill_discrepancies ORDER BY bill_date, kind;
 SELECT wxpay_bill_summary('1900000109', '2026-11-30') - 'fetched_at' - 'bill_id' AS summary;
 
+-- A day's ALL bill and its SUCCESS and REFUND bills tell the same cases
+-- twice: each is listed once, from the newest bill that covers it (ALL on
+-- a tie), with the bill_type it comes from; the summary counts the day.
+CREATE FUNCTION typed_bill(header text, summary_header text, rows text[], summary text) RETURNS bytea LANGUAGE sql AS $$
+	SELECT convert_to(header || E'\r\n' || array_to_string(rows, E'\r\n') || E'\r\n' || summary_header || E'\r\n'
+		|| summary || E'\r\n', 'UTF8') $$;
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL',
+	bill(ARRAY[pay_row('2026-11-26 10:00:00', 'T-26', 'stranger-26', '2.00'),
+			   refund_row('2026-11-26 11:00:00', 'T-early', 'early', 'R-26', '0.40')],
+		 '`2.0,`2.00,`0.40,`0.0,`0.00600,`2.00,`0.40')) ->> 'discrepancies' AS all_26;
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'SUCCESS', typed_bill(
+	'交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注',
+	'总交易单数,应结订单总金额,手续费总金额,订单总金额',
+	ARRAY['`2026-11-26 10:00:00,`wx1,`1900000109,`0,`,`T-26,`stranger-26,`oU,`APP,`SUCCESS,`CMC,`CNY,`2.00,`0.00,`商品,`,`0.00600,`0.60%,`2.00,`'],
+	'`1.0,`2.00,`0.00600,`2.00')) ->> 'outcome' AS success_26;
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'REFUND', typed_bill(
+	'交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注',
+	'总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额',
+	ARRAY['`2026-11-26 11:00:00,`wx1,`1900000109,`0,`,`T-early,`early,`oU,`APP,`REFUND,`CMC,`CNY,`0.00,`0.00,`2026-11-26 11:00:00,`2026-11-26 11:00:05,`5001,`R-26,`0.40,`0.00,`ORIGINAL,`SUCCESS,`商品,`,`0.00000,`0.60%,`0.00,`0.40,`'],
+	'`1.0,`0.00,`0.40,`0.0,`0.00000,`0.00,`0.40')) ->> 'outcome' AS refund_26;
+SELECT kind, count(*) FROM wxpay.bill_discrepancies WHERE bill_date = '2026-11-26' GROUP BY kind ORDER BY kind;
+SELECT d.bill_type, d.kind, d.out_trade_no, d.out_refund_no, d.bill_fee, d.local_fee, b.bill_type = d.bill_type AS of_its_bill
+  FROM wxpay.bill_discrepancies d JOIN wxpay.bills b USING (bill_id) WHERE d.bill_date = '2026-11-26' ORDER BY d.kind;
+SELECT s ->> 'bill_type' AS bill_type, s -> 'discrepancies' AS discrepancies, s -> 'by_kind' AS by_kind
+  FROM wxpay_bill_summary('1900000109', '2026-11-26') s;
+DROP FUNCTION typed_bill(text, text, text[], text);
+
 \set VERBOSITY default
 -- Refused whole, nothing stored: a summary that does not add up, a row
 -- with more fields than its header, another merchant's row, garbage gzip.
@@ -71,6 +103,19 @@ SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
 	bill(ARRAY[replace(pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), '1900000109', '1900000110')],
 		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
 SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL', '\x1f8b0800000000000003ffff'::bytea);
+-- A file is the bill of one Beijing day: under another bill_date (the
+-- 30th's file given as the 28th's, a file with rows of two days, a fund
+-- flow by its 记账时间) it is refused, naming the days its rows are of.
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
+	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
+	bill(ARRAY[pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), pay_row('2026-11-29 00:00:00', 'T-2', 'b', '1.00'),
+			   pay_row('2026-11-29 10:00:00', 'T-3', 'c', '1.00')],
+		 '`3.0,`3.00,`0.00,`0.0,`0.01800,`3.00,`0.00'));
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'Basic', convert_to(
+	E'记账时间,微信支付业务单号,资金流水单号,业务名称,业务类型,收支类型,收支金额（元）,账户结余（元）,资金变更提交申请人,备注,业务凭证号\n'
+	|| E'`2026-11-30 00:00:01,`T-early,`F1,`交易,`交易,`收入,`1.00,`1.00,`system,`,`T-early\n'
+	|| E'资金流水总笔数,收入笔数,收入金额,支出笔数,支出金额\n`1.0,`1.0,`1.00,`0.0,`0.00\n', 'UTF8'));
 SELECT count(*) AS bills, (SELECT count(*) FROM wxpay.bill_rows) AS rows FROM wxpay.bills;
 
 -- Fund flow: its own rows, amounts in fen, 备注 unescaped.
@@ -88,7 +133,36 @@ SELECT wxpay_downloadbill('1900000109', current_date + 2);
 SELECT wxpay_downloadbill('1900000109', current_date - 100);
 SELECT wxpay_downloadfundflow('1900000109', current_date - 1);
 SELECT wxpay_downloadfundflow('1900000109', current_date - 1, 'basic');
+-- A day not over yet in Beijing time has no complete bill: today (Beijing)
+-- is refused by every way in, as backfill refuses it, so a partial bill
+-- never makes the worker count its day as done.  One rule for all
+-- (wxpay.bill_check_date): three months back is the first day WeChat Pay
+-- keeps.
+SELECT wxpay_downloadbill('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date);
+SELECT wxpay_downloadfundflow('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date);
+SELECT wxpay_bill_import('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date, 'ALL',
+	bill(ARRAY[pay_row(to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD') || ' 00:00:01', 'T-today', 'today', '1.00')],
+		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
+SELECT * FROM wxpay_bill_backfill('1900000109', (now() AT TIME ZONE 'Asia/Shanghai')::date - 1,
+								  (now() AT TIME ZONE 'Asia/Shanghai')::date);
+SELECT wxpay.bill_check_date((now() AT TIME ZONE 'Asia/Shanghai')::date - 1, true)
+	   = to_char((now() AT TIME ZONE 'Asia/Shanghai')::date - 1, 'YYYYMMDD') AS yesterday_has_a_bill,
+	   wxpay.bill_check_date(((now() AT TIME ZONE 'Asia/Shanghai')::date - interval '3 months')::date, true) IS NOT NULL
+	   AS three_months_back_has_one;
+SELECT wxpay.bill_check_date(((now() AT TIME ZONE 'Asia/Shanghai')::date - interval '3 months')::date - 1, true);
 \set VERBOSITY default
+
+SELECT wxpay_downloadfundflow('1900000109', current_date - 1, 'basic');
+SELECT wxpay_downloadbill('1900000109', current_date - 1, 'EVERYTHING');
+-- An unknown merchant is the same error from every bill function, as from
+-- the orders functions: not an empty answer, not one failure per day.
+SELECT wxpay_bill_summary('1999999999', '2026-11-30');
+SELECT * FROM wxpay_bill_recheck('1999999999', '2026-11-30');
+SELECT * FROM wxpay_bill_backfill('1999999999', (now() AT TIME ZONE 'Asia/Shanghai')::date - 2,
+								  (now() AT TIME ZONE 'Asia/Shanghai')::date - 1);
+SELECT wxpay_downloadbill('1999999999', (now() AT TIME ZONE 'Asia/Shanghai')::date - 1);
+SELECT wxpay_bill_import('1999999999', '2026-11-30', 'ALL', '');
+SELECT wxpay_orderquery('1999999999', 'x');
 
 -- Nothing of it is PUBLIC's.
 SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_select

@@ -10,7 +10,9 @@
  * downloadfundflow's a signed result_code FAIL (NO_BILL_EXIST,
  * BILL_CREATING, ...).  No Bill Exist is an ordinary answer, a day
  * without trades, and is recorded as such; Bill Creating is "try later"
- * (WX001).  The file is imported by bill_store.c.
+ * (WX001); any other return_code FAIL is what it is for every endpoint,
+ * an unsigned answer that cannot be trusted (WX007, proto_v2.c).  The
+ * file is imported by bill_store.c.
  */
 #include "postgres.h"
 
@@ -19,6 +21,9 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "bill.h"
 #include "endpoint.h"
@@ -27,6 +32,7 @@
 PG_FUNCTION_INFO_V1(wxpay_downloadbill);
 PG_FUNCTION_INFO_V1(wxpay_downloadfundflow);
 PG_FUNCTION_INFO_V1(wxpay_bill_import);
+PG_FUNCTION_INFO_V1(wxpay_bill_check_date_sql);
 
 static const char *const trade_types[] = {"ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND", NULL};
 static const char *const account_types[] = {"Basic", "Operation", "Fees", NULL};
@@ -62,7 +68,7 @@ read_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 			return (answer->no_file = true);
 		if (msg != NULL && pg_strcasecmp(msg, "Bill Creating") == 0)
 			return wxpay_fail_remote(fail, path, "BILL_CREATING", msg);
-		return wxpay_fail_remote(fail, path, msg ? msg : "return_code FAIL", wxpay_list_get(resp, "error_code"));
+		return wxpay_v2_return_failure(path, resp, fail);
 	}
 	if (wxpay_list_is(resp, "err_code", "NO_BILL_EXIST"))
 		return (answer->no_file = true);
@@ -84,34 +90,42 @@ reconcile(int64 bill_id)
 
 /*
  * Import the file (or record that there is none) and reconcile a new
- * trade bill; the answer says what it did.
+ * trade bill; the answer says what it did, imp why a file was refused.
  */
 static bool
-apply_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+import_answer(const WxCall *call, WxAnswer *answer, WxBillImport *imp, WxFailure *fail)
 {
 	WxBillKind	kind = call->endpoint == &wx_endpoint_downloadbill ? WX_BILL_TRADE : WX_BILL_FUND;
 	const char *mch_id = call->merchant->mch_id;
-	WxBillImport imp;
 
 	if (answer->no_file)
-		wxpay_bill_record_none(mch_id, kind, call->bill_date, call->bill_type, &imp);
+		wxpay_bill_record_none(mch_id, kind, call->bill_date, call->bill_type, imp);
 	else if (!wxpay_bill_store(mch_id, kind, call->bill_date, call->bill_type,
-								answer->file, answer->file_len, &imp, fail))
+								answer->file, answer->file_len, imp, fail))
 		return false;
 	wxpay_list_init(&answer->fields, 8);
-	wxpay_list_add_cstr(&answer->fields, "bill_id", psprintf(INT64_FORMAT, imp.bill_id));
-	wxpay_list_add_cstr(&answer->fields, "version", psprintf("%d", imp.version));
-	wxpay_list_add_cstr(&answer->fields, "outcome", imp.outcome);
+	wxpay_list_add_cstr(&answer->fields, "bill_id", psprintf(INT64_FORMAT, imp->bill_id));
+	wxpay_list_add_cstr(&answer->fields, "version", psprintf("%d", imp->version));
+	wxpay_list_add_cstr(&answer->fields, "outcome", imp->outcome);
 	if (!answer->no_file)
 	{
-		wxpay_list_add_cstr(&answer->fields, "rows", psprintf(INT64_FORMAT, imp.rows));
-		wxpay_list_add_cstr(&answer->fields, "byte_size", psprintf(INT64_FORMAT, imp.byte_size));
-		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp.sha1));	/* the list borrows */
+		wxpay_list_add_cstr(&answer->fields, "rows", psprintf(INT64_FORMAT, imp->rows));
+		wxpay_list_add_cstr(&answer->fields, "byte_size", psprintf(INT64_FORMAT, imp->byte_size));
+		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp->sha1));	/* the list borrows */
 	}
-	answer->changed = strcmp(imp.outcome, "unchanged") != 0;
+	answer->changed = strcmp(imp->outcome, "unchanged") != 0;
 	if (kind == WX_BILL_TRADE && answer->changed)
-		wxpay_list_add_cstr(&answer->fields, "discrepancies", reconcile(imp.bill_id));
+		wxpay_list_add_cstr(&answer->fields, "discrepancies", reconcile(imp->bill_id));
 	return true;
+}
+
+/* The endpoints' apply: the downloaded file imported. */
+static bool
+apply_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
+{
+	WxBillImport imp;
+
+	return import_answer(call, answer, &imp, fail);
 }
 
 const WxEndpoint wx_endpoint_downloadbill = {
@@ -146,37 +160,121 @@ one_of(const char *word, const char *const *words)
 	return false;
 }
 
-/*
- * The day as yyyyMMdd, refused when WeChat Pay cannot have its bill: in
- * the future (Beijing time), or (kept_by_wechat) older than the three
- * months it keeps.
- */
+/* Today in Beijing time (UTC+8), as of the transaction's start, like now(). */
+static DateADT
+beijing_today(void)
+{
+	Datum		local = DirectFunctionCall2(timestamptz_zone, CStringGetTextDatum("Asia/Shanghai"),
+											TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+
+	return DatumGetDateADT(DirectFunctionCall1(timestamp_date, local));
+}
+
+/* The first day WeChat Pay still has a bill of: three months before today. */
+static DateADT
+first_kept_day(DateADT today)
+{
+	Interval	three_months = {.time = 0, .day = 0, .month = 3};
+	Datum		ts = DirectFunctionCall2(date_mi_interval, DateADTGetDatum(today),
+										 IntervalPGetDatum(&three_months));
+
+	return DatumGetDateADT(DirectFunctionCall1(timestamp_date, ts));
+}
+
+/* A day in format, given year, month and day ("%04d-%02d-%02d"). */
 static char *
-bill_day(DateADT day, bool kept_by_wechat)
+day_text(DateADT day, const char *format)
 {
 	int			y,
 				m,
 				d;
-	Oid			types[1] = {DATEOID};
-	Datum		values[1] = {DateADTGetDatum(day)};
+
+	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
+	return psprintf(format, y, m, d);
+}
+
+/* A day as yyyy-MM-dd (for messages, whatever DateStyle is). */
+static char *
+iso_day(DateADT day)
+{
+	return day_text(day, "%04d-%02d-%02d");
+}
+
+/* The one rule for the days that have a bill (see bill.h). */
+char *
+wxpay_bill_check_date(DateADT day, bool downloadable)
+{
+	DateADT		today;
 
 	if (DATE_NOT_FINITE(day))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("bill_date must be a day")));
-	wxpay_spi_exec("SELECT $1 OPERATOR(pg_catalog.>) (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date,"
-				   " $1 OPERATOR(pg_catalog.<) ((pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date"
-				   " OPERATOR(pg_catalog.-) '3 months'::pg_catalog.interval)::pg_catalog.date",
-				   1, types, values, NULL, true, SPI_OK_SELECT);
-	if (strcmp(wxpay_spi_value(0, 1), "t") == 0)
+	today = beijing_today();
+	if (day >= today)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("there is no bill for a day that has not begun in Beijing time")));
-	if (kept_by_wechat && strcmp(wxpay_spi_value(0, 2), "t") == 0)
+				 errmsg("the bill of %s is not complete yet: it is %s in Beijing time", iso_day(day), iso_day(today)),
+				 errdetail("A day's bill (Beijing time) is made the next morning; the last complete day is %s.",
+						   iso_day(today - 1)),
+				 errhint("Yesterday in Beijing time is (now() AT TIME ZONE 'Asia/Shanghai')::date - 1; "
+						 "its bill is ready from about 10:00 Beijing time.")));
+	if (downloadable && day < first_kept_day(today))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("WeChat Pay keeps bills for three months only"),
-				 errhint("Bills older than that are on the merchant platform (pay.weixin.qq.com).")));
-	j2date(day + POSTGRES_EPOCH_JDATE, &y, &m, &d);
-	return psprintf("%04d%02d%02d", y, m, d);
+				 errmsg("WeChat Pay keeps bills for three months only: the first day it has is %s",
+						iso_day(first_kept_day(today))),
+				 errhint("Bills older than that are on the merchant platform (pay.weixin.qq.com); "
+						 "wxpay_bill_import takes such a file.")));
+	return day_text(day, "%04d%02d%02d");
+}
+
+/*
+ * wxpay.bill_check_date(day date, downloadable boolean) -> text
+ *
+ * wxpay_bill_check_date for SQL callers (wxpay_bill_backfill): the day as
+ * yyyyMMdd, or the error.
+ */
+Datum
+wxpay_bill_check_date_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(wxpay_bill_check_date(PG_GETARG_DATEADT(0), PG_GETARG_BOOL(1))));
+}
+
+/* The answer's fields that are counts or ids: numbers in the SQL result. */
+static const char *const number_fields[] = {"bill_id", "version", "rows", "byte_size", "discrepancies", NULL};
+
+/*
+ * What an import did as the SQL functions' jsonb, in the caller's memory
+ * (ends the SPI connection): counts and ids as numbers, like
+ * wxpay_bill_summary's.
+ */
+static Jsonb *
+bill_result(MemoryContext caller, const WxParamList *fields)
+{
+	StringInfoData json;
+	Jsonb	   *result;
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '{');
+	for (int i = 0; i < fields->count; i++)
+	{
+		const WxParam *f = &fields->items[i];
+		char	   *name = pnstrdup(f->name, f->name_len);
+		char	   *value = pnstrdup(f->value, f->value_len);
+
+		if (i > 0)
+			appendStringInfoString(&json, ", ");
+		escape_json(&json, name);
+		appendStringInfoString(&json, ": ");
+		if (one_of(name, number_fields))
+			appendStringInfoString(&json, value);	/* digits we printed */
+		else
+			escape_json(&json, value);
+	}
+	appendStringInfoChar(&json, '}');
+	MemoryContextSwitchTo(caller);
+	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data)));
+	SPI_finish();
+	return result;
 }
 
 /*
@@ -198,7 +296,7 @@ bill_call(FunctionCallInfo fcinfo, const WxEndpoint *endpoint, const char *const
 	if (!one_of(type, types))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" is not a %s", type, endpoint == &wx_endpoint_downloadbill ? "bill_type" : "account_type"),
+				 errmsg("\"%s\" is not %s", type, endpoint == &wx_endpoint_downloadbill ? "a bill_type" : "an account_type"),
 				 errhint("%s", type_hint)));
 	SPI_connect();
 	m = wxpay_merchant_get(mch_id, CurrentMemoryContext);
@@ -211,14 +309,14 @@ bill_call(FunctionCallInfo fcinfo, const WxEndpoint *endpoint, const char *const
 	if (endpoint == &wx_endpoint_downloadfundflow)
 		m->sign_type = WX_SIGN_HMAC_SHA256;
 	wxpay_call_init(&call, endpoint, m);
-	call.bill_date = bill_day(PG_GETARG_DATEADT(1), true);
+	call.bill_date = wxpay_bill_check_date(PG_GETARG_DATEADT(1), true);
 	call.bill_type = type;
 	wxpay_list_init(&fields, 1);
 	if (PG_GETARG_BOOL(3))
 		wxpay_list_add_cstr(&fields, "tar_type", "GZIP");
 	call.fields = &fields;
 	wxpay_endpoint_call(&call, &answer);
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
+	PG_RETURN_JSONB_P(bill_result(caller, &answer.fields));
 }
 
 /*
@@ -242,6 +340,26 @@ wxpay_downloadfundflow(PG_FUNCTION_ARGS)
 }
 
 /*
+ * A file the caller handed in and that is refused: invalid input, not an
+ * answer from WeChat Pay, so a data exception (22P02: not a bill that
+ * reads and adds up; 22023: a bill of another day than bill_date) with
+ * advice about the file, not about downloading.
+ */
+static void
+raise_import_refusal(const WxBillImport *imp, const char *type, const char *mch_id, DateADT day)
+{
+	bool		other_day = imp->refusal == WX_BILL_OTHER_DAY;
+
+	ereport(ERROR,
+			(errcode(other_day ? ERRCODE_INVALID_PARAMETER_VALUE : ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("the file is not the %s bill of %s for %s: %s", type, mch_id, iso_day(day), imp->reason),
+			 imp->detail ? errdetail("%s", imp->detail) : 0,
+			 errhint(other_day ?
+					 "Nothing was imported. A bill lists one Beijing day: import the file with the bill_date of its rows." :
+					 "Nothing was imported. Import the file as the merchant platform gives it, whole and unedited (text or gzip).")));
+}
+
+/*
  * wxpay_bill_import(mch_id text, bill_date date, bill_type text, file bytea) -> jsonb
  *
  * A bill file obtained otherwise (the merchant platform keeps more than
@@ -258,6 +376,7 @@ wxpay_bill_import(PG_FUNCTION_ARGS)
 	bytea	   *file = PG_GETARG_BYTEA_PP(3);
 	WxCall		call;
 	WxAnswer	answer;
+	WxBillImport imp;
 	WxFailure	fail;
 
 	if (!one_of(type, trade_types) && !one_of(type, account_types))
@@ -268,12 +387,12 @@ wxpay_bill_import(PG_FUNCTION_ARGS)
 	SPI_connect();
 	wxpay_call_init(&call, one_of(type, trade_types) ? &wx_endpoint_downloadbill : &wx_endpoint_downloadfundflow,
 					wxpay_merchant_get(mch_id, CurrentMemoryContext));
-	call.bill_date = bill_day(PG_GETARG_DATEADT(1), false);
+	call.bill_date = wxpay_bill_check_date(PG_GETARG_DATEADT(1), false);
 	call.bill_type = type;
 	memset(&answer, 0, sizeof(answer));
 	answer.file = VARDATA_ANY(file);
 	answer.file_len = VARSIZE_ANY_EXHDR(file);
-	if (!call.endpoint->apply(&call, &answer, &fail))
-		wxpay_raise_failure(&fail, mch_id, "a bill file");
-	PG_RETURN_JSONB_P(wxpay_spi_result(caller, &answer.fields));
+	if (!import_answer(&call, &answer, &imp, &fail))
+		raise_import_refusal(&imp, type, mch_id, PG_GETARG_DATEADT(1));
+	PG_RETURN_JSONB_P(bill_result(caller, &answer.fields));
 }

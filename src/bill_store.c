@@ -13,8 +13,8 @@
  * the rows go in through COPY's own machinery, fed COPY's binary format
  * in batches.
  * Everything an import writes is in one subtransaction, so a bill the
- * parser refuses (a summary that does not add up, a malformed row)
- * leaves nothing behind.
+ * parser refuses (a summary that does not add up, a malformed row) or
+ * with a row of another day than its own leaves nothing behind.
  */
 #include "postgres.h"
 
@@ -192,6 +192,11 @@ typedef struct ImportState
 	StringInfoData raw;			/* file text not stored yet */
 	int32		seq;
 	char	   *scratch;		/* for unescaping one field */
+	const char *bill_date;		/* yyyyMMdd: the day every row must be of */
+	int64		other_day_rows; /* rows of another (Beijing) day */
+	long		first_other_line;
+	char		first_day[11];	/* the earliest and latest days of the rows */
+	char		last_day[11];
 } ImportState;
 
 /*
@@ -327,6 +332,27 @@ copy_value(ImportState *st, const WxBillRow *row, int c, char *w)
 	pg_unreachable();
 }
 
+/*
+ * Note a row's (Beijing) day: a bill lists the one day it is stored as,
+ * and the days of rows of another say which file it is instead.
+ */
+static void
+note_row_day(ImportState *st, const WxBillRow *row)
+{
+	const char *t = wx_bill_row_time(st->kind, row);	/* yyyy-MM-dd HH:mm:ss */
+	const char *d = st->bill_date;	/* yyyyMMdd */
+
+	if (st->first_day[0] == '\0' || memcmp(t, st->first_day, 10) < 0)
+		memcpy(st->first_day, t, 10);
+	if (memcmp(t, st->last_day, 10) > 0)
+		memcpy(st->last_day, t, 10);
+	if (memcmp(t, d, 4) != 0 || memcmp(t + 5, d + 4, 2) != 0 || memcmp(t + 8, d + 6, 2) != 0)
+	{
+		if (st->other_day_rows++ == 0)
+			st->first_other_line = row->line_no;
+	}
+}
+
 /* The parser's callback: the row as a tuple of COPY's binary format. */
 static bool
 add_row(const WxBillRow *row, void *arg)
@@ -338,6 +364,7 @@ add_row(const WxBillRow *row, void *arg)
 		: (row->outgoing ? "expense" : "income");
 	char	   *w;
 
+	note_row_day(st, row);
 	enlargeStringInfo(buf, ROW_ROOM(st->nfields, row->line_len));
 	w = buf->data + buf->len;
 	w = put_int16(w, (int16) st->nfields);
@@ -545,10 +572,13 @@ store_file(ImportState *st, WxBillParser *p, const char *body, size_t len, const
 	return true;
 }
 
-/* The latest version of a day's bill: its version and sha1 (NULL: none). */
+/*
+ * The latest version of a day's bill: its version (0: none), sha1 (NULL:
+ * none, or no bill), and into out its bill_id and rows.
+ */
 static int32
 latest_version(const char *mch_id, WxBillKind kind, const char *bill_date, const char *bill_type,
-			   char **sha1, int64 *bill_id)
+			   char **sha1, WxBillImport *out)
 {
 	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[4] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(kind == WX_BILL_TRADE ? "trade" : "fundflow"),
@@ -558,16 +588,17 @@ latest_version(const char *mch_id, WxBillKind kind, const char *bill_date, const
 	wxpay_spi_exec("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('wxpay.bills'),"
 				   " pg_catalog.hashtext($1 OPERATOR(pg_catalog.||) $2 OPERATOR(pg_catalog.||) $3"
 				   " OPERATOR(pg_catalog.||) $4))", 4, types, values, NULL, false, SPI_OK_SELECT);
-	wxpay_spi_exec("SELECT version, sha1, bill_id FROM wxpay.bills WHERE mch_id OPERATOR(pg_catalog.=) $1"
+	wxpay_spi_exec("SELECT version, sha1, bill_id, COALESCE(row_count, 0) FROM wxpay.bills WHERE mch_id OPERATOR(pg_catalog.=) $1"
 				   " AND kind OPERATOR(pg_catalog.=) $2 AND bill_date OPERATOR(pg_catalog.=) $3::pg_catalog.date"
 				   " AND bill_type OPERATOR(pg_catalog.=) $4 ORDER BY version DESC LIMIT 1",
 				   4, types, values, NULL, true, SPI_OK_SELECT);
 	*sha1 = NULL;
-	*bill_id = 0;
+	out->bill_id = 0;
 	if (SPI_processed == 0)
 		return 0;
 	*sha1 = wxpay_spi_value(0, 2);
-	*bill_id = pg_strtoint64(wxpay_spi_value(0, 3));
+	out->bill_id = pg_strtoint64(wxpay_spi_value(0, 3));
+	out->rows = pg_strtoint64(wxpay_spi_value(0, 4));
 	return pg_strtoint32(wxpay_spi_value(0, 1));
 }
 
@@ -583,7 +614,7 @@ new_version(const char *mch_id, WxBillKind kind, const char *bill_date, const ch
 	Datum		values[7];
 	char		nulls[7] = "       ";
 	char	   *latest_sha1;
-	int32		latest = latest_version(mch_id, kind, bill_date, bill_type, &latest_sha1, &out->bill_id);
+	int32		latest = latest_version(mch_id, kind, bill_date, bill_type, &latest_sha1, out);
 
 	out->version = latest;
 	if (latest > 0 && ((sha1 == NULL && latest_sha1 == NULL) ||
@@ -603,6 +634,7 @@ new_version(const char *mch_id, WxBillKind kind, const char *bill_date, const ch
 				   " VALUES ($1, $2, $3::pg_catalog.date, $4, $5, $5 OPERATOR(pg_catalog.>) 1, $6 IS NULL, $6, $7)"
 				   " RETURNING bill_id", 7, types, values, nulls, false, SPI_OK_INSERT_RETURNING);
 	out->bill_id = pg_strtoint64(wxpay_spi_value(0, 1));
+	out->rows = 0;
 	out->version = latest + 1;
 	out->outcome = latest > 0 ? "new_version" : (sha1 ? "imported" : "no_bill");
 	return true;
@@ -620,6 +652,38 @@ finish_bill(const WxBillImport *out, const WxBillParser *p)
 				   " WHERE bill_id OPERATOR(pg_catalog.=) $1", 3, types, values, NULL, false, SPI_OK_UPDATE);
 }
 
+/* What is wrong with a file whose rows are not all of st->bill_date. */
+static void
+other_day_reason(const ImportState *st, const WxBillParser *p, WxBillImport *out)
+{
+	const char *d = st->bill_date;
+
+	if (strcmp(st->first_day, st->last_day) == 0)
+		out->reason = psprintf("its rows are of %s (Beijing time), not of %.4s-%.2s-%.2s",
+							   st->first_day, d, d + 4, d + 6);
+	else
+		out->reason = psprintf("its rows are of %s to %s (Beijing time), not all of %.4s-%.2s-%.2s",
+							   st->first_day, st->last_day, d, d + 4, d + 6);
+	out->detail = psprintf(INT64_FORMAT " of " INT64_FORMAT " rows are of another day; the first is on line %ld.",
+						   st->other_day_rows, (int64) p->rows, st->first_other_line);
+}
+
+/*
+ * Refuse the file: why in out (for wxpay_bill_import's own error), and as
+ * the failure of a download (WX007: the file cannot be trusted).
+ */
+static bool
+refuse_file(WxBillImport *out, WxBillRefusal refusal, const char *mch_id, const char *bill_date,
+			const char *bill_type, WxFailure *fail)
+{
+	out->refusal = refusal;
+	wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+			   psprintf("the %s bill of %s for %s is refused: %s%s%s%s", bill_type, mch_id, bill_date, out->reason,
+						out->detail ? " (" : "", out->detail ? out->detail : "", out->detail ? ")" : ""));
+	fail->hint = "Nothing was imported. Download it again later; if it stays so, ask WeChat Pay.";
+	return false;
+}
+
 bool
 wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
 				  const char *bill_type, const char *body, size_t len,
@@ -628,22 +692,24 @@ wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	const char *error = NULL;
+	WxBillRefusal refusal = WX_BILL_ACCEPTED;
 	ImportState st;
 	WxBillParser *p;
-	bool		ok;
 
 	memset(out, 0, sizeof(*out));
 	if (!hash_file(body, len, out->sha1, &out->byte_size, &error))
-		return wxpay_fail(fail, WX_FAIL_UNTRUSTED, psprintf("the bill cannot be read: %s", error));
+	{
+		out->reason = psprintf("it cannot be read: %s", error);
+		return refuse_file(out, WX_BILL_MALFORMED, mch_id, bill_date, bill_type, fail);
+	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
-	if (!new_version(mch_id, kind, bill_date, bill_type, out->sha1, out->byte_size, out))
-		ok = true;
-	else
+	if (new_version(mch_id, kind, bill_date, bill_type, out->sha1, out->byte_size, out))
 	{
 		memset(&st, 0, sizeof(st));
 		st.kind = kind;
 		st.bill_id = out->bill_id;
+		st.bill_date = bill_date;
 		st.scratch = palloc(WX_BILL_MAX_LINE + 1);
 		initStringInfo(&st.copy);
 		initStringInfo(&st.raw);
@@ -654,27 +720,32 @@ wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
 		start_batch(&st);
 		p = palloc(sizeof(WxBillParser));
 		wx_bill_init(p, kind, kind == WX_BILL_TRADE ? mch_id : NULL);
-		ok = store_file(&st, p, body, len, &error);
+		if (!store_file(&st, p, body, len, &error))
+		{
+			refusal = WX_BILL_MALFORMED;
+			out->reason = pstrdup(error);
+		}
+		else if (st.other_day_rows > 0)
+		{
+			refusal = WX_BILL_OTHER_DAY;
+			other_day_reason(&st, p, out);
+		}
 		table_close(st.rows_rel, NoLock);
-		if (ok)
+		if (refusal == WX_BILL_ACCEPTED)
 		{
 			finish_bill(out, p);
 			out->rows = p->rows;
 		}
 	}
-	if (ok)
+	if (refusal == WX_BILL_ACCEPTED)
 		ReleaseCurrentSubTransaction();
 	else
 		RollbackAndReleaseCurrentSubTransaction();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
-	if (!ok)
-	{
-		wxpay_fail(fail, WX_FAIL_UNTRUSTED, psprintf("the %s bill of %s for %s is refused: %s",
-													 bill_type, mch_id, bill_date, error));
-		fail->hint = "Nothing was imported. Download it again later; if it stays so, ask WeChat Pay.";
-	}
-	return ok;
+	if (refusal != WX_BILL_ACCEPTED)
+		return refuse_file(out, refusal, mch_id, bill_date, bill_type, fail);
+	return true;
 }
 
 void

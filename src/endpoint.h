@@ -187,6 +187,8 @@ extern Jsonb *wxpay_answer_result(MemoryContext caller, const WxAnswer *answer);
 /* proto_v2.c: merchant API v2 (XML, MD5 / HMAC-SHA256) */
 extern bool wxpay_v2_result(const WxEndpoint *ep, const WxParamList *resp,
 							WxFailure *fail);
+extern bool wxpay_v2_return_failure(const char *path, const WxParamList *resp,
+									WxFailure *fail);
 extern void wxpay_v2_payment_report(const WxParamList *fields, const char *state,
 									WxPaymentReport *r);
 extern char *wxpay_v2_time(const char *yyyymmddhhmmss);

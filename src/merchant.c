@@ -18,6 +18,7 @@
 
 PG_FUNCTION_INFO_V1(wxpay_acting_role);
 PG_FUNCTION_INFO_V1(wxpay_merchant_allows);
+PG_FUNCTION_INFO_V1(wxpay_merchant_require);
 
 /*
  * Whether the installed schema is 1.1: it resolves allowed_roles to OIDs
@@ -117,6 +118,22 @@ wxpay_merchant_get(const char *mch_id, MemoryContext cxt)
 						GetUserNameFromId(GetOuterUserId(), false), mch_id),
 				 errhint("The merchant's allowed_roles in wxpay.merchants lists who may.")));
 	return m;
+}
+
+/*
+ * wxpay.merchant_require(mch_id text) -> void
+ *
+ * wxpay_merchant_get for the SQL functions of a merchant (the bill
+ * functions): the same error as the C functions' for a merchant that is
+ * unknown, or that the caller may not act for.
+ */
+Datum
+wxpay_merchant_require(PG_FUNCTION_ARGS)
+{
+	SPI_connect();
+	(void) wxpay_merchant_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), CurrentMemoryContext);
+	SPI_finish();
+	PG_RETURN_VOID();
 }
 
 /*

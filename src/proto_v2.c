@@ -55,7 +55,6 @@ v2_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	const WxMerchant *m = call->merchant;
 	const char *path = call->endpoint->path;
 	WxXmlError	err;
-	const char *return_msg;
 
 	if (wxpay_xml_parse(http->body ? http->body : "", http->len, resp, NULL, &err) != WX_XML_OK)
 		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
@@ -69,13 +68,7 @@ v2_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	if (call->endpoint->file_answer && wxpay_list_is(resp, "return_code", "FAIL"))
 		return true;
 	if (!wxpay_list_is(resp, "return_code", "SUCCESS"))
-	{
-		return_msg = wxpay_list_get(resp, "return_msg");
-		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
-						  psprintf("%s answered return_code %s: %s", path,
-								   wxpay_list_is(resp, "return_code", "FAIL") ? "FAIL" : "missing or invalid",
-								   return_msg ? return_msg : "(no return_msg)"));
-	}
+		return wxpay_v2_return_failure(path, resp, fail);
 	if (!wxpay_verify_list(resp, m->sign_type, m->api_key, strlen(m->api_key)))
 		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
 						  psprintf("%s answered with a signature that does not verify", path));
@@ -108,6 +101,23 @@ const WxProtocol wx_protocol_v2 = {
 	.judge = v2_judge,
 	.is_file = v2_is_file,
 };
+
+/*
+ * An answer whose return_code is not SUCCESS: an unsigned communication
+ * error (a wrong key's SIGN ERROR, a bad parameter), never trusted, with
+ * its return_msg.  File endpoints, whose refusals v2_judge lets through to
+ * their read, end here too for every refusal they do not understand.
+ */
+bool
+wxpay_v2_return_failure(const char *path, const WxParamList *resp, WxFailure *fail)
+{
+	const char *return_msg = wxpay_list_get(resp, "return_msg");
+
+	return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+					  psprintf("%s answered return_code %s: %s", path,
+							   wxpay_list_is(resp, "return_code", "FAIL") ? "FAIL" : "missing or invalid",
+							   return_msg ? return_msg : "(no return_msg)"));
+}
 
 /* result_code SUCCESS, or false with WeChat's refusal. */
 bool

@@ -454,6 +454,16 @@ wx_bill_unescape(const char *s, size_t len, char *out)
 	return n;
 }
 
+const char *
+wx_bill_row_time(WxBillKind kind, const WxBillRow *row)
+{
+	if (kind == WX_BILL_FUND)
+		return row->time[WX_FC_BOOKED_AT];
+	if (row->outgoing && !row->empty[WX_TC_REFUND_APPLIED_AT])
+		return row->time[WX_TC_REFUND_APPLIED_AT];
+	return row->time[WX_TC_TRADE_TIME];
+}
+
 /* Add v to *sum; false on overflow. */
 static bool
 add_checked(int64_t *sum, int64_t v)

@@ -172,6 +172,14 @@ extern bool wx_bill_feed(WxBillParser *p, const char *data, size_t len,
  */
 extern bool wx_bill_finish(WxBillParser *p, WxBillRowFn on_row, void *arg);
 
+/*
+ * The time (normalised, Beijing) that puts a row on its bill's day: a
+ * fund-flow row's 记账时间; a trade row's 交易时间 (payment success, or in
+ * an ALL bill a refund's acceptance), except a refund row of a REFUND
+ * bill, dated by its 退款申请时间.
+ */
+extern const char *wx_bill_row_time(WxBillKind kind, const WxBillRow *row);
+
 /* Names: a canonical column's (English) name, and a summary column's. */
 extern const char *wx_bill_column_name(WxBillKind kind, int column);
 extern WxBillType wx_bill_column_type(WxBillKind kind, int column);

@@ -24,7 +24,11 @@ my $notify = sub {
 	my $body = sim_call($sim, 'POST', '/_sim/notification', { mch_id => '10000100', out_trade_no => $no })->{body};
 	return $node->safe_psql($db, "SELECT wxpay_handle_notify(\$b\$$body\$b\$) ~ 'SUCCESS'");
 };
-my $pay = sub { sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => $_[0], notify => JSON::PP::false }) };
+# Paid yesterday (Beijing time), at noon: the bills are of complete days.
+my $yesterday = $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date - 1");
+(my $paid_at = "${yesterday}120000") =~ s/-//g;
+my $pay = sub { sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => $_[0], notify => JSON::PP::false,
+	time_end => $paid_at }) };
 
 # A live database: orders in every state the paths reach, refunds,
 # notifications accepted, duplicated and rejected, the worker's schedule.
@@ -41,13 +45,12 @@ $sql->("SELECT wxpay_refund('10000100', 'o-refunded', 'r-2', 60)");
 $sql->("SELECT wxpay_handle_notify('<xml><return_code>FAIL</return_code></xml>')");
 ok($source->poll_query_until('postgres', "SELECT count(*) = 3 FROM wxpay.paid_events"), 'the payments are published');
 $sql->("SELECT count(*) FROM wxpay_paid_events_next('fulfilment')");	# a consumer, at the newest event
-# Bills: today's trade bill (its chunks and rows), a fund-flow bill, and
-# the worker's attempt at yesterday's (bill_fetches).
-my $today = $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date");
-$sql->("SELECT wxpay_downloadbill('10000100', '$today', 'ALL', false)");
-$sql->("SELECT wxpay_downloadfundflow('10000100', '$today')");
+# Bills: yesterday's trade bill fetched by the worker (its chunks, rows and
+# attempt in bill_fetches), its SUCCESS bill and a fund-flow bill.
 $sql->("UPDATE wxpay.merchants SET bills_enabled = true");
 ok($source->poll_query_until('postgres', "SELECT status = 'done' FROM wxpay.bill_status"), "the worker fetches yesterday's bill");
+$sql->("SELECT wxpay_downloadbill('10000100', '$yesterday', 'SUCCESS', false)");
+$sql->("SELECT wxpay_downloadfundflow('10000100', '$yesterday')");
 is($sql->("SELECT (SELECT count(*) FROM wxpay.bills) || '/' || (SELECT count(*) > 0 FROM wxpay.bill_rows)"
 	  . " || '/' || (SELECT count(*) > 0 FROM wxpay.fund_flow_rows) || '/' || (SELECT count(*) FROM wxpay.bill_fetches)"),
 	'3/true/true/1', 'bills, their rows and the worker\'s attempt are there to dump');
@@ -117,9 +120,9 @@ for my $db (qw(postgres plain custom))
 		  . " GROUP BY out_trade_no HAVING count(*) > 1) d"), '0', "no duplicate SUCCESS transition ($db)");
 	# The day's bill changed with that payment: a second version, after the restored bills.
 	is($q->("SELECT x->>'outcome' || '/' || (x->>'version') || '/' || ((x->>'bill_id')::bigint > $seq{bills})"
-		  . " FROM wxpay_downloadbill('10000100', '$today', 'ALL', false) x"), 'new_version/2/true',
+		  . " FROM wxpay_downloadbill('10000100', '$yesterday', 'ALL', false) x"), 'new_version/2/true',
 		"the day's bill downloaded again is a new version with an id after the restored ones ($db)");
-	is($q->("SELECT count(*) FROM wxpay.bill_discrepancies WHERE bill_date = '$today'"), '0',
+	is($q->("SELECT count(*) FROM wxpay.bill_discrepancies WHERE bill_date = '$yesterday'"), '0',
 		"and reconciles against the restored orders ($db)");
 }
 

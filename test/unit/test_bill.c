@@ -43,6 +43,7 @@ typedef struct Seen
 	int64_t		settlement;
 	int64_t		service_fee;
 	char		first_time[20];
+	char		last_day_time[20];	/* wx_bill_row_time of the last row */
 	char		out_refund_no[64];
 	char		last_raw[1024];
 	int			stop_after;
@@ -57,6 +58,7 @@ on_trade_row(const WxBillRow *row, void *arg)
 		memcpy(seen->first_time, row->time[WX_TC_TRADE_TIME], 20);
 	seen->rows++;
 	seen->last_line = row->line_no;
+	memcpy(seen->last_day_time, wx_bill_row_time(WX_BILL_TRADE, row), 20);
 	seen->settlement += row->units[WX_TC_SETTLEMENT_FEE];
 	seen->service_fee += row->units[WX_TC_SERVICE_FEE];
 	if (row->outgoing)
@@ -115,6 +117,7 @@ test_real_shape(void)
 		CHECK(seen.rows == 2 && seen.refunds == 1, "two rows, one refund");
 		CHECK(seen.settlement == 3000 && seen.service_fee == 1000, "amounts in 0.00001 yuan");
 		CHECK(strcmp(seen.first_time, "2019-02-19 05:01:46") == 0, "time normalised");
+		CHECK(strcmp(seen.last_day_time, "2019-02-19 01:51:59") == 0, "a payment is on the day of its 交易时间");
 		CHECK(strcmp(seen.out_refund_no, "REF4200000263201902167700963919") == 0, "refund number without back-tick");
 		CHECK(seen.last_line == 3, "line numbers count the header");
 		CHECK(strncmp(seen.last_raw, "`2019-02-19 01:51:59,", 21) == 0 &&
@@ -215,10 +218,11 @@ test_other_formats(void)
 	/* REFUND: 29 columns, negative fees returned. */
 	CHECK(parse(WX_BILL_TRADE,
 				"交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\n"
-				"`2026-11-30 10:00:00,`wx1,`1900000109,`0,`,`4200001,`o1,`oU,`APP,`REFUND,`CMB,`CNY,`0.00,`0.00,`2026-11-30 10:00:00,`,`5000001,`r1,`0.50,`0.00,`ORIGINAL,`PROCESSING,`商品,`,`-0.02000,`0.60%,`0.00,`0.50,`\n"
+				"`2026-11-29 09:00:00,`wx1,`1900000109,`0,`,`4200001,`o1,`oU,`APP,`REFUND,`CMB,`CNY,`0.00,`0.00,`2026-11-30 10:00:00,`,`5000001,`r1,`0.50,`0.00,`ORIGINAL,`PROCESSING,`商品,`,`-0.02000,`0.60%,`0.00,`0.50,`\n"
 				"总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\n`1.0,`0.00,`0.50,`0.00,`-0.02000,`0.00,`0.50\n",
 				0, NULL, &seen, &parser) && seen.refunds == 1 && seen.service_fee == -2000,
 		  "REFUND bill, empty success time, negative fee");
+	CHECK(strcmp(seen.last_day_time, "2026-11-30 10:00:00") == 0, "a REFUND bill's refund is on the day it was applied for");
 	/* Legacy 24 columns with full-width colons. */
 	CHECK(parse(WX_BILL_TRADE,
 				"交易时间,公众账号ID,商户号,子商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,总金额,代金券或立减优惠金额,微信退款单号,商户退款单号,退款金额,代金券或立减优惠退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率\n"
