@@ -816,26 +816,28 @@ COMMENT ON FUNCTION wxpay_proxy.paid_totals(date) IS
 'per merchant and shard: the orders paid on day (in the proxy''s TimeZone) and their amount, from every shard';
 
 CREATE FUNCTION wxpay_proxy.shard_bill_discrepancies(i_day date,
-	OUT shard_ident text, OUT mch_id text, OUT kind text, OUT out_trade_no text, OUT out_refund_no text,
-	OUT transaction_id text, OUT bill_fee bigint, OUT local_fee bigint, OUT local_state text)
+	OUT shard_ident text, OUT mch_id text, OUT bill_type text, OUT kind text, OUT out_trade_no text,
+	OUT out_refund_no text, OUT transaction_id text, OUT bill_fee bigint, OUT local_fee bigint, OUT local_state text)
 RETURNS SETOF record
 LANGUAGE plproxy
 AS $$
 	CLUSTER 'wxpay_shards';
 	RUN ON ALL;
 	SELECT (pg_catalog.pg_control_system()).system_identifier::text || '/' || pg_catalog.current_database() AS shard_ident,
-		   d.mch_id, d.kind, d.out_trade_no, d.out_refund_no, d.transaction_id, d.bill_fee, d.local_fee, d.local_state
+		   d.mch_id, d.bill_type, d.kind, d.out_trade_no, d.out_refund_no, d.transaction_id, d.bill_fee, d.local_fee,
+		   d.local_state
 	  FROM wxpay.bill_discrepancies d WHERE d.bill_date OPERATOR(pg_catalog.=) i_day;
 $$;
 REVOKE ALL ON FUNCTION wxpay_proxy.shard_bill_discrepancies(date) FROM PUBLIC;
 
 CREATE FUNCTION wxpay_proxy.bill_discrepancies(day date DEFAULT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::date - 1)
-RETURNS TABLE (mch_id text, shard integer, kind text, out_trade_no text, out_refund_no text, transaction_id text,
-			   bill_fee bigint, local_fee bigint, local_state text)
+RETURNS TABLE (mch_id text, shard integer, bill_type text, kind text, out_trade_no text, out_refund_no text,
+			   transaction_id text, bill_fee bigint, local_fee bigint, local_state text)
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT d.mch_id, s.shard, d.kind, d.out_trade_no, d.out_refund_no, d.transaction_id, d.bill_fee, d.local_fee, d.local_state
+	SELECT d.mch_id, s.shard, d.bill_type, d.kind, d.out_trade_no, d.out_refund_no, d.transaction_id, d.bill_fee,
+		   d.local_fee, d.local_state
 	  FROM wxpay_proxy.shard_bill_discrepancies(day) d
 	  LEFT JOIN wxpay_proxy.shards s ON s.ident = d.shard_ident
 	 ORDER BY d.mch_id, d.kind, d.out_trade_no, d.out_refund_no

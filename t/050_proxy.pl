@@ -191,9 +191,9 @@ my $bill = q{convert_to(U&'\FEFF' || '交易时间,公众账号ID,商户号,特�
 $bill =~ s/MCH/$m1/;
 is($px->("SELECT wxpay_bill_import('$m1', '2026-01-05', 'ALL', $bill) ->> 'outcome'"), 'imported',
 	'a bill imported through the proxy');
-is($px->(q{SELECT string_agg(mch_id || ':' || shard || ':' || kind || ':' || coalesce(out_trade_no, '-'), ' ') FROM wxpay_proxy.bill_discrepancies('2026-01-05')}),
-	"$m1:$placed->{$m1}:payment_totals_differ:- $m1:$placed->{$m1}:payment_unknown_here:ghost",
-	"the day's bill discrepancies, from every shard, with their shard");
+is($px->(q{SELECT string_agg(mch_id || ':' || shard || ':' || bill_type || ':' || kind || ':' || coalesce(out_trade_no, '-'), ' ') FROM wxpay_proxy.bill_discrepancies('2026-01-05')}),
+	"$m1:$placed->{$m1}:ALL:payment_totals_differ:- $m1:$placed->{$m1}:ALL:payment_unknown_here:ghost",
+	"the day's bill discrepancies, from every shard, with their shard and bill type");
 is($px->(q{SELECT count(*) FROM wxpay_proxy.bill_discrepancies('2026-01-06')}), '0', 'and none on a day without a bill');
 
 # A dump of the proxy database restores as it is: the directory, the
