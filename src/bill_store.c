@@ -622,7 +622,7 @@ finish_bill(const WxBillImport *out, const WxBillParser *p)
 
 bool
 wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
-				  const char *bill_type, const char *body, size_t len,
+				  const char *bill_type, const char *body, size_t len, const char *sha1,
 				  WxBillImport *out, WxFailure *fail)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -635,6 +635,14 @@ wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
 	memset(out, 0, sizeof(*out));
 	if (!hash_file(body, len, out->sha1, &out->byte_size, &error))
 		return wxpay_fail(fail, WX_FAIL_UNTRUSTED, psprintf("the bill cannot be read: %s", error));
+	if (sha1 != NULL && pg_strcasecmp(out->sha1, sha1) != 0)
+	{
+		wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+				   psprintf("the %s bill of %s for %s is refused: the SHA-1 of the file received is %s, not the hash_value %s WeChat Pay gave for it",
+							bill_type, mch_id, bill_date, out->sha1, sha1));
+		fail->hint = "Nothing was imported: the file was changed or cut short on its way. Download it again.";
+		return false;
+	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	if (!new_version(mch_id, kind, bill_date, bill_type, out->sha1, out->byte_size, out))

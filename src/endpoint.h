@@ -114,6 +114,8 @@ struct WxAnswer
 	const char *file;			/* file endpoints: the body, when it is the file */
 	size_t		file_len;
 	bool		no_file;		/* file endpoints: there is none (a day without trades) */
+	const char *file_sha1;		/* v3 bills: the SHA-1 WeChat Pay gave for the
+								 * (decompressed) file, which it must have */
 };
 
 /*
@@ -127,6 +129,8 @@ typedef struct WxEndpointV3
 	 * {trade_type} (jsapi, app, native, h5) filled in from the call. */
 	const char *path;
 	bool		mchid_query;	/* ?mchid=<mch_id> follows the path */
+	/* Further query parameters, already encoded (a=1&b=2), or NULL. */
+	char	   *(*query) (const WxCall *call);
 	bool		keys_in_answer; /* /v3/certificates: the answer lists the
 								 * key that may verify it */
 	/* The request body, built as jsonb (NULL: no body). */
@@ -153,7 +157,8 @@ struct WxEndpoint
 	const WxEndpointV3 *v3;
 };
 
-/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c, bill.c). */
+/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c, bill.c;
+ * their v3 parts there, or bill_v3.c for the bills). */
 extern const WxEndpoint wx_endpoint_downloadbill;
 extern const WxEndpoint wx_endpoint_downloadfundflow;
 extern const WxEndpoint wx_endpoint_unifiedorder;
@@ -211,6 +216,9 @@ extern const struct WxKey *wxpay_v3_verification_key(const WxMerchant *m, const 
 extern bool wxpay_v3_verify(const WxMerchant *m, const char *serial, const char *timestamp,
 							const char *nonce, const char *signature,
 							const char *body, size_t len, char **why);
+extern bool wxpay_v3_signed_request(const WxMerchant *m, const char *method, const char *path,
+									const char *body, const char *accept, size_t max_response,
+									WxHttpRequest *http, WxFailure *fail);
 extern bool wxpay_v3_result(const WxCall *call, const WxAnswer *answer, WxFailure *fail);
 extern void wxpay_v3_payment_report(const WxParamList *fields, WxPaymentReport *r);
 extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status_field,
