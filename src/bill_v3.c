@@ -7,7 +7,10 @@
  * The first step is an ordinary v3 call whose answer is verified by its
  * Wechatpay-Serial (proto_v3.c): hash_type SHA1, hash_value, download_url.
  * The second GETs the download_url with a v3 Authorization over its path
- * and query.  WeChat Pay does not sign that answer, so the file is trusted
+ * and query: the pipeline stops after read with answer->file_path set, and
+ * its caller fetches the file (wxpay_named_file_request, then
+ * wxpay_named_file_finish, which applies): wxpay_endpoint_call at once, the
+ * worker outside any transaction, as every transfer.  WeChat Pay does not sign that answer, so the file is trusted
  * by TLS to the merchant's API host and by its SHA-1, which must be the
  * signed hash_value: the SHA-1 of the decompressed text (a gzip file is
  * inflated first), checked by bill_store.c before anything is stored.  The
@@ -90,35 +93,9 @@ url_host(const char *url)
 }
 
 /*
- * GET the download_url (path and query on the merchant's api_base) with
- * the Authorization; the file, unjudged, into answer.
- */
-static bool
-download(const WxCall *call, const char *path, WxAnswer *answer, WxFailure *fail)
-{
-	WxHttpRequest req;
-	WxHttpResponse resp;
-	char	   *message;
-	WxHttpFailure transport;
-
-	if (!wxpay_v3_signed_request(call->merchant, "GET", path, NULL, "*/*", call->endpoint->max_answer,
-								 &req, fail))
-		return false;
-	req.ca_pem = call->merchant->ca_pem;
-	transport = wxpay_http_perform(&req, &resp, &message);
-	if (transport != WX_HTTP_OK)
-		return wxpay_fail(fail, transport == WX_HTTP_UNTRUSTED ? WX_FAIL_UNTRUSTED : WX_FAIL_TRANSPORT,
-						  psprintf("the download of the bill %s named failed: %s",
-								   wxpay_call_path(call), message));
-	answer->file = resp.body ? resp.body : "";
-	answer->file_len = resp.len;
-	return true;
-}
-
-/*
  * A verified tradebill or fundflowbill answer: no bill, a bill being made,
- * a refusal, or the file it names, downloaded and to be checked against
- * hash_value.
+ * a refusal, or the file it names, for the caller to fetch (answer->
+ * file_path) and bill_store.c to check against hash_value.
  */
 static bool
 read_v3_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
@@ -146,8 +123,9 @@ read_v3_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 		fail->hint = "The Authorization header goes to the merchant's own API host only.";
 		return false;
 	}
+	answer->file_path = path;
 	answer->file_sha1 = hash;
-	return download(call, path, answer, fail);
+	return true;
 }
 
 const WxEndpointV3 wx_v3_tradebill = {
@@ -163,3 +141,39 @@ const WxEndpointV3 wx_v3_fundflowbill = {
 	.query = fundflowbill_query,
 	.read = read_v3_bill,
 };
+
+/*
+ * The request for the file a verified answer named (answer->file_path):
+ * a GET on the merchant's api_base with a v3 Authorization over its path
+ * and query, in the current memory context (no SPI: the worker makes it
+ * outside any transaction).
+ */
+bool
+wxpay_named_file_request(const WxCall *call, const WxAnswer *answer, WxHttpRequest *req,
+						 WxFailure *fail)
+{
+	if (!wxpay_v3_signed_request(call->merchant, "GET", answer->file_path, NULL, "*/*",
+								 call->endpoint->max_answer, req, fail))
+		return false;
+	req->ca_pem = call->merchant->ca_pem;
+	return true;
+}
+
+/*
+ * The fetched file as the answer's file (unsigned: bill_store.c checks it
+ * against file_sha1), then the endpoint's apply.
+ */
+bool
+wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport, char *message,
+						const WxHttpResponse *resp, WxAnswer *answer, WxFailure *fail)
+{
+	const WxEndpoint *ep = call->endpoint;
+
+	if (transport != WX_HTTP_OK)
+		return wxpay_fail(fail, transport == WX_HTTP_UNTRUSTED ? WX_FAIL_UNTRUSTED : WX_FAIL_TRANSPORT,
+						  psprintf("the download of the file %s named failed: %s", wxpay_call_path(call), message));
+	answer->file = resp->body ? resp->body : "";
+	answer->file_len = resp->len;
+	answer->file_path = NULL;
+	return ep->apply == NULL || ep->apply(call, answer, fail);
+}

@@ -21,7 +21,10 @@
  * A file endpoint (a bill) answers with an unsigned file on success and a
  * protocol message otherwise: the protocol's is_file tells which, and the
  * file reaches the endpoint's read and apply as answer->file, unjudged
- * (there is nothing to verify it with beyond TLS).
+ * (there is nothing to verify it with beyond TLS).  In API v3 the signed
+ * answer names the file instead (answer->file_path and its SHA-1): the
+ * pipeline stops before apply, and the caller fetches it with
+ * wxpay_named_file_request and ends with wxpay_named_file_finish.
  */
 #ifndef WXPAY_ENDPOINT_H
 #define WXPAY_ENDPOINT_H
@@ -114,8 +117,10 @@ struct WxAnswer
 	const char *file;			/* file endpoints: the body, when it is the file */
 	size_t		file_len;
 	bool		no_file;		/* file endpoints: there is none (a day without trades) */
-	const char *file_sha1;		/* v3 bills: the SHA-1 WeChat Pay gave for the
-								 * (decompressed) file, which it must have */
+	const char *file_path;		/* v3 bills: the file the answer names, to
+								 * fetch before apply (bill_v3.c) */
+	const char *file_sha1;		/* and the SHA-1 WeChat Pay gave for it
+								 * (decompressed), which it must have */
 };
 
 /*
@@ -226,6 +231,13 @@ extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status
 extern char *wxpay_v3_time(const char *rfc3339);
 extern char *wxpay_v3_time_from_v2(const char *yyyymmddhhmmss);
 extern void wxpay_v3_certificates_wanted(void);
+
+/* bill_v3.c: a file named by a verified answer (v3 bills) */
+extern bool wxpay_named_file_request(const WxCall *call, const WxAnswer *answer,
+									 WxHttpRequest *req, WxFailure *fail);
+extern bool wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport,
+									char *message, const WxHttpResponse *resp,
+									WxAnswer *answer, WxFailure *fail);
 
 /* v3_certificates.c: platform certificates */
 extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
