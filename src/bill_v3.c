@@ -9,13 +9,14 @@
  * The second GETs the download_url with a v3 Authorization over its path
  * and query: the pipeline stops after read with answer->file_path set, and
  * its caller fetches the file (wxpay_named_file_request, then
- * wxpay_named_file_finish, which applies): wxpay_endpoint_call at once, the
- * worker outside any transaction, as every transfer.  WeChat Pay does not sign that answer, so the file is trusted
- * by TLS to the merchant's API host and by its SHA-1, which must be the
- * signed hash_value: the SHA-1 of the decompressed text (a gzip file is
- * inflated first), checked by bill_store.c before anything is stored.  The
- * Authorization goes to the merchant's api_base and nowhere else: a
- * download_url on another host is refused without a request.
+ * wxpay_named_file_finish, which applies): wxpay_endpoint_call at once,
+ * the worker outside any transaction, as every transfer.  WeChat Pay does
+ * not sign that answer, so the file is trusted by TLS to the merchant's
+ * API host and by its SHA-1, which must be the signed hash_value: the
+ * SHA-1 of the decompressed text (a gzip file is inflated first), checked
+ * by bill_store.c before anything is stored.  The Authorization goes to
+ * the merchant's api_base and nowhere else: a download_url on another
+ * host is refused without a request.
  *
  * 400 NO_STATEMENT_EXIST is v2's No Bill Exist (a day without trades,
  * recorded as such) and 400 STATEMENT_CREATING v2's Bill Creating (try
