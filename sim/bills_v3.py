@@ -10,8 +10,10 @@ application/x-gzip).  The files are v2's (bills.py), from the same orders
 and refunds.  An empty day is 400 NO_STATEMENT_EXIST; faults (the v3 fault
 queue, /_sim/v3/faults): bill_creating (400 STATEMENT_CREATING), bill_sum (a
 wrong fee total, hash_value matching), bill_corrupt (the downloaded bytes
-differ from what hash_value names; the file still parses) and
-bill_foreign_host (a download_url on another host).
+differ from what hash_value names; the file still parses),
+bill_foreign_host (a download_url on another host) and bill_hash_upper
+(hash_value in upper-case hex, which the examples never show but nothing
+excludes).
 """
 import datetime
 import gzip
@@ -22,7 +24,7 @@ import time
 
 import bills
 
-BILL_FAULTS = ("bill_creating", "bill_sum", "bill_corrupt", "bill_foreign_host")
+BILL_FAULTS = ("bill_creating", "bill_sum", "bill_corrupt", "bill_foreign_host", "bill_hash_upper")
 TRADE_PATH, FUND_PATH, FILE_PATH = "/v3/bill/tradebill", "/v3/bill/fundflowbill", "/v3/billdownload/file"
 BILL_TYPES = ("ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND")
 ACCOUNT_TYPES = {"BASIC": "Basic", "OPERATION": "Operation", "FEES": "Fees"}
@@ -70,9 +72,11 @@ class Bills:
         """The answer naming the file: its SHA-1 and a one-use download_url."""
         token = secrets.token_urlsafe(24)
         self.files[token] = (merchant.mch_id, text, gzipped, time.time())
-        fault = self.v3.take_fault(fault_path, ("bill_foreign_host",))
-        base = FOREIGN_BASE if fault else "https://" + host
-        return 200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(text.encode()).hexdigest(),
+        base = FOREIGN_BASE if self.v3.take_fault(fault_path, ("bill_foreign_host",)) else "https://" + host
+        digest = hashlib.sha1(text.encode()).hexdigest()
+        if self.v3.take_fault(fault_path, ("bill_hash_upper",)):
+            digest = digest.upper()
+        return 200, {"hash_type": "SHA1", "hash_value": digest,
                      "download_url": "%s%s?token=%s%s" % (base, FILE_PATH, token, "&tartype=gzip" if gzipped else "")}
 
     def tradebill(self, merchant, query, host, error):

@@ -6,8 +6,9 @@
 # and as gzip (one version: the same file, its SHA-1 the hash_value), the
 # fund-flow bill, the planted discrepancies and no other; STATEMENT_CREATING
 # is Bill Creating, NO_STATEMENT_EXIST No Bill Exist; a file whose SHA-1 is
-# not the hash_value is refused and nothing stored; a download_url on
-# another host is not fetched.  Then the worker fetches a v3 merchant's
+# not the hash_value is refused and nothing stored, as is one whose summary
+# does not add up; a probe-signed answer or a download_url on another host
+# is not fetched.  Then the worker fetches a v3 merchant's
 # bill of yesterday through the same faults, and backfills.
 use strict;
 use warnings;
@@ -114,7 +115,25 @@ like($err, qr/the SHA-1 of the file received is [0-9a-f]{40}, not the hash_value
 is($sql->($versions), $stored, 'nothing stored');
 my $fixed = decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$today')"));
 is($fixed->{outcome}, 'new_version', 'downloaded again, the changed bill is a new version');
+$stored = $sql->($versions);
 is($discrepancies->($mch, $today), 'paid_not_success_here:v3b-lost,payment_totals_differ:', 'reconciled again');
+
+# The answer naming the file is verified like every v3 answer: a probe
+# signature is refused and nothing is fetched.
+$before = $downloads->();
+$v3_fault->(mode => 'probe', path => '/v3/bill/tradebill');
+($state, $err) = sql_error($node, "SELECT wxpay_downloadbill('$mch', '$today')");
+is($state, 'WX007', 'a tradebill answer with a probe signature is untrusted');
+is($downloads->(), $before, 'and its download_url is not fetched');
+# A hash_value in upper-case hex names the same file.
+$v3_fault->(mode => 'bill_hash_upper', path => '/v3/bill/tradebill');
+is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$today')"))->{outcome}, 'unchanged',
+	'hash_value is compared without case');
+# A file that does not add up is refused like a v2 one.
+$v3_fault->(mode => 'bill_sum', path => '/v3/bill/tradebill');
+($state, $err) = sql_error($node, "SELECT wxpay_downloadbill('$mch', '$today')");
+is($state . ':' . $sql->($versions), "WX007:$stored", 'a v3 bill whose summary does not add up: refused, nothing stored');
+like($err, qr/the summary says 手续费总金额 [0-9.]+ but the rows add up to/, 'with what does not add up');
 
 # A download_url on another host: the Authorization is not sent there.
 $before = $downloads->();
