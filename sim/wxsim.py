@@ -1407,10 +1407,16 @@ class Server:
         return {"body": self.sim.refund_notification(refund, p.get("fields"), p.get("outer"))}
 
     def c_backdate(self, p, _):
-        need(p, "mch_id", "out_trade_no", "seconds")
-        order = self.order(p["mch_id"], p["out_trade_no"])
-        order.created -= float(p["seconds"])
-        return {"created": order.created}
+        """An order's creation, or (out_refund_no) a refund's acceptance, which
+        dates it in the bills, moved back by seconds."""
+        need(p, "mch_id", "seconds")
+        if p.get("out_refund_no"):
+            thing = self.refund(p["mch_id"], p["out_refund_no"])
+        else:
+            need(p, "out_trade_no")
+            thing = self.order(p["mch_id"], p["out_trade_no"])
+        thing.created -= float(p["seconds"])
+        return {"created": thing.created}
 
     def c_bill_tamper(self, p, _):
         """Plant a discrepancy in the bills: {"mch_id", "no" (out_trade_no or
