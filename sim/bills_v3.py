@@ -11,9 +11,10 @@ and refunds.  An empty day is 400 NO_STATEMENT_EXIST; faults (the v3 fault
 queue, /_sim/v3/faults): bill_creating (400 STATEMENT_CREATING), bill_sum (a
 wrong fee total, hash_value matching), bill_corrupt (the downloaded bytes
 differ from what hash_value names; the file still parses),
-bill_foreign_host (a download_url on another host) and bill_hash_upper
+bill_foreign_host (a download_url on another host), bill_hash_upper
 (hash_value in upper-case hex, which the examples never show but nothing
-excludes).
+excludes) and bill_expired (the download answers 400 as for a link used too
+late).
 """
 import datetime
 import gzip
@@ -24,7 +25,7 @@ import time
 
 import bills
 
-BILL_FAULTS = ("bill_creating", "bill_sum", "bill_corrupt", "bill_foreign_host", "bill_hash_upper")
+BILL_FAULTS = ("bill_creating", "bill_sum", "bill_corrupt", "bill_foreign_host", "bill_hash_upper", "bill_expired")
 TRADE_PATH, FUND_PATH, FILE_PATH = "/v3/bill/tradebill", "/v3/bill/fundflowbill", "/v3/billdownload/file"
 BILL_TYPES = ("ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND")
 ACCOUNT_TYPES = {"BASIC": "Basic", "OPERATION": "Operation", "FEES": "Fees"}
@@ -111,7 +112,7 @@ class Bills:
     def download(self, merchant, query, error):
         """(bytes, content type) of an offered file, to the merchant it was offered to."""
         offered = self.files.pop(query.get("token", ""), None)
-        if offered is None or offered[0] != merchant.mch_id or time.time() - offered[3] > TOKEN_SECONDS:
+        if self.v3.take_fault(FILE_PATH, ("bill_expired",)) or offered is None or offered[0] != merchant.mch_id or time.time() - offered[3] > TOKEN_SECONDS:
             raise error(400, "INVALID_REQUEST", "下载链接已失效 (no such token, another merchant's, or expired)")
         _, text, gzipped, _ = offered
         if self.v3.take_fault(FILE_PATH, ("bill_corrupt",)):

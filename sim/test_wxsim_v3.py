@@ -409,6 +409,10 @@ class V3EndToEnd(unittest.TestCase):
         self.control("POST", "/_sim/v3/faults", {"mode": "bill_foreign_host"})
         self.assertTrue(self.bill("tradebill", "bill_date=%s" % day)[1]["download_url"].startswith(
             "https://bills.elsewhere.example/v3/billdownload/file?token="))
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_expired"})
+        _, offer = self.bill("tradebill", "bill_date=%s" % day)
+        status, _, raw = self.download(offer["download_url"])
+        self.assertEqual((status, json.loads(raw)["code"]), (400, "INVALID_REQUEST"), "an expired download_url")
         self.control("POST", "/_sim/v3/faults", {"mode": "bill_hash_upper"})
         _, offer = self.bill("tradebill", "bill_date=%s" % day)
         self.assertEqual(offer["hash_value"], hashlib.sha1(self.download(offer["download_url"])[2]).hexdigest().upper())

@@ -1327,7 +1327,7 @@ class Server:
         off; or are lost after the request was processed (500 SYSTEM_ERROR),
         or refused before (http500: 500 SYSTEM_ERROR, http429: 429); or
         the bills' faults (bills_v3.py: bill_creating, bill_sum,
-        bill_corrupt, bill_foreign_host, bill_hash_upper)."""
+        bill_corrupt, bill_foreign_host, bill_hash_upper, bill_expired)."""
         if p.get("mode", "none") == "none":
             self.sim.v3.faults.clear()
         elif p["mode"] in wxsim_v3.V3_FAULT_MODES:

@@ -161,8 +161,36 @@ wxpay_named_file_request(const WxCall *call, const WxAnswer *answer, WxHttpReque
 }
 
 /*
+ * Why a download failed: the transfer's message, and the code and message
+ * of an (unsigned) v3 error body when there is one (an expired link).
+ */
+static char *
+download_failure(const WxCall *call, const char *message, const WxHttpResponse *resp)
+{
+	Jsonb	   *jb = resp->status >= 400 ? wxpay_v3_parse(resp->body, resp->len) : NULL;
+	const char *code = NULL;
+	const char *text = NULL;
+	WxParamList f;
+	char	   *out;
+
+	if (jb != NULL)
+	{
+		wxpay_v3_fields(jb, &f);
+		code = wxpay_list_get(&f, "code");
+		text = wxpay_list_get(&f, "message");
+	}
+	if (code == NULL)
+		return psprintf("the download of the file %s named failed: %s", wxpay_call_path(call), message);
+	out = psprintf("the download of the file %s named failed: %s (%s%s%s)", wxpay_call_path(call), message,
+				   code, text ? ": " : "", text ? text : "");
+	wx_utf8_clip(out);
+	return out;
+}
+
+/*
  * The fetched file as the answer's file (unsigned: bill_store.c checks it
- * against file_sha1), then the endpoint's apply.
+ * against file_sha1), then the endpoint's apply.  A failed download is an
+ * outcome unknown (WX001): asking again gives a new download_url.
  */
 bool
 wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport, char *message,
@@ -172,7 +200,7 @@ wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport, char *messa
 
 	if (transport != WX_HTTP_OK)
 		return wxpay_fail(fail, transport == WX_HTTP_UNTRUSTED ? WX_FAIL_UNTRUSTED : WX_FAIL_TRANSPORT,
-						  psprintf("the download of the file %s named failed: %s", wxpay_call_path(call), message));
+						  download_failure(call, message, resp));
 	answer->file = resp->body ? resp->body : "";
 	answer->file_len = resp->len;
 	answer->file_path = NULL;

@@ -130,6 +130,13 @@ $v3_fault->(mode => 'probe', path => '/v3/bill/tradebill');
 ($state, $err) = sql_error($node, "SELECT wxpay_downloadbill('$mch', '$yesterday')");
 is($state, 'WX007', 'a tradebill answer with a probe signature is untrusted');
 is($downloads->(), $before, 'and its download_url is not fetched');
+# A download_url that no longer works: try again later (a new one).
+$v3_fault->(mode => 'bill_expired', path => '/v3/billdownload/file');
+($state, $err) = sql_error($node, "SELECT wxpay_downloadbill('$mch', '$yesterday')");
+is($state . ':' . $sql->($versions), "WX001:$stored", 'a download that fails is an outcome unknown, nothing stored');
+like($err, qr/the download of the file \/v3\/bill\/tradebill named failed: .*HTTP status 400 \(INVALID_REQUEST: /,
+	"with WeChat Pay's code");
+unlike($err, qr/token=/, 'and not the token');
 # A hash_value in upper-case hex names the same file.
 $v3_fault->(mode => 'bill_hash_upper', path => '/v3/bill/tradebill');
 is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$yesterday')"))->{outcome}, 'unchanged',
