@@ -81,38 +81,42 @@ class Bills:
                      "download_url": "%s%s?token=%s%s" % (base, FILE_PATH, token, "&tartype=gzip" if gzipped else "")}
 
     def tradebill(self, merchant, query, host, error):
-        day = compact_day(query, error)
         bill_type = query.get("bill_type", "ALL")
         if bill_type not in BILL_TYPES:
             raise error(400, "PARAM_ERROR", "bill_type must be one of %s" % ", ".join(BILL_TYPES))
-        gzipped = self.gzipped(query, error)
-        if self.v3.take_fault(TRADE_PATH, ("bill_creating",)):
-            raise error(400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
-        corrupt_sum = self.v3.take_fault(TRADE_PATH, ("bill_sum",)) is not None
-        text = None if bill_type == "RECHARGE_REFUND" else bills.trade_bill(
-            self.v3.sim, merchant, day, bill_type, corrupt_sum)
-        if text is None:
-            raise error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
-        return self.offer(merchant, text, gzipped, host, TRADE_PATH)
+
+        def make(day, corrupt_sum):
+            if bill_type == "RECHARGE_REFUND":
+                return None
+            return bills.trade_bill(self.v3.sim, merchant, day, bill_type, corrupt_sum)
+        return self.bill(TRADE_PATH, merchant, query, host, error, make)
 
     def fundflowbill(self, merchant, query, host, error):
-        day = compact_day(query, error)
         account = query.get("account_type", "BASIC")
         if account not in ACCOUNT_TYPES:
             raise error(400, "PARAM_ERROR", "account_type must be BASIC, OPERATION or FEES")
+
+        def make(day, corrupt_sum):
+            return bills.fund_bill(self.v3.sim, merchant, day, ACCOUNT_TYPES[account], corrupt_sum)
+        return self.bill(FUND_PATH, merchant, query, host, error, make)
+
+    def bill(self, path, merchant, query, host, error, make):
+        """Either bill request: its day and tar_type checked, its faults, then
+        the file make(yyyyMMdd, corrupt_sum) gives (None: there is none) offered."""
+        day = compact_day(query, error)
         gzipped = self.gzipped(query, error)
-        if self.v3.take_fault(FUND_PATH, ("bill_creating",)):
+        if self.v3.take_fault(path, ("bill_creating",)):
             raise error(400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
-        corrupt_sum = self.v3.take_fault(FUND_PATH, ("bill_sum",)) is not None
-        text = bills.fund_bill(self.v3.sim, merchant, day, ACCOUNT_TYPES[account], corrupt_sum)
+        text = make(day, self.v3.take_fault(path, ("bill_sum",)) is not None)
         if text is None:
             raise error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
-        return self.offer(merchant, text, gzipped, host, FUND_PATH)
+        return self.offer(merchant, text, gzipped, host, path)
 
     def download(self, merchant, query, error):
         """(bytes, content type) of an offered file, to the merchant it was offered to."""
         offered = self.files.pop(query.get("token", ""), None)
-        if self.v3.take_fault(FILE_PATH, ("bill_expired",)) or offered is None or offered[0] != merchant.mch_id or time.time() - offered[3] > TOKEN_SECONDS:
+        expired = self.v3.take_fault(FILE_PATH, ("bill_expired",)) is not None
+        if expired or offered is None or offered[0] != merchant.mch_id or time.time() - offered[3] > TOKEN_SECONDS:
             raise error(400, "INVALID_REQUEST", "下载链接已失效 (no such token, another merchant's, or expired)")
         _, text, gzipped, _ = offered
         if self.v3.take_fault(FILE_PATH, ("bill_corrupt",)):
