@@ -2,11 +2,15 @@
 """Tests of the simulator's API v3 (wxsim_v3.py): its primitives against the
 vectors of wxpay-v3-api.md §8, and end to end on an ephemeral port: our
 Authorization checked, answers and notifications signed and encrypted,
-probes, skew, certificate rotation and the migration to the public key.
+probes, skew, certificate rotation and the migration to the public key;
+the v3 bills and their unsigned download (bills_v3.py).
 
     cd sim && /usr/bin/python3 -m unittest -v test_wxsim_v3
 """
 import base64
+import datetime
+import gzip
+import hashlib
 import http.client
 import http.server
 import json
@@ -158,7 +162,7 @@ class V3EndToEnd(unittest.TestCase):
         status, rh, raw = self.http(method, url, body.encode() if body else None, headers={k: v for k, v in h.items() if v})
         if verify and status in (200, 204):
             self.assertTrue(self.verified(rh, raw), "answer does not verify: %r" % rh)
-        return status, rh, raw, (json.loads(raw) if raw else None)
+        return status, rh, raw, (json.loads(raw) if raw and "json" in rh.get("Content-Type", "") else None)
 
     @staticmethod
     def verified(headers, raw):
@@ -334,6 +338,89 @@ class V3EndToEnd(unittest.TestCase):
         # Its notification, which the refund tests must not take for theirs.
         self.assertTrue(wait_for(lambda: V3Receiver.received.get("/refund"), 10))
         V3Receiver.received.pop("/refund")
+
+    # ----------------------------------------------------------- bills
+
+    def paid_today(self, no):
+        self.prepay(self.PUBKEY_MCH, "app", no)
+        self.control("POST", "/_sim/pay", {"mch_id": self.PUBKEY_MCH, "out_trade_no": no, "notify": False})
+        return datetime.datetime.now(v3.CST).date().isoformat()
+
+    def bill(self, what, query):
+        """A signed bill request: (status, its JSON)."""
+        status, _, _, obj = self.call(self.PUBKEY_MCH, "GET", "/v3/bill/%s?%s" % (what, query))
+        return status, obj
+
+    def download(self, url, mch=None):
+        """The download_url fetched with a v3 Authorization: (status, headers, bytes)."""
+        parsed = urllib.parse.urlsplit(url)
+        return self.call(mch or self.PUBKEY_MCH, "GET", parsed.path + "?" + parsed.query, verify=False)[:3]
+
+    def test_trade_bill_and_its_download(self):
+        day = self.paid_today("v3-bill-1")
+        status, offer = self.bill("tradebill", "bill_date=%s&bill_type=ALL" % day)
+        self.assertEqual((status, offer["hash_type"]), (200, "SHA1"), "a signed answer (verified by call)")
+        self.assertTrue(offer["download_url"].startswith("https://127.0.0.1:%d/v3/billdownload/file?token=" % self.port),
+                        "the download_url is on the host asked")
+        status, headers, data = self.download(offer["download_url"])
+        self.assertEqual(status, 200)
+        self.assertNotIn("Wechatpay-Signature", headers, "the file is not signed")
+        self.assertEqual(hashlib.sha1(data).hexdigest(), offer["hash_value"], "hash_value is the file's SHA-1")
+        text = data.decode()
+        self.assertTrue(text.startswith("\ufeff交易时间") and "`v3-bill-1," in text, "the trade bill of v2's format")
+        self.assertEqual(self.download(offer["download_url"])[0], 400, "a download_url works once")
+        # gzip: hash_value is the SHA-1 of the uncompressed bill.
+        status, offer = self.bill("tradebill", "bill_date=%s&bill_type=ALL&tar_type=GZIP" % day)
+        self.assertTrue(offer["download_url"].endswith("&tartype=gzip"))
+        status, headers, data = self.download(offer["download_url"])
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/x-gzip"))
+        self.assertNotEqual(hashlib.sha1(data).hexdigest(), offer["hash_value"])
+        self.assertEqual(gzip.decompress(data).decode(), text, "the same bill")
+        self.assertEqual(hashlib.sha1(gzip.decompress(data)).hexdigest(), offer["hash_value"])
+        # The download is authenticated like any v3 request, for the merchant offered it.
+        _, offer = self.bill("tradebill", "bill_date=%s" % day)
+        parsed = urllib.parse.urlsplit(offer["download_url"])
+        self.assertEqual(self.http("GET", parsed.path + "?" + parsed.query,
+                                   headers={"Accept": "*/*", "User-Agent": "t"})[0], 401)
+        self.assertEqual(self.download(offer["download_url"], self.CERT_MCH)[0], 400, "another merchant's token")
+        # Fund flow: BASIC has the day's payment; FEES has nothing.
+        status, offer = self.bill("fundflowbill", "bill_date=%s&account_type=BASIC" % day)
+        data = self.download(offer["download_url"])[2]
+        self.assertTrue(data.decode().startswith("\ufeff记账时间") and hashlib.sha1(data).hexdigest() == offer["hash_value"])
+        self.assertEqual(self.bill("fundflowbill", "bill_date=%s&account_type=FEES" % day)[1]["code"], "NO_STATEMENT_EXIST")
+
+    def test_bill_refusals_and_faults(self):
+        day = self.paid_today("v3-bill-2")
+        self.assertEqual(self.bill("tradebill", "bill_date=2000-01-01")[1]["code"], "NO_STATEMENT_EXIST",
+                         "a day without trades")
+        status, err = self.bill("tradebill", "bill_date=%s" % day.replace("-", ""))
+        self.assertEqual((status, err["code"]), (400, "INVALID_REQUEST"), "v3 days are yyyy-MM-dd")
+        self.assertEqual(self.bill("tradebill", "bill_date=%s&bill_type=EVERYTHING" % day)[1]["code"], "PARAM_ERROR")
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_creating", "path": "/v3/bill/tradebill"})
+        status, err = self.bill("tradebill", "bill_date=%s" % day)
+        self.assertEqual((status, err["code"]), (400, "STATEMENT_CREATING"))
+        self.assertEqual(self.bill("tradebill", "bill_date=%s" % day)[0], 200, "then the bill")
+        # bill_corrupt: the bytes received are not the ones hashed, yet still a bill.
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_corrupt"})
+        _, offer = self.bill("tradebill", "bill_date=%s" % day)
+        data = self.download(offer["download_url"])[2]
+        self.assertNotEqual(hashlib.sha1(data).hexdigest(), offer["hash_value"])
+        self.assertTrue(data.decode().startswith("\ufeff交易时间") and "`Wxd678efh567hg6787" in data.decode(), "one letter changed")
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_foreign_host"})
+        self.assertTrue(self.bill("tradebill", "bill_date=%s" % day)[1]["download_url"].startswith(
+            "https://bills.elsewhere.example/v3/billdownload/file?token="))
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_expired"})
+        _, offer = self.bill("tradebill", "bill_date=%s" % day)
+        status, _, raw = self.download(offer["download_url"])
+        self.assertEqual((status, json.loads(raw)["code"]), (400, "INVALID_REQUEST"), "an expired download_url")
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_hash_upper"})
+        _, offer = self.bill("tradebill", "bill_date=%s" % day)
+        self.assertEqual(offer["hash_value"], hashlib.sha1(self.download(offer["download_url"])[2]).hexdigest().upper())
+        self.control("POST", "/_sim/v3/faults", {"mode": "bill_sum", "path": "/v3/bill/fundflowbill"})
+        _, offer = self.bill("fundflowbill", "bill_date=%s" % day)
+        data = self.download(offer["download_url"])[2]
+        self.assertEqual(hashlib.sha1(data).hexdigest(), offer["hash_value"], "a wrong sum, hashed as served")
+        self.assertEqual(self.control("POST", "/_sim/v3/faults", {"mode": "none"})["queue"], [])
 
 
 if __name__ == "__main__":

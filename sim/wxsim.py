@@ -1213,7 +1213,9 @@ class Server:
             status, headers, body = self.sim.v3.answer(request)
             if not self.args.quiet:
                 self.log("%s %s -> %d" % (request.method, request.path, status))
-            response = Response(status, body, "application/json; charset=utf-8", headers=headers)
+            # JSON, unless the answer names its type (a bill download).
+            content_type = dict(headers).get("Content-Type", "application/json; charset=utf-8")
+            response = Response(status, body, content_type, headers=[h for h in headers if h[0] != "Content-Type"])
             return self.later(self.args.latency_ms / 1000, response) if self.args.latency_ms > 0 else response
         if request.path not in API_PATHS:
             return Response(404, "not found", "text/plain")
@@ -1323,7 +1325,9 @@ class Server:
         """The next count v3 answers (to path, if given)
         carry a probe signature, a wrong one, or a timestamp skew_s seconds
         off; or are lost after the request was processed (500 SYSTEM_ERROR),
-        or refused before (http500: 500 SYSTEM_ERROR, http429: 429)."""
+        or refused before (http500: 500 SYSTEM_ERROR, http429: 429); or
+        the bills' faults (bills_v3.py: bill_creating, bill_sum,
+        bill_corrupt, bill_foreign_host, bill_hash_upper, bill_expired)."""
         if p.get("mode", "none") == "none":
             self.sim.v3.faults.clear()
         elif p["mode"] in wxsim_v3.V3_FAULT_MODES:
@@ -1457,6 +1461,7 @@ class Server:
         self.sim.reset()
         self.faults.queue.clear()
         self.sim.v3.faults.clear()
+        self.sim.v3.bills.reset()
         self.notifier.cancel_all()
         self.notifier.attempts.clear()
         self.reset_stats()

@@ -8,6 +8,7 @@ merchant; notification resources and downloaded certificates are
 AES-256-GCM encrypted with the merchant's APIv3 key.  Tests can ask for
 probe signatures (WECHATPAY/SIGNTEST/...) and skewed timestamps, rotate the
 platform certificate, and migrate a merchant from certificate to public key.
+The v3 bills and their unsigned download are in bills_v3.py.
 Orders and refunds are the simulator's shared model (wxsim.Order/Refund).
 """
 import base64
@@ -26,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
+import bills_v3
+
 CST = datetime.timezone(datetime.timedelta(hours=8))
 MAX_SKEW = 300
 AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
@@ -42,7 +45,7 @@ V3_REFUND_EVENT = {"SUCCESS": "REFUND.SUCCESS", "ABNORMAL": "REFUND.ABNORMAL", "
 V3_SIGNATURE_FAULTS = ("probe", "badsign", "skew")
 V3_AFTER_FAULTS = V3_SIGNATURE_FAULTS + ("lost",)
 V3_BEFORE_FAULTS = ("http500", "http429")
-V3_FAULT_MODES = V3_AFTER_FAULTS + V3_BEFORE_FAULTS
+V3_FAULT_MODES = V3_AFTER_FAULTS + V3_BEFORE_FAULTS + bills_v3.BILL_FAULTS
 
 
 # ------------------------------------------------------------ primitives
@@ -129,6 +132,13 @@ class V3Error(Exception):
         return out
 
 
+class BillFile:
+    """An unsigned answer: a bill's bytes and their Content-Type."""
+
+    def __init__(self, data, content_type):
+        self.data, self.content_type = data, content_type
+
+
 # --------------------------------------------------- WeChat Pay's keys
 
 class PlatformKeys:
@@ -190,6 +200,9 @@ class V3:
         ("POST", re.compile(r"/v3/refund/domestic/refunds"), "refund"),
         ("GET", re.compile(r"/v3/refund/domestic/refunds/([^/]+)"), "refund_query"),
         ("GET", re.compile(r"/v3/certificates"), "certificates"),
+        ("GET", re.compile(bills_v3.TRADE_PATH), "tradebill"),
+        ("GET", re.compile(bills_v3.FUND_PATH), "fundflowbill"),
+        ("GET", re.compile(bills_v3.FILE_PATH), "bill_file"),
     )
 
     def __init__(self, sim):
@@ -197,6 +210,8 @@ class V3:
         self.keys = {}                 # mch_id -> PlatformKeys
         self.faults = []               # [{"mode": V3_FAULT_MODES, "count": n, "skew_s": s, "path": path}]
         self.clock_skew = 0            # seconds added to our own clock when checking requests
+        self.bills = bills_v3.Bills(self)
+        self.host = None               # the Host of the request being answered (download_url's)
 
     # --------------------------------------------------------- pipeline
 
@@ -220,7 +235,11 @@ class V3:
                 raise (V3Error(429, "FREQUENCY_LIMITED", "频率超限") if fault["mode"] == "http429"
                        else V3Error(500, "SYSTEM_ERROR", "系统错误"))
             body = self.json_body(request) if request.method == "POST" else {}
+            self.host = request.headers.get("host", "")
             status, obj = handler(merchant, body, dict(urllib.parse.parse_qsl(request.query)), *args)
+            if isinstance(obj, BillFile):
+                # The bill download: no Wechatpay-* headers (§3.8).
+                return status, [("Content-Type", obj.content_type)], obj.data
             fault = self.take_fault(request.path, V3_AFTER_FAULTS)
             if fault and fault["mode"] == "lost":
                 raise V3Error(500, "SYSTEM_ERROR", "系统错误")
@@ -435,6 +454,17 @@ class V3:
                          .astimezone(CST).isoformat(timespec="seconds"),
                          "encrypt_certificate": gcm_encrypt(merchant.apiv3_key, pem, "certificate")})
         return 200, {"data": data}
+
+    # ------------------------------------------------------------ bills
+
+    def tradebill(self, merchant, _body, query):
+        return self.bills.tradebill(merchant, query, self.host, V3Error)
+
+    def fundflowbill(self, merchant, _body, query):
+        return self.bills.fundflowbill(merchant, query, self.host, V3Error)
+
+    def bill_file(self, merchant, _body, query):
+        return 200, BillFile(*self.bills.download(merchant, query, V3Error))
 
     # ---------------------------------------------------- notifications
 

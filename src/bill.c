@@ -12,7 +12,9 @@
  * without trades, and is recorded as such; Bill Creating is "try later"
  * (WX001); any other return_code FAIL is what it is for every endpoint,
  * an unsigned answer that cannot be trusted (WX007, proto_v2.c).  The
- * file is imported by bill_store.c.
+ * file is imported by bill_store.c.  A v3 merchant's calls of the same
+ * endpoints ask /v3/bill/tradebill and /v3/bill/fundflowbill instead
+ * (bill_v3.c) and end in the same apply.
  */
 #include "postgres.h"
 
@@ -101,7 +103,7 @@ import_answer(const WxCall *call, WxAnswer *answer, WxBillImport *imp, WxFailure
 	if (answer->no_file)
 		wxpay_bill_record_none(mch_id, kind, call->bill_date, call->bill_type, imp);
 	else if (!wxpay_bill_store(mch_id, kind, call->bill_date, call->bill_type,
-								answer->file, answer->file_len, imp, fail))
+								answer->file, answer->file_len, answer->file_sha1, imp, fail))
 		return false;
 	wxpay_list_init(&answer->fields, 8);
 	wxpay_list_add_cstr(&answer->fields, "bill_id", psprintf(INT64_FORMAT, imp->bill_id));
@@ -137,6 +139,7 @@ const WxEndpoint wx_endpoint_downloadbill = {
 	.build = build_bill,
 	.read = read_bill,
 	.apply = apply_bill,
+	.v3 = &wx_v3_tradebill,			/* bill_v3.c */
 };
 
 const WxEndpoint wx_endpoint_downloadfundflow = {
@@ -148,6 +151,7 @@ const WxEndpoint wx_endpoint_downloadfundflow = {
 	.build = build_bill,
 	.read = read_bill,
 	.apply = apply_bill,
+	.v3 = &wx_v3_fundflowbill,			/* bill_v3.c */
 };
 
 /* Whether word is one of the NULL-terminated words. */

@@ -39,13 +39,14 @@ typedef struct WxBillImport
 /*
  * Import body (text or gzip) as the bill of (mch_id, bill_date yyyyMMdd,
  * type): stored whole, parsed into rows, the summary checked, every row of
- * that (Beijing) day.  False when the bill is refused, nothing stored:
+ * that (Beijing) day; sha1, when not NULL, is the SHA-1 the decompressed
+ * text must have (v3's hash_value).  False when the bill is refused, nothing stored:
  * out says why (for an import's own error), fail is the download's
  * failure (WX007).  SPI must be connected.
  */
 extern bool wxpay_bill_store(const char *mch_id, WxBillKind kind,
 							  const char *bill_date, const char *bill_type,
-							  const char *body, size_t len,
+							  const char *body, size_t len, const char *sha1,
 							  WxBillImport *out, WxFailure *fail);
 
 /*
@@ -61,6 +62,11 @@ extern char *wxpay_bill_check_date(DateADT day, bool downloadable);
 extern void wxpay_bill_record_none(const char *mch_id, WxBillKind kind,
 								   const char *bill_date, const char *bill_type,
 								   WxBillImport *out);
+
+/* bill_v3.c: the v3 parts of downloadbill and downloadfundflow */
+struct WxEndpointV3;
+extern const struct WxEndpointV3 wx_v3_tradebill;
+extern const struct WxEndpointV3 wx_v3_fundflowbill;
 
 /* bill_worker.c: the worker's daily bills, and their settings */
 extern char *wxpay_bill_fetch_after;

@@ -686,7 +686,7 @@ refuse_file(WxBillImport *out, WxBillRefusal refusal, const char *mch_id, const 
 
 bool
 wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
-				  const char *bill_type, const char *body, size_t len,
+				  const char *bill_type, const char *body, size_t len, const char *sha1,
 				  WxBillImport *out, WxFailure *fail)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -700,6 +700,12 @@ wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
 	if (!hash_file(body, len, out->sha1, &out->byte_size, &error))
 	{
 		out->reason = psprintf("it cannot be read: %s", error);
+		return refuse_file(out, WX_BILL_MALFORMED, mch_id, bill_date, bill_type, fail);
+	}
+	if (sha1 != NULL && pg_strcasecmp(out->sha1, sha1) != 0)
+	{
+		out->reason = psprintf("the SHA-1 of the file received is %s, not the hash_value %s WeChat Pay gave for it",
+							   out->sha1, sha1);
 		return refuse_file(out, WX_BILL_MALFORMED, mch_id, bill_date, bill_type, fail);
 	}
 	BeginInternalSubTransaction(NULL);

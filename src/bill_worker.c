@@ -11,7 +11,9 @@
  *
  * As for orders, no transaction is open while the bill travels: the
  * request is made in one, the transfer runs outside any, and the import
- * is a transaction of its own.
+ * is a transaction of its own.  An API v3 merchant's verified answer names
+ * the file (bill_v3.c): its download is a second transfer, outside any
+ * transaction too, before the import.
  */
 #include "postgres.h"
 
@@ -71,6 +73,47 @@ import_step(void *arg)
 									&job->answer, &job->fail);
 }
 
+/* The same for a file the answer named (v3): import and reconcile. */
+static void
+named_file_step(void *arg)
+{
+	BillJob    *job = arg;
+
+	job->ok = wxpay_named_file_finish(&job->call, job->transport, job->message, &job->resp,
+									  &job->answer, &job->fail);
+}
+
+/* Run a step isolated: NULL when it worked, else what went wrong. */
+static char *
+run_step(BillJob *job, WxStep step)
+{
+	ErrorData  *edata = wxpay_run_isolated(step, job);
+
+	if (edata != NULL)
+		return edata->message;
+	return job->ok ? NULL : wxpay_failure_text(&job->fail);
+}
+
+/*
+ * Called in a transaction, and ends in a new one: fetch the file the
+ * verified answer named (v3) outside any transaction, then import it.
+ */
+static char *
+fetch_named_file(BillJob *job, MemoryContext cxt)
+{
+	bool		requested;
+
+	job->answer.file_path = MemoryContextStrdup(cxt, job->answer.file_path);
+	job->answer.file_sha1 = MemoryContextStrdup(cxt, job->answer.file_sha1);
+	wxpay_txn_commit();
+	MemoryContextSwitchTo(cxt);
+	requested = wxpay_named_file_request(&job->call, &job->answer, &job->req, &job->fail);
+	if (requested)
+		job->transport = wxpay_http_perform(&job->req, &job->resp, &job->message);
+	wxpay_txn_begin("wxpay: importing a bill");
+	return requested ? run_step(job, named_file_step) : wxpay_failure_text(&job->fail);
+}
+
 /* Record the attempt: its error, or the bill it imported. */
 static void
 record_attempt(const BillJob *job, const char *error)
@@ -97,7 +140,6 @@ fetch_bill(const char *mch_id, const char *day, MemoryContext cxt)
 	BillJob    *job = MemoryContextAllocZero(cxt, sizeof(BillJob));
 	WxParamList *fields;
 	WxMerchant *m;
-	ErrorData  *edata;
 	char	   *error = NULL;
 
 	/* Every SPI call leaves us in SPI's context: what outlives it is made in cxt. */
@@ -125,12 +167,9 @@ fetch_bill(const char *mch_id, const char *day, MemoryContext cxt)
 	/* The import's results are read before this transaction ends. */
 	wxpay_txn_begin("wxpay: importing a bill");
 	if (error == NULL)
-	{
-		if ((edata = wxpay_run_isolated(import_step, job)) != NULL)
-			error = edata->message;
-		else if (!job->ok)
-			error = wxpay_failure_text(&job->fail);
-	}
+		error = run_step(job, import_step);
+	if (error == NULL && job->answer.file_path != NULL)
+		error = fetch_named_file(job, cxt);
 	if (error != NULL)
 		ereport(LOG,
 				(errmsg("wxpay worker: the %s bill of merchant %s is not in yet: %s", day, mch_id, error)));

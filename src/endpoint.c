@@ -165,6 +165,8 @@ wxpay_endpoint_finish(const WxCall *call, WxHttpFailure transport,
 		return false;
 	if (!(protocol == &wx_protocol_v3 ? ep->v3->read : ep->read) (call, answer, fail))
 		return false;
+	if (answer->file_path != NULL)
+		return true;			/* the caller fetches the file, then applies */
 	return ep->apply == NULL || ep->apply(call, answer, fail);
 }
 
@@ -186,6 +188,14 @@ wxpay_endpoint_call(const WxCall *call, WxAnswer *answer)
 	transport = wxpay_http_perform(&req, &resp, &message);
 	if (!wxpay_endpoint_finish(call, transport, message, &resp, answer, &fail))
 		wxpay_raise_failure(&fail, call->merchant->mch_id, req.url);
+	if (answer->file_path == NULL)
+		return;
+	/* A file the answer named (v3 bills): fetched, then applied. */
+	if (!wxpay_named_file_request(call, answer, &req, &fail))
+		wxpay_raise_failure(&fail, call->merchant->mch_id, wxpay_call_path(call));
+	transport = wxpay_http_perform(&req, &resp, &message);
+	if (!wxpay_named_file_finish(call, transport, message, &resp, answer, &fail))
+		wxpay_raise_failure(&fail, call->merchant->mch_id, wxpay_call_path(call));
 }
 
 /*

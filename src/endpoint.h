@@ -21,7 +21,10 @@
  * A file endpoint (a bill) answers with an unsigned file on success and a
  * protocol message otherwise: the protocol's is_file tells which, and the
  * file reaches the endpoint's read and apply as answer->file, unjudged
- * (there is nothing to verify it with beyond TLS).
+ * (there is nothing to verify it with beyond TLS).  In API v3 the signed
+ * answer names the file instead (answer->file_path and its SHA-1): the
+ * pipeline stops before apply, and the caller fetches it with
+ * wxpay_named_file_request and ends with wxpay_named_file_finish.
  */
 #ifndef WXPAY_ENDPOINT_H
 #define WXPAY_ENDPOINT_H
@@ -114,6 +117,10 @@ struct WxAnswer
 	const char *file;			/* file endpoints: the body, when it is the file */
 	size_t		file_len;
 	bool		no_file;		/* file endpoints: there is none (a day without trades) */
+	const char *file_path;		/* v3 bills: the file the answer names, to
+								 * fetch before apply (bill_v3.c) */
+	const char *file_sha1;		/* and the SHA-1 WeChat Pay gave for it
+								 * (decompressed), which it must have */
 };
 
 /*
@@ -127,6 +134,8 @@ typedef struct WxEndpointV3
 	 * {trade_type} (jsapi, app, native, h5) filled in from the call. */
 	const char *path;
 	bool		mchid_query;	/* ?mchid=<mch_id> follows the path */
+	/* Further query parameters, already encoded (a=1&b=2), or NULL. */
+	char	   *(*query) (const WxCall *call);
 	bool		keys_in_answer; /* /v3/certificates: the answer lists the
 								 * key that may verify it */
 	/* The request body, built as jsonb (NULL: no body). */
@@ -153,7 +162,8 @@ struct WxEndpoint
 	const WxEndpointV3 *v3;
 };
 
-/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c, bill.c). */
+/* The endpoints (query.c, refund.c, unifiedorder.c, micropay.c, bill.c;
+ * their v3 parts there, or bill_v3.c for the bills). */
 extern const WxEndpoint wx_endpoint_downloadbill;
 extern const WxEndpoint wx_endpoint_downloadfundflow;
 extern const WxEndpoint wx_endpoint_unifiedorder;
@@ -213,6 +223,9 @@ extern const struct WxKey *wxpay_v3_verification_key(const WxMerchant *m, const 
 extern bool wxpay_v3_verify(const WxMerchant *m, const char *serial, const char *timestamp,
 							const char *nonce, const char *signature,
 							const char *body, size_t len, char **why);
+extern bool wxpay_v3_signed_request(const WxMerchant *m, const char *method, const char *path,
+									const char *body, const char *accept, size_t max_response,
+									WxHttpRequest *http, WxFailure *fail);
 extern bool wxpay_v3_result(const WxCall *call, const WxAnswer *answer, WxFailure *fail);
 extern void wxpay_v3_payment_report(const WxParamList *fields, WxPaymentReport *r);
 extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status_field,
@@ -220,6 +233,13 @@ extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status
 extern char *wxpay_v3_time(const char *rfc3339);
 extern char *wxpay_v3_time_from_v2(const char *yyyymmddhhmmss);
 extern void wxpay_v3_certificates_wanted(void);
+
+/* bill_v3.c: a file named by a verified answer (v3 bills) */
+extern bool wxpay_named_file_request(const WxCall *call, const WxAnswer *answer,
+									 WxHttpRequest *req, WxFailure *fail);
+extern bool wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport,
+									char *message, const WxHttpResponse *resp,
+									WxAnswer *answer, WxFailure *fail);
 
 /* v3_certificates.c: platform certificates */
 extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,

@@ -425,22 +425,25 @@ url_path(const WxCall *call)
 		appendStringInfoString(&buf, "?mchid=");
 		append_encoded(&buf, call->merchant->mch_id);
 	}
+	if (v3->query != NULL)
+	{
+		appendStringInfoChar(&buf, v3->mchid_query ? '&' : '?');
+		appendStringInfoString(&buf, v3->query(call));
+	}
 	return buf.data;
 }
 
 /*
- * The request: the endpoint's method and path, its jsonb body as text,
- * signed with the merchant's key into the Authorization header.
+ * A request of merchant m to path (and query) on its api_base, with body
+ * (NULL: none) signed into the Authorization header; accept is its Accept.
+ * Bill downloads use it for a download_url (bill_v3.c).
  */
-static bool
-v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
+bool
+wxpay_v3_signed_request(const WxMerchant *m, const char *method, const char *path,
+						const char *body, const char *accept, size_t max_response,
+						WxHttpRequest *http, WxFailure *fail)
 {
-	const WxMerchant *m = call->merchant;
-	const WxEndpointV3 *v3 = call->endpoint->v3;
-	char	   *path = url_path(call);
-	Jsonb	   *body = v3->body ? v3->body(call) : NULL;
-	char	   *text = body ? JsonbToCString(NULL, &body->root, VARSIZE(body)) : NULL;
-	size_t		len = text ? strlen(text) : 0;
+	size_t		len = body ? strlen(body) : 0;
 	const WxKey *key = wx_key_private(m->key_pem, strlen(m->key_pem));
 	char	   *timestamp = psprintf("%lld", (long long) time(NULL));
 	char	   *nonce = wxpay_make_nonce(32);
@@ -448,7 +451,7 @@ v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 	char		auth[WX_V3_AUTH_MAX];
 
 	if (key == NULL ||
-		!wx_v3_sign_request(key, v3->method, path, timestamp, nonce, text, len, signature) ||
+		!wx_v3_sign_request(key, method, path, timestamp, nonce, body, len, signature) ||
 		!wx_v3_authorization(auth, m->mch_id, m->serial_no, timestamp, nonce, signature))
 	{
 		wxpay_fail(fail, WX_FAIL_LOCAL,
@@ -456,15 +459,27 @@ v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 		fail->hint = "key_pem must be apiclient_key.pem and wxpay.merchant_v3.serial_no the serial of apiclient_cert.pem.";
 		return false;
 	}
-	wxpay_http_request_init(http, v3->method, psprintf("%s%s", m->api_base, path), V3_MAX_BODY);
-	http->body = text;
+	wxpay_http_request_init(http, method, psprintf("%s%s", m->api_base, path), max_response);
+	http->body = body;
 	http->body_len = len;
 	wxpay_http_add_header(http, psprintf("Authorization: %s", auth));
-	wxpay_http_add_header(http, "Accept: application/json");
+	wxpay_http_add_header(http, psprintf("Accept: %s", accept));
 	wxpay_http_add_header(http, "User-Agent: pg_wxpay/" WXPAY_EXTVERSION " (PostgreSQL " PG_VERSION ")");
-	if (text != NULL)
+	if (body != NULL)
 		wxpay_http_add_header(http, "Content-Type: application/json");
 	return true;
+}
+
+/* The request: the endpoint's method and path, its jsonb body as text. */
+static bool
+v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
+{
+	const WxEndpointV3 *v3 = call->endpoint->v3;
+	Jsonb	   *body = v3->body ? v3->body(call) : NULL;
+
+	return wxpay_v3_signed_request(call->merchant, v3->method, url_path(call),
+								   body ? JsonbToCString(NULL, &body->root, VARSIZE(body)) : NULL,
+								   "application/json", V3_MAX_BODY, http, fail);
 }
 
 /*

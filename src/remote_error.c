@@ -45,6 +45,7 @@ static const struct
 	{"ORDER_NOT_EXIST", ERRCODE_WXPAY_NOT_FOUND},
 	{"RESOURCE_NOT_EXISTS", ERRCODE_WXPAY_NOT_FOUND},
 	{"USER_PAYING", ERRCODE_WXPAY_USER_PAYING},
+	{"STATEMENT_CREATING", ERRCODE_WXPAY_RETRY},	/* v3's Bill Creating */
 };
 
 /* Fill fail; returns false, so a reader can "return wxpay_fail(...)". */

@@ -178,3 +178,33 @@ wx_v3_serial_equal(const char *configured, const char *received)
 			return false;
 	return true;
 }
+
+/* Whether url has only characters a URL we fetch may have. */
+static bool
+url_chars_ok(const char *url)
+{
+	for (; *url; url++)
+		if (*url <= ' ' || *url > '~' || *url == '#' || *url == '\\')
+			return false;
+	return true;
+}
+
+/* After base's scheme://host[:port] (a trailing '/' of base ignored), a '/'. */
+const char *
+wx_v3_url_path_on(const char *base, const char *url)
+{
+	size_t		n;
+
+	if (base == NULL || url == NULL || strlen(url) > WX_V3_URL_MAX || !url_chars_ok(url) ||
+		strstr(base, "://") == NULL)
+		return NULL;
+	n = strlen(base);
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	if (n == 0 || strlen(url) <= n || url[n] != '/')
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (upper(base[i]) != upper(url[i]))
+			return NULL;
+	return url + n;
+}

@@ -24,6 +24,9 @@
 
 #define WX_V3_PUBKEY_PREFIX "PUB_KEY_ID_"
 
+/* Longest URL WeChat Pay may name for us to fetch (a bill's download_url). */
+#define WX_V3_URL_MAX 2048
+
 typedef enum WxV3Verdict
 {
 	WX_V3_OK = 0,
@@ -83,5 +86,13 @@ extern WxV3SerialKind wx_v3_serial_kind(const char *serial, size_t len);
  * certificate serials compare case-insensitively, public-key ids exactly.
  */
 extern bool wx_v3_serial_equal(const char *configured, const char *received);
+
+/*
+ * The path and query of url when url is on base (the same scheme, host
+ * and port, compared without case, then a '/'), else NULL: a request
+ * signed for the merchant goes to its own API host only.  url must be
+ * printable ASCII without spaces, '#' or '\\', at most WX_V3_URL_MAX bytes.
+ */
+extern const char *wx_v3_url_path_on(const char *base, const char *url);
 
 #endif							/* WX_V3_H */

@@ -10,6 +10,7 @@
  */
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fuzz_common.h"
 #include "wx_aes.h"
@@ -77,6 +78,23 @@ fuzz_serial(char *s, size_t len)
 	FUZZ_ASSERT(wx_v3_serial_equal(s, s) == (kind != WX_SERIAL_INVALID));
 }
 
+/*
+ * A URL WeChat Pay names: when it is on the base, its path is the rest of
+ * it after the base, starts with '/' and has no byte a request line cannot.
+ */
+static void
+fuzz_url(const char *s)
+{
+	const char *base = "https://api.mch.weixin.qq.com";
+	const char *path = wx_v3_url_path_on(base, s);
+
+	if (path == NULL)
+		return;
+	FUZZ_ASSERT(path == s + strlen(base) && path[0] == '/' && strncasecmp(s, base, strlen(base)) == 0);
+	for (const char *c = path; *c; c++)
+		FUZZ_ASSERT(*c > ' ' && *c <= '~');
+}
+
 /* Base64 that decodes must come back from encoding to the same bytes. */
 static void
 fuzz_base64(char *s, size_t len)
@@ -138,6 +156,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 1:
 			fuzz_serial(s, size - 1);
+			fuzz_url(s);
 			break;
 		case 2:
 			fuzz_base64(s, size - 1);

@@ -420,6 +420,32 @@ test_keys(void)
 	free(java_cert);
 }
 
+/* Which download_url may receive the merchant's Authorization. */
+static void
+test_url_on_base(void)
+{
+	const char *base = "https://api.mch.weixin.qq.com";
+	const char *path = wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com/v3/billdownload/file?token=x&tartype=gzip");
+
+	CHECK(path != NULL && strcmp(path, "/v3/billdownload/file?token=x&tartype=gzip") == 0,
+		  "the documented download_url: its path and query are signed");
+	CHECK(wx_v3_url_path_on("https://127.0.0.1:8443/", "https://127.0.0.1:8443/v3/billdownload/file?token=x") != NULL,
+		  "a base with a port and a trailing slash");
+	CHECK(wx_v3_url_path_on(base, "HTTPS://API.mch.weixin.qq.com/v3/x") != NULL, "scheme and host without case");
+	CHECK(wx_v3_url_path_on(base, "https://api2.mch.weixin.qq.com/v3/x") == NULL, "another host, even WeChat's backup");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com.evil.example/v3/x") == NULL, "a longer host");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com@evil.example/v3/x") == NULL, "user info");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com:444/v3/x") == NULL, "another port");
+	CHECK(wx_v3_url_path_on(base, "http://api.mch.weixin.qq.com/v3/x") == NULL, "plain http");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com") == NULL, "no path");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com/v3/x y") == NULL, "a space");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com/v3/x\r\nHost: evil") == NULL, "a line break");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com/v3/x#frag") == NULL, "a fragment");
+	CHECK(wx_v3_url_path_on(base, "https://api.mch.weixin.qq.com\\@evil.example/v3/x") == NULL, "a backslash");
+	CHECK(wx_v3_url_path_on("api.mch.weixin.qq.com", "api.mch.weixin.qq.com/v3/x") == NULL, "a base without a scheme");
+	CHECK(wx_v3_url_path_on(NULL, "https://api.mch.weixin.qq.com/v3/x") == NULL, "no base");
+}
+
 /* Every API v3 test. */
 void
 test_v3(void)
@@ -430,5 +456,6 @@ test_v3(void)
 	test_gcm();
 	test_notifications();
 	test_keys();
+	test_url_on_base();
 	wx_key_cache_clear();
 }
