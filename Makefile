@@ -29,7 +29,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS) -DWXPAY_EXTVERSION='"$(EXTVERSION)"
 override PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lssl -lcrypto -lz $(XML2_LIBS)
 
-REGRESS = install sign xml orders notify refund micropay states operations notify_fuzz v3_merchants notify_v3_fuzz bills retention
+REGRESS = install sign xml orders notify refund micropay states operations notify_fuzz v3_merchants notify_v3_fuzz bills retention settled
 REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--encoding=UTF8 --no-locale
