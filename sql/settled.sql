@@ -1,5 +1,7 @@
--- Settled rows: a row that reaches a final state drops the last_error of
--- earlier attempts (trial-v3 #11).  API v2 here; t/055 does the same for v3.
+-- Settled rows and contradicting reports: a row that reaches a final
+-- state drops the last_error of earlier attempts (trial-v3 #11), and an
+-- authentic report that contradicts a paid order is an anomaly, not a
+-- duplicate (trial-v3 #5).  API v2 here; t/055 does the same for v3.
 -- Each file starts from a fresh installation, so the files run in any order.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS wxpay CASCADE;
@@ -48,3 +50,19 @@ UPDATE wxpay.refunds SET state = 'CHANGE' WHERE out_refund_no = 'sr-3';
 UPDATE wxpay.refunds SET state = 'REFUNDCLOSE', last_error = 'WeChat Pay refused it' WHERE out_refund_no = 'sr-4';
 SELECT out_refund_no, state, last_error FROM wxpay.refunds ORDER BY out_refund_no;
 
+-- #5: a genuine repeat is a duplicate; a signed report of the paid order
+-- with another amount is answered SUCCESS (the order is paid: WeChat Pay
+-- must stop re-sending) but recorded as an anomaly, with a WARNING and a
+-- row in wxpay.payment_anomalies; the order is untouched.
+SELECT * FROM pg_temp.notify(pg_temp.paid('s-1', '900', '4200000000000000000000000001'));
+SELECT * FROM pg_temp.notify(pg_temp.paid('s-1', '1', '4200000000000000000000000001'));
+SELECT state, total_fee, transaction_id FROM wxpay.orders WHERE out_trade_no = 's-1';
+SELECT mch_id, out_trade_no, transaction_id, source, reported_total_fee, order_total_fee, reason
+  FROM wxpay.payment_anomalies;
+-- Another transaction for the paid order stays what it was: rejected, and
+-- listed among the unmatched payments.
+SELECT * FROM pg_temp.notify(pg_temp.paid('s-1', '900', '4200000000000000000000000002'));
+SELECT out_trade_no, transaction_id, total_fee FROM wxpay.unmatched_payments;
+SELECT count(*) AS anomalies FROM wxpay.payment_anomalies;
+-- Not for PUBLIC.
+SELECT has_table_privilege('public', 'wxpay.payment_anomalies', 'SELECT') AS public_reads;
