@@ -219,12 +219,12 @@ extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status
 								   WxRefundReport *r);
 extern char *wxpay_v3_time(const char *rfc3339);
 extern char *wxpay_v3_time_from_v2(const char *yyyymmddhhmmss);
-extern void wxpay_v3_certificates_wanted(void);
+extern void wxpay_v3_certificates_wanted(const char *mch_id);
 
 /* v3_certificates.c: platform certificates */
 extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
 											   const char *serial);
-extern void wxpay_v3_download_certificates(TimestampTz asked_at);
+extern void wxpay_v3_download_certificates(void);
 
 /* orders.c and refund.c: applying reports */
 typedef enum WxApplyResult

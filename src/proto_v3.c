@@ -333,7 +333,7 @@ verify_signed(const WxKey *key, const WxMerchant *m, const char *serial,
 	if (key == NULL && (key = wxpay_v3_verification_key(m, serial)) == NULL)
 	{
 		if (wx_v3_serial_kind(serial, strlen(serial)) == WX_SERIAL_CERTIFICATE)
-			wxpay_v3_certificates_wanted();
+			wxpay_v3_certificates_wanted(m->mch_id);
 		*reason = WX_UNVERIFIED_KEY;
 		*why = psprintf("Wechatpay-Serial %.64s names no key of merchant %s in wxpay.wechatpay_keys",
 						serial, m->mch_id);

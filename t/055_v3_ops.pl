@@ -64,4 +64,20 @@ like($err, qr/HINT:.*pub_key\.pem.*wxpay\.wechatpay_keys/s, 'with a hint to inse
 sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $a, action => 'sign_with', sign_with => 'certificate' });
 is(decode_json($sql->("SELECT wxpay_orderquery('$a', 'a-1')"))->{trade_state}, 'NOTPAY', 'and the next answer verifies');
 
+# #13: an unknown certificate serial in a notification to merchant a (a
+# stranger's: answered 401) has the worker download a's certificates, not
+# b's; and a download that changed nothing logs no line.
+$sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '1 minute'");
+my $before = $sql->("SELECT checked_at FROM wxpay.cert_downloads WHERE mch_id = '$b'");
+my $log_at = -s $node->logfile;
+my $forged = sim_call($sim, 'POST', '/_sim/notification', { mch_id => $a, out_trade_no => 'a-1' });
+$forged->{headers}{'Wechatpay-Serial'} = '7132D72A7E5F1C2B3A4D5E6F708192A3B4C5D6E7';
+is(handle($a, $forged->{headers}, $forged->{body}), '401', 'a notification naming an unknown serial is refused');
+ok($node->poll_query_until('postgres',
+	"SELECT checked_at > now() - interval '30 seconds' FROM wxpay.cert_downloads WHERE mch_id = '$a'"),
+	'and the worker downloads the certificates of its merchant');
+is($sql->("SELECT checked_at = '$before' FROM wxpay.cert_downloads WHERE mch_id = '$b'"), 't',
+	'not those of another merchant');
+unlike(log_since($log_at), qr/platform certificates of merchant $a/, 'a download that changed nothing logs nothing');
+
 done_testing();
