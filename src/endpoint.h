@@ -223,7 +223,7 @@ extern void wxpay_v3_certificates_wanted(const char *mch_id);
 
 /* v3_certificates.c: platform certificates */
 extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
-											   const char *serial);
+											   const char *serial, char **why);
 extern void wxpay_v3_download_certificates(void);
 
 /* orders.c and refund.c: applying reports */

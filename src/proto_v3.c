@@ -305,7 +305,9 @@ typedef enum WxUnverified
 {
 	WX_UNVERIFIED_SIGNATURE,	/* absent, malformed or not verifying */
 	WX_UNVERIFIED_CLOCK,		/* Wechatpay-Timestamp outside the window */
-	WX_UNVERIFIED_KEY			/* Wechatpay-Serial names no key we have */
+	WX_UNVERIFIED_KEY,			/* Wechatpay-Serial names no key we have */
+	WX_UNVERIFIED_APIV3_KEY		/* it names a listed certificate that does
+								 * not decrypt (/v3/certificates) */
 } WxUnverified;
 
 /*
@@ -385,6 +387,11 @@ fail_unverified(WxFailure *fail, const char *path, const char *serial, WxUnverif
 				fail->hint = "Insert the WeChat Pay public key (pub_key.pem) under its PUB_KEY_ID_ into wxpay.wechatpay_keys.";
 			else
 				fail->hint = "The worker downloads the merchant's platform certificates at once (at most every 30 s): retry shortly, or insert the certificate into wxpay.wechatpay_keys.";
+			break;
+		case WX_UNVERIFIED_APIV3_KEY:
+			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+					   psprintf("%s answered signed by a certificate it lists that cannot be read: %s", path, why));
+			fail->hint = "Set wxpay.merchant_v3.apiv3_key to the APIv3 key set on the merchant platform (Account Center > API Security).";
 			break;
 		case WX_UNVERIFIED_SIGNATURE:
 			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
@@ -547,21 +554,23 @@ judge_error(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 
 /*
  * For an endpoint whose answer lists keys (/v3/certificates): the listed
- * certificate the answer's serial names, when no known key has it.
+ * certificate the answer's serial names, when no known key has it; NULL
+ * with *why when the listed one cannot be read (a wrong APIv3 key).
  */
 static const WxKey *
-key_in_answer(const WxCall *call, const WxHttpResponse *http, const char *serial)
+key_in_answer(const WxCall *call, const WxHttpResponse *http, const char *serial, char **why)
 {
 	Jsonb	   *jb;
 	WxParamList fields;
 	const char *pem;
 
+	*why = NULL;
 	if (!call->endpoint->v3->keys_in_answer || serial == NULL ||
 		wxpay_v3_verification_key(call->merchant, serial) != NULL ||
 		(jb = wxpay_v3_parse(http->body, http->len)) == NULL)
 		return NULL;
 	wxpay_v3_fields(jb, &fields);
-	pem = wxpay_v3_answer_certificate(call->merchant, &fields, serial);
+	pem = wxpay_v3_answer_certificate(call->merchant, &fields, serial, why);
 	return pem ? wx_key_public(pem, strlen(pem)) : NULL;
 }
 
@@ -573,13 +582,16 @@ v3_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	const WxMerchant *m = call->merchant;
 	const char *path = wxpay_call_path(call);
 	const char *serial = wxpay_http_header(http, "Wechatpay-Serial");
+	const WxKey *listed;
 	WxUnverified reason;
 	char	   *why;
 
 	answer->status = http->status;
 	if (http->status < 200 || http->status > 299 || http->status == 202)
 		return judge_error(call, http, answer, fail);
-	if (!verify_signed(key_in_answer(call, http, serial), m, serial,
+	if ((listed = key_in_answer(call, http, serial, &why)) == NULL && why != NULL)
+		return fail_unverified(fail, path, serial, WX_UNVERIFIED_APIV3_KEY, why);
+	if (!verify_signed(listed, m, serial,
 					   wxpay_http_header(http, "Wechatpay-Timestamp"), wxpay_http_header(http, "Wechatpay-Nonce"),
 					   wxpay_http_header(http, "Wechatpay-Signature"), http->body ? http->body : "",
 					   http->len, &reason, &why))

@@ -10,7 +10,8 @@
  * unknown certificate serial (wxpay_v3_certificates_wanted, kept per
  * merchant in shared memory by merchant_marks.c: one merchant's unknown
  * serial never downloads another's).  Each certificate is decrypted
- * with the APIv3 key (AES-256-GCM authenticates it), must carry the serial
+ * with the APIv3 key (AES-256-GCM authenticates it: a tag that does not
+ * verify says the APIv3 key is wrong), must carry the serial
  * it is listed under, and is kept in wxpay.wechatpay_keys (source
  * download) until its expire_time, also after WeChat Pay stops listing it.
  * The answer itself is verified like any v3 answer, by a key already known
@@ -88,10 +89,16 @@ listed_certificate(const WxMerchant *m, const WxParamList *f, int n,
 	plain = palloc(wx_base64_decoded_max(strlen(b64)) + 1);
 	status = wx_gcm_decrypt(m->apiv3_key, strlen(m->apiv3_key), nonce, strlen(nonce),
 							aad ? aad : "", aad ? strlen(aad) : 0, b64, strlen(b64), plain, &len);
+	if (status == WX_AES_BAD_TAG)
+	{
+		/* Never the key itself: only that it is wrong. */
+		*why = psprintf("the APIv3 key of merchant %s is wrong: certificate %s does not decrypt with it (%s)",
+						m->mch_id, c->serial, wx_aes_status_text(status));
+		return false;
+	}
 	if (status != WX_AES_OK)
 	{
-		*why = psprintf("certificate %s does not decrypt with the APIv3 key: %s",
-						c->serial, wx_aes_status_text(status));
+		*why = psprintf("certificate %s does not decrypt: %s", c->serial, wx_aes_status_text(status));
 		return false;
 	}
 	plain[len] = '\0';
@@ -108,25 +115,26 @@ listed_certificate(const WxMerchant *m, const WxParamList *f, int n,
 
 /*
  * The PEM of the certificate a /v3/certificates answer lists under serial,
- * decrypted; NULL when it lists none (proto_v3.c verifies the answer with
- * it when no known key has that serial).
+ * decrypted; NULL when it lists none, and with *why when it lists one that
+ * cannot be read (a wrong APIv3 key).  proto_v3.c verifies the answer with
+ * it when no known key has that serial.
  */
 const char *
 wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
-							const char *serial)
+							const char *serial, char **why)
 {
 	WxListedCertificate c;
-	char	   *why;
 
 	for (int n = 0; n < MAX_CERTIFICATES; n++)
 	{
-		bool		ok = listed_certificate(m, fields, n, &c, &why);
+		bool		ok = listed_certificate(m, fields, n, &c, why);
 
-		if (!ok && why == NULL)
+		if (!ok && *why == NULL)
 			break;
-		if (ok && pg_strcasecmp(c.serial, serial) == 0)
-			return c.pem;
+		if (pg_strcasecmp(c.serial, serial) == 0)
+			return ok ? c.pem : NULL;
 	}
+	*why = NULL;
 	return NULL;
 }
 

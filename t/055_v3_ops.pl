@@ -80,4 +80,73 @@ is($sql->("SELECT checked_at = '$before' FROM wxpay.cert_downloads WHERE mch_id 
 	'not those of another merchant');
 unlike(log_since($log_at), qr/platform certificates of merchant $a/, 'a download that changed nothing logs nothing');
 
+# #5 (v3): the paid order's notification again, with another amount.
+$sql->("SELECT wxpay_unifiedorder('$p', 'p-1', 900, 'ops', '203.0.113.7', 'APP', '{}')");
+sim_call($sim, 'POST', '/_sim/pay', { mch_id => $p, out_trade_no => 'p-1' });
+ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'p-1'"),
+	'p-1 is paid by its notification');
+$log_at = -s $node->logfile;
+my $other = sim_call($sim, 'POST', '/_sim/notification',
+	{ mch_id => $p, out_trade_no => 'p-1', fields => { amount => { total => 1, payer_total => 1, currency => 'CNY', payer_currency => 'CNY' } } });
+is(handle($p, $other->{headers}, $other->{body}), '204', 'an authentic report of another amount is answered 204');
+like($sql->("SELECT outcome || '|' || reason FROM wxpay.notifications ORDER BY id DESC LIMIT 1"),
+	qr/^anomaly\|the order is paid with 900 fen; WeChat Pay reports 1 fen/, 'but recorded as an anomaly');
+is($sql->("SELECT source || ' ' || reported_total_fee || ' ' || order_total_fee FROM wxpay.payment_anomalies WHERE out_trade_no = 'p-1'"),
+	'notify 1 900', 'listed in wxpay.payment_anomalies');
+like(log_since($log_at), qr/WARNING:.*order p-1 of merchant $p is paid with 900 fen, but WeChat Pay reports 1 fen/,
+	'with a WARNING');
+is($sql->("SELECT state || ' ' || total_fee FROM wxpay.orders WHERE out_trade_no = 'p-1'"), 'SUCCESS 900', 'the order is untouched');
+
+# #11 (v3): a refund whose first answer was lost, settled by its notification.
+sim_call($sim, 'POST', '/_sim/v3/faults', { mode => 'lost', path => '/v3/refund/domestic/refunds' });
+($state) = sql_error($node, "SELECT wxpay_refund('$p', 'p-1', 'pr-1', 100)");
+is($state, 'WX001', 'the refund whose answer is lost: outcome unknown');
+$sql->("UPDATE wxpay.refunds SET next_query_at = now() + interval '1 hour' WHERE out_refund_no = 'pr-1'");
+like($sql->("SELECT state || ' ' || last_error FROM wxpay.refunds WHERE out_refund_no = 'pr-1'"),
+	qr/^PROCESSING .*outcome is unknown/, 'PROCESSING, with the error');
+sim_call($sim, 'POST', '/_sim/refund_state', { mch_id => $p, out_refund_no => 'pr-1', state => 'SUCCESS', notify => JSON::PP::true });
+ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.refunds WHERE out_refund_no = 'pr-1'"),
+	'its REFUND.SUCCESS notification settles it');
+is($sql->("SELECT last_error IS NULL FROM wxpay.refunds WHERE out_refund_no = 'pr-1'"), 't',
+	'and the error of the lost answer goes');
+
+# #12, notifications: a verified notification whose resource does not
+# decrypt (a wrong APIv3 key) is refused and logged, once per merchant in
+# a while however many arrive; the key is never logged.
+my $wrong = 'WRONGWRONGWRONGWRONGWRONGWRONG13';
+$sql->("UPDATE wxpay.merchant_v3 SET apiv3_key = '$wrong' WHERE mch_id = '$p'");
+$log_at = -s $node->logfile;
+for my $no ('p-2', 'p-3')
+{
+	$sql->("SELECT wxpay_unifiedorder('$p', '$no', 100, 'ops', '203.0.113.7', 'APP', '{}')");
+	my $n = sim_call($sim, 'POST', '/_sim/pay', { mch_id => $p, out_trade_no => $no, notify => JSON::PP::false });
+	is(handle($p, $n->{headers}, $n->{notification}), '400', "$no: a notification that does not decrypt is refused");
+}
+my @warned = log_since($log_at) =~ /WARNING:[^\n]*APIv3 key of merchant $p/g;
+is(scalar @warned, 1, 'one WARNING names the APIv3 key, for both');
+unlike(log_since($log_at), qr/$wrong/, 'the key itself is not in the log');
+
+# #12, certificates: after a rotation the new certificate does not decrypt
+# with a wrong APIv3 key; the download says so.
+$sql->("UPDATE wxpay.merchant_v3 SET apiv3_key = '$wrong' WHERE mch_id = '$b'");
+$sql->("SELECT wxpay_unifiedorder('$b', 'b-1', 100, 'ops', '203.0.113.7', 'APP', '{}')");
+sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $b, action => 'rotate' });
+$sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '1 minute' WHERE mch_id = '$b'");
+$log_at = -s $node->logfile;
+($state, $err) = sql_error($node, "SELECT wxpay_orderquery('$b', 'b-1')");
+like($err, qr/WX007:.*answered signed by an unknown key/, 'the answer signed by the new certificate is untrusted');
+ok($node->poll_query_until('postgres',
+	"SELECT status = 'error' AND message ~ 'APIv3 key of merchant $b is wrong' FROM wxpay.cert_downloads WHERE mch_id = '$b'"),
+	'the download names the wrong APIv3 key');
+ok(wx_poll(sub { log_since($log_at) =~ /could not download the platform certificates of merchant $b: .*APIv3 key/ }),
+	'so does the log line');
+unlike(log_since($log_at), qr/$wrong/, 'without the key');
+
+# With the right key the rotated certificate is downloaded, and that is logged.
+$sql->("UPDATE wxpay.merchant_v3 SET apiv3_key = '$WxTest::TEST_APIV3_KEY' WHERE mch_id = '$b'");
+$sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '1 minute' WHERE mch_id = '$b'");
+sql_error($node, "SELECT wxpay_orderquery('$b', 'b-1')");
+ok(wx_poll(sub { log_since($log_at) =~ /platform certificates of merchant $b downloaded/ }),
+	'a download that adds a certificate is logged');
+
 done_testing();
