@@ -231,7 +231,7 @@ typedef enum WxApplyResult
 {
 	WX_APPLY_CHANGED,			/* the row moved to the reported state */
 	WX_APPLY_UNCHANGED,			/* it was there already: a duplicate */
-	WX_APPLY_REJECTED			/* the report cannot be applied; see reason */,
+	WX_APPLY_REJECTED,			/* the report cannot be applied; see reason */
 	WX_APPLY_ANOMALY			/* unchanged, but the report contradicts the row
 								 * (a paid order's amount); see reason */
 } WxApplyResult;

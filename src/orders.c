@@ -206,9 +206,9 @@ apply_unpaid(const char *mch_id, const char *out_trade_no, const char *state,
 
 /*
  * Whether the order is already in the reported paid state with the
- * reported transaction and amount: most notifications are repeats, and a paid order
- * never becomes unpaid, so this is decided without the row lock (and its
- * WAL record).  Anything else takes the locked path, where concurrent
+ * reported transaction and amount: most notifications are repeats, and a
+ * paid order never becomes unpaid, so this is decided without the row lock
+ * (and its WAL record).  Anything else takes the locked path, where concurrent
  * first deliveries serialise.
  */
 static bool
