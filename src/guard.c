@@ -256,12 +256,17 @@ check_change(const WxGuardedTable *t, Relation rel, HeapTuple old, HeapTuple new
 static bool
 settles_with_stale_error(const WxGuardedTable *t, TupleDesc desc, HeapTuple old, HeapTuple new)
 {
-	char	   *from = column_text(old, desc, "state");
-	char	   *to = column_text(new, desc, "state");
+	char	   *from;
+	char	   *to;
 	bool		isnull;
 
+	/* Most rows have no error: the hot paths stop here. */
 	(void) column(old, desc, "last_error", &isnull);
-	return !isnull && to != NULL && strcmp(from, to) != 0 && t->settled(to) &&
+	if (isnull)
+		return false;
+	from = column_text(old, desc, "state");
+	to = column_text(new, desc, "state");
+	return to != NULL && strcmp(from, to) != 0 && t->settled(to) &&
 		column_same(old, new, desc, "last_error");
 }
 
