@@ -96,6 +96,12 @@ is($sql->("SELECT source || ' ' || reported_total_fee || ' ' || order_total_fee 
 like(log_since($log_at), qr/WARNING:.*order p-1 of merchant $p is paid with 900 fen, but WeChat Pay reports 1 fen/,
 	'with a WARNING');
 is($sql->("SELECT state || ' ' || total_fee FROM wxpay.orders WHERE out_trade_no = 'p-1'"), 'SUCCESS 900', 'the order is untouched');
+# A query answer saying so is no error either, and is recorded the same way.
+sim_call($sim, 'POST', '/_sim/pay', { mch_id => $p, out_trade_no => 'p-1', total_fee => 2, notify => JSON::PP::false });
+is(decode_json($sql->("SELECT wxpay_orderquery('$p', 'p-1')"))->{trade_state}, 'SUCCESS', 'a query answer of another amount');
+is($sql->("SELECT source || ' ' || reported_total_fee FROM wxpay.payment_anomalies WHERE out_trade_no = 'p-1' ORDER BY id DESC LIMIT 1"),
+	'query 2', 'is an anomaly too, its source the query');
+is($sql->("SELECT state || ' ' || total_fee FROM wxpay.orders WHERE out_trade_no = 'p-1'"), 'SUCCESS 900', 'the order still untouched');
 
 # #11 (v3): a refund whose first answer was lost, settled by its notification.
 sim_call($sim, 'POST', '/_sim/v3/faults', { mode => 'lost', path => '/v3/refund/domestic/refunds' });
