@@ -379,7 +379,8 @@ fail_unverified(WxFailure *fail, const char *path, const char *serial, WxUnverif
 			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
 					   psprintf("%s answered with a Wechatpay-Timestamp more than %d s from our clock",
 								path, WX_V3_MAX_SKEW));
-			fail->hint = "Check this server's clock (NTP): answers are believed only within 300 s of it.";
+			fail->hint = psprintf("Check this server's clock (NTP): answers are believed only within %d s of it.",
+								  WX_V3_MAX_SKEW);
 			break;
 		case WX_UNVERIFIED_KEY:
 			wxpay_fail(fail, WX_FAIL_UNTRUSTED, psprintf("%s answered signed by an unknown key: %s", path, why));
@@ -391,7 +392,7 @@ fail_unverified(WxFailure *fail, const char *path, const char *serial, WxUnverif
 		case WX_UNVERIFIED_APIV3_KEY:
 			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
 					   psprintf("%s answered signed by a certificate it lists that cannot be read: %s", path, why));
-			fail->hint = "Set wxpay.merchant_v3.apiv3_key to the APIv3 key set on the merchant platform (Account Center > API Security).";
+			fail->hint = "Check wxpay.merchant_v3.apiv3_key: it must be the APIv3 key set on the merchant platform (Account Center > API Security).";
 			break;
 		case WX_UNVERIFIED_SIGNATURE:
 			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
