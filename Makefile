@@ -18,8 +18,8 @@ CORE_OBJS = src/wx_sign.o src/wx_xml.o src/wx_aes.o src/wx_bill.o src/wx_rsa.o s
 # ... and the SQL glue around it, one file per concern.
 OBJS = $(CORE_OBJS) src/wxpay.o src/refuse.o src/params.o src/states.o src/args.o src/spi_util.o src/txn.o src/shmem.o src/wake.o src/paid_events.o src/merchant.o src/autonomous.o \
 	src/sign.o src/xml.o src/http.o src/remote_error.o src/proto_v2.o src/endpoint.o \
-	src/orders.o src/history.o src/guard.o src/retention.o src/unifiedorder.o src/client_params.o src/notify.o src/query.o src/refund.o src/refund_notify.o src/micropay.o src/order_wait.o src/worker.o src/worker_start.o \
-	src/v3_config.o src/proto_v3.o src/v3_certificates.o src/notify_v3.o src/bill.o src/bill_store.o src/bill_worker.o src/bill_v3.o
+	src/orders.o src/anomalies.o src/history.o src/guard.o src/retention.o src/unifiedorder.o src/client_params.o src/notify.o src/query.o src/refund.o src/refund_notify.o src/micropay.o src/order_wait.o src/worker.o src/worker_start.o \
+	src/v3_config.o src/proto_v3.o src/v3_certificates.o src/merchant_marks.o src/notify_v3.o src/bill.o src/bill_store.o src/bill_worker.o src/bill_v3.o
 
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null || pkg-config --cflags libxml-2.0)
 XML2_LIBS := $(shell xml2-config --libs 2>/dev/null || pkg-config --libs libxml-2.0)
@@ -29,7 +29,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(XML2_CFLAGS) -DWXPAY_EXTVERSION='"$(EXTVERSION)"
 override PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lssl -lcrypto -lz $(XML2_LIBS)
 
-REGRESS = install sign xml orders notify refund micropay states operations notify_fuzz v3_merchants notify_v3_fuzz bills v3_bills retention
+REGRESS = install sign xml orders notify refund micropay states operations notify_fuzz v3_merchants notify_v3_fuzz bills v3_bills retention settled
 REGRESS_OPTS = --temp-config=$(srcdir)/test/wxpay.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--encoding=UTF8 --no-locale

@@ -1739,3 +1739,41 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wxpay.archive_notifications(interval) FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.archive_notifications(interval) IS
 'moves settled notification bodies received more than older_than ago into wxpay.notifications_archive; returns how many';
+
+----------------------------------------------------------------------
+-- Payment anomalies (v3ops, trial-v3 #5): an authentic report (a
+-- notification or a query answer, v2 or v3) of an order already paid here,
+-- with its transaction but another amount.  The order stays as paid and a
+-- notification is answered as a success (refusing it only makes WeChat Pay
+-- re-send it), but it is recorded with the outcome 'anomaly', logged as a
+-- WARNING and kept here for the DBA to reconcile (src/anomalies.c).
+----------------------------------------------------------------------
+
+ALTER TABLE wxpay.notifications DROP CONSTRAINT notifications_outcome_valid;
+ALTER TABLE wxpay.notifications ADD CONSTRAINT notifications_outcome_valid
+	CHECK (outcome OPERATOR(pg_catalog.=) ANY (ARRAY['accepted', 'duplicate', 'anomaly', 'rejected']));
+
+CREATE TABLE wxpay.payment_anomalies (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	found_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	mch_id		text NOT NULL,
+	out_trade_no text NOT NULL,
+	transaction_id text,
+	source		text NOT NULL,
+	reported_total_fee text,
+	order_total_fee integer NOT NULL,
+	reason		text NOT NULL
+);
+CREATE INDEX payment_anomalies_order_idx ON wxpay.payment_anomalies (mch_id, out_trade_no);
+REVOKE ALL ON wxpay.payment_anomalies FROM PUBLIC;
+COMMENT ON TABLE wxpay.payment_anomalies IS
+'authentic reports (notifications, query answers) of a paid order with another amount: the order is left as paid; reconcile by hand';
+COMMENT ON COLUMN wxpay.payment_anomalies.source IS
+'what reported it: notify, query (the change source of order_events)';
+COMMENT ON COLUMN wxpay.payment_anomalies.reported_total_fee IS
+'the amount in fen as WeChat Pay reported it (text: as received)';
+ALTER TABLE wxpay.payment_anomalies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY payment_anomalies_by_merchant ON wxpay.payment_anomalies
+	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
+SELECT pg_catalog.pg_extension_config_dump('wxpay.payment_anomalies', '');
+SELECT pg_catalog.pg_extension_config_dump('wxpay.payment_anomalies_id_seq', '');

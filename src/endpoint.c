@@ -200,7 +200,8 @@ wxpay_endpoint_call(const WxCall *call, WxAnswer *answer)
 
 /*
  * An apply step's result as the pipeline's: a rejection is a mismatch
- * between WeChat Pay's verified answer and the local records.
+ * between WeChat Pay's verified answer and the local records (an anomaly
+ * is not: the order stays paid, anomalies.c has logged and recorded it).
  */
 bool
 wxpay_apply_outcome(WxApplyResult result, char *reason, WxAnswer *answer,

@@ -232,7 +232,7 @@ extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status
 								   WxRefundReport *r);
 extern char *wxpay_v3_time(const char *rfc3339);
 extern char *wxpay_v3_time_from_v2(const char *yyyymmddhhmmss);
-extern void wxpay_v3_certificates_wanted(void);
+extern void wxpay_v3_certificates_wanted(const char *mch_id);
 
 /* bill_v3.c: a file named by a verified answer (v3 bills) */
 extern bool wxpay_named_file_request(const WxCall *call, const WxAnswer *answer,
@@ -243,15 +243,17 @@ extern bool wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport,
 
 /* v3_certificates.c: platform certificates */
 extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
-											   const char *serial);
-extern void wxpay_v3_download_certificates(TimestampTz asked_at);
+											   const char *serial, char **why);
+extern void wxpay_v3_download_certificates(void);
 
 /* orders.c and refund.c: applying reports */
 typedef enum WxApplyResult
 {
 	WX_APPLY_CHANGED,			/* the row moved to the reported state */
 	WX_APPLY_UNCHANGED,			/* it was there already: a duplicate */
-	WX_APPLY_REJECTED			/* the report cannot be applied; see reason */
+	WX_APPLY_REJECTED,			/* the report cannot be applied; see reason */
+	WX_APPLY_ANOMALY			/* unchanged, but the report contradicts the row
+								 * (a paid order's amount); see reason */
 } WxApplyResult;
 
 extern WxApplyResult wxpay_apply_payment(const char *mch_id,

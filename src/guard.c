@@ -10,8 +10,12 @@
  * name the row and its amount never change; the ids WeChat Pay assigns
  * never change once set; the state moves only along its machine (states.c)
  * and is always a state of the vocabulary; a paid order has its
- * transaction.  It also stamps updated_at.  Written in C because it runs on
- * every write of the hot paths: a unified order writes its order twice.
+ * transaction.  It also stamps updated_at, and a row that reaches a settled
+ * state drops the last_error of earlier attempts (a lost answer, say):
+ * whatever settled it (a verified answer, a notification, either protocol)
+ * has the last word, unless the same statement writes last_error itself (a
+ * refusal that closes a refund).  Written in C because it runs on every
+ * write of the hot paths: a unified order writes its order twice.
  */
 #include "postgres.h"
 
@@ -48,6 +52,7 @@ typedef struct WxGuardedTable
 	bool		(*paid) (const char *state);	/* states that need paid_columns */
 	const char *const *paid_columns;
 	const char *paid_constraint;
+	bool		(*settled) (const char *state);	/* nothing follows it any more */
 } WxGuardedTable;
 
 static const char *const order_unset[] = {"transaction_id", "paid_at", NULL};
@@ -57,6 +62,13 @@ static const char *const refund_fixed[] = {"mch_id", "out_refund_no", "out_trade
 "total_fee", "params", NULL};
 static const char *const refund_set_once[] = {"refund_id", NULL};
 static const char *const nothing[] = {NULL};
+
+/* An order nobody follows any more: paid, closed or revoked. */
+static bool
+order_settled(const char *state)
+{
+	return !wx_order_state_pending(state);
+}
 
 static const WxGuardedTable guarded_tables[] = {
 	{
@@ -68,6 +80,7 @@ static const WxGuardedTable guarded_tables[] = {
 		.valid = wx_order_state_valid,.valid_constraint = "orders_state_valid",
 		.paid = wx_order_state_paid,.paid_columns = order_set_once,
 		.paid_constraint = "orders_paid_has_transaction",
+		.settled = order_settled,
 	},
 	{
 		.table = "refunds",.noun = "refund",.key = "out_refund_no",
@@ -76,6 +89,7 @@ static const WxGuardedTable guarded_tables[] = {
 		.fixed_hint = "A different refund needs a new out_refund_no.",
 		.set_once = refund_set_once,.moves = wx_refund_moves,
 		.valid = wx_refund_state_valid,.valid_constraint = "refunds_state_valid",
+		.settled = wx_refund_state_final,
 	},
 };
 
@@ -235,6 +249,28 @@ check_change(const WxGuardedTable *t, Relation rel, HeapTuple old, HeapTuple new
 }
 
 /*
+ * Whether an update settles the row (its state moves to a settled one)
+ * without writing last_error itself: then the error of an earlier attempt
+ * no longer describes it.
+ */
+static bool
+settles_with_stale_error(const WxGuardedTable *t, TupleDesc desc, HeapTuple old, HeapTuple new)
+{
+	char	   *from;
+	char	   *to;
+	bool		isnull;
+
+	/* Most rows have no error: the hot paths stop here. */
+	(void) column(old, desc, "last_error", &isnull);
+	if (isnull)
+		return false;
+	from = column_text(old, desc, "state");
+	to = column_text(new, desc, "state");
+	return to != NULL && strcmp(from, to) != 0 && t->settled(to) &&
+		column_same(old, new, desc, "last_error");
+}
+
+/*
  * wxpay.state_guard() -> trigger, BEFORE INSERT OR UPDATE FOR EACH ROW on
  * wxpay.orders and wxpay.refunds.
  */
@@ -244,9 +280,10 @@ wxpay_state_guard(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	const WxGuardedTable *t;
 	Relation	rel;
-	int			attnum;
-	Datum		now;
-	bool		isnull = false;
+	TupleDesc	desc;
+	int			attnums[2];
+	Datum		values[2];
+	bool		nulls[2] = {false, true};
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
@@ -259,8 +296,13 @@ wxpay_state_guard(PG_FUNCTION_ARGS)
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
 	check_change(t, rel, trigdata->tg_trigtuple, trigdata->tg_newtuple);
-	attnum = SPI_fnumber(RelationGetDescr(rel), "updated_at");
-	now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	return PointerGetDatum(heap_modify_tuple_by_cols(trigdata->tg_newtuple, RelationGetDescr(rel),
-													 1, &attnum, &now, &isnull));
+	desc = RelationGetDescr(rel);
+	attnums[0] = SPI_fnumber(desc, "updated_at");
+	values[0] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	attnums[1] = SPI_fnumber(desc, "last_error");
+	values[1] = (Datum) 0;
+	return PointerGetDatum(heap_modify_tuple_by_cols(trigdata->tg_newtuple, desc,
+													 settles_with_stale_error(t, desc, trigdata->tg_trigtuple,
+																			  trigdata->tg_newtuple) ? 2 : 1,
+													 attnums, values, nulls));
 }

@@ -71,6 +71,12 @@ wxpay_notify_applied(WxNotifyOutcome *out, WxApplyResult result, char *reason)
 {
 	if (result == WX_APPLY_REJECTED)
 		wxpay_notify_reject(out, reason);
+	else if (result == WX_APPLY_ANOMALY)
+	{
+		/* Answered as a success (the order is paid), recorded as what it is. */
+		out->outcome = "anomaly";
+		out->reason = reason;
+	}
 	else
 		out->outcome = result == WX_APPLY_CHANGED ? "accepted" : "duplicate";
 }
@@ -166,8 +172,10 @@ insert_notification(void *arg)
 	BOOLOID, JSONBOID, JSONBOID};
 	Datum		values[11];
 	char		nulls[12] = "           ";
+	/* 1.0's outcomes have no anomaly: the reason still says it. */
+	const char *outcome = r->schema_1_0 && strcmp(out->outcome, "anomaly") == 0 ? "duplicate" : out->outcome;
 	const char *strings[8] = {kind, NULL, out->mch_id, out->out_trade_no,
-	out->transaction_id, out->outcome, out->reason, out->out_refund_no};
+	out->transaction_id, outcome, out->reason, out->out_refund_no};
 	static SPIPlanPtr plans[2];
 
 	for (int i = 0; i < 8; i++)

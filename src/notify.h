@@ -26,7 +26,7 @@ typedef struct WxNotice
 typedef struct WxNotifyOutcome
 {
 	const char *kind;			/* pay, refund: a constant; NULL: the handler's */
-	const char *outcome;		/* accepted, duplicate, rejected */
+	const char *outcome;		/* accepted, duplicate, anomaly, rejected */
 	char	   *reason;
 	char	   *mch_id;
 	char	   *out_trade_no;

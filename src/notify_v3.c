@@ -31,8 +31,12 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 
+#include "merchant_marks.h"
 #include "notify.h"
 #include "wx_aes.h"
+
+/* How often a merchant's wrong APIv3 key is reported in the log, at most. */
+#define APIV3_KEY_WARNING_MS (10 * 60 * 1000)
 
 PG_FUNCTION_INFO_V1(wxpay_handle_notify_v3);
 
@@ -117,6 +121,24 @@ signature_verifies(const WxMerchant *m, const WxNotice *n, WxNotifyOutcome *out)
 	return false;
 }
 
+/*
+ * A verified notification of merchant m does not decrypt: a wrong APIv3
+ * key (or WeChat Pay's mistake), which refuses every notification while
+ * queries go on working.  Said in the log, once per merchant in
+ * APIV3_KEY_WARNING_MS however many arrive (WeChat Pay re-sends each): a
+ * stranger cannot cause it, the signature verified first.  Never the key.
+ */
+static void
+warn_apiv3_key(const WxMerchant *m, WxAesStatus status)
+{
+	if (wxpay_merchant_mark(m->mch_id, WX_MARK_APIV3_KEY_WARNED, APIV3_KEY_WARNING_MS))
+		ereport(WARNING,
+				(errmsg("wxpay: the APIv3 key of merchant %s does not decrypt its notifications", m->mch_id),
+				 errdetail("A notification signed by WeChat Pay was refused: %s.", wx_aes_status_text(status)),
+				 errhint("Set wxpay.merchant_v3.apiv3_key to the APIv3 key set on the merchant platform (Account Center > API Security); "
+						 "WeChat Pay re-sends refused notifications.")));
+}
+
 /* Reject out for reason; NULL, for the functions that return what they found. */
 static Jsonb *
 refuse(WxNotifyOutcome *out, char *reason)
@@ -155,8 +177,11 @@ decrypt_resource(const WxMerchant *m, const WxParamList *envelope, const WxV3Eve
 	status = wx_gcm_decrypt(m->apiv3_key, strlen(m->apiv3_key), nonce, strlen(nonce),
 							aad, strlen(aad), ciphertext, strlen(ciphertext), plain, &plain_len);
 	if (status != WX_AES_OK)
+	{
+		warn_apiv3_key(m, status);
 		return refuse(out, psprintf("resource does not decrypt with the merchant's APIv3 key: %s",
 									wx_aes_status_text(status)));
+	}
 	if ((resource = wxpay_v3_parse((char *) plain, plain_len)) == NULL)
 		return refuse(out, pstrdup("the decrypted resource is not a JSON object"));
 	return resource;

@@ -160,6 +160,11 @@ apply_paid(const char *mch_id, const WxPaymentReport *r, const char *state,
 							   order_txn ? order_txn : "(none)", txn ? txn : "(none)");
 			return WX_APPLY_REJECTED;
 		}
+		if (r->total_fee != NULL && strcmp(r->total_fee, order_fee) != 0)
+		{
+			*reason = wxpay_payment_anomaly(mch_id, r, order_fee);
+			return WX_APPLY_ANOMALY;
+		}
 		if (strcmp(reported, "REFUND") == 0 && strcmp(state, "SUCCESS") == 0)
 		{
 			set_state(mch_id, out_trade_no, "REFUND");
@@ -201,9 +206,9 @@ apply_unpaid(const char *mch_id, const char *out_trade_no, const char *state,
 
 /*
  * Whether the order is already in the reported paid state with the
- * reported transaction: most notifications are repeats, and a paid order
- * never becomes unpaid, so this is decided without the row lock (and its
- * WAL record).  Anything else takes the locked path, where concurrent
+ * reported transaction and amount: most notifications are repeats, and a
+ * paid order never becomes unpaid, so this is decided without the row lock
+ * (and its WAL record).  Anything else takes the locked path, where concurrent
  * first deliveries serialise.
  */
 static bool
@@ -214,7 +219,7 @@ already_paid(Datum *key, const WxPaymentReport *r)
 	char	   *txn;
 
 	wxpay_spi_exec_plan(&probe_plan,
-						"SELECT state, transaction_id FROM wxpay.orders"
+						"SELECT state, transaction_id, total_fee::text FROM wxpay.orders"
 						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
 						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
 						2, types, key, NULL, true, SPI_OK_SELECT);
@@ -222,7 +227,9 @@ already_paid(Datum *key, const WxPaymentReport *r)
 		return false;
 	state = wxpay_spi_value(0, 1);
 	txn = wxpay_spi_value(0, 2);
-	return strcmp(state, r->state) == 0 && txn != NULL && strcmp(txn, r->transaction_id) == 0;
+	/* Another amount is an anomaly, for the locked path to record. */
+	return strcmp(state, r->state) == 0 && txn != NULL && strcmp(txn, r->transaction_id) == 0 &&
+		(r->total_fee == NULL || strcmp(r->total_fee, wxpay_spi_value(0, 3)) == 0);
 }
 
 /*

@@ -29,4 +29,8 @@ extern char *wxpay_order_record(const WxNewOrder *o);
 extern void wxpay_order_store_prepay(const char *mch_id, const WxPaymentReport *r);
 extern void wxpay_order_mark_refunded(const char *mch_id, const char *out_trade_no);
 
+/* anomalies.c: a verified report contradicting a paid order */
+extern char *wxpay_payment_anomaly(const char *mch_id, const WxPaymentReport *r,
+								   const char *order_fee);
+
 #endif							/* WXPAY_ORDERS_H */

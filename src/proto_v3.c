@@ -300,21 +300,33 @@ wxpay_v3_verification_key(const WxMerchant *m, const char *serial)
 	return wx_key_public(pem, strlen(pem));
 }
 
+/* Why a signed message did not verify: each reason its message and hint. */
+typedef enum WxUnverified
+{
+	WX_UNVERIFIED_SIGNATURE,	/* absent, malformed or not verifying */
+	WX_UNVERIFIED_CLOCK,		/* Wechatpay-Timestamp outside the window */
+	WX_UNVERIFIED_KEY,			/* Wechatpay-Serial names no key we have */
+	WX_UNVERIFIED_APIV3_KEY		/* it names a listed certificate that does
+								 * not decrypt (/v3/certificates) */
+} WxUnverified;
+
 /*
  * Whether a signed message (an answer or a notification) is WeChat Pay's
  * for this merchant: the key chosen by serial (key, when not NULL, is the
  * one the caller found for it), the signature over the raw body within
- * the time window.  False with *why (no secret in it); an unknown
- * certificate serial asks the worker for the certificates.
+ * the time window.  False with *reason and *why (no secret in it); an
+ * unknown certificate serial asks the worker for the merchant's
+ * certificates.
  */
 static bool
 verify_signed(const WxKey *key, const WxMerchant *m, const char *serial,
 			  const char *timestamp, const char *nonce, const char *signature,
-			  const char *body, size_t len, char **why)
+			  const char *body, size_t len, WxUnverified *reason, char **why)
 {
 	WxV3Verdict verdict;
 
 	*why = NULL;
+	*reason = WX_UNVERIFIED_SIGNATURE;
 	if (serial == NULL || serial[0] == '\0')
 	{
 		*why = pstrdup("no Wechatpay-Serial");
@@ -323,7 +335,8 @@ verify_signed(const WxKey *key, const WxMerchant *m, const char *serial,
 	if (key == NULL && (key = wxpay_v3_verification_key(m, serial)) == NULL)
 	{
 		if (wx_v3_serial_kind(serial, strlen(serial)) == WX_SERIAL_CERTIFICATE)
-			wxpay_v3_certificates_wanted();
+			wxpay_v3_certificates_wanted(m->mch_id);
+		*reason = WX_UNVERIFIED_KEY;
 		*why = psprintf("Wechatpay-Serial %.64s names no key of merchant %s in wxpay.wechatpay_keys",
 						serial, m->mch_id);
 		wx_utf8_clip(*why);
@@ -332,6 +345,7 @@ verify_signed(const WxKey *key, const WxMerchant *m, const char *serial,
 	verdict = wx_v3_verify(key, timestamp, nonce, signature, body, len, (long long) time(NULL));
 	if (verdict != WX_V3_OK)
 	{
+		*reason = verdict == WX_V3_SKEWED ? WX_UNVERIFIED_CLOCK : WX_UNVERIFIED_SIGNATURE;
 		*why = psprintf("%s%s", wx_v3_verdict_text(verdict),
 						wx_v3_is_probe(signature) ? " (a WECHATPAY/SIGNTEST/ probe)" : "");
 		return false;
@@ -345,7 +359,49 @@ wxpay_v3_verify(const WxMerchant *m, const char *serial, const char *timestamp,
 				const char *nonce, const char *signature, const char *body,
 				size_t len, char **why)
 {
-	return verify_signed(NULL, m, serial, timestamp, nonce, signature, body, len, why);
+	WxUnverified reason;
+
+	return verify_signed(NULL, m, serial, timestamp, nonce, signature, body, len, &reason, why);
+}
+
+/*
+ * An answer to path that did not verify, as the WX007 its caller gets: a
+ * message that names the reason and a hint that tells the fix.  The one
+ * place answers' verification failures are worded.
+ */
+static bool
+fail_unverified(WxFailure *fail, const char *path, const char *serial, WxUnverified reason,
+				const char *why)
+{
+	switch (reason)
+	{
+		case WX_UNVERIFIED_CLOCK:
+			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+					   psprintf("%s answered with a Wechatpay-Timestamp more than %d s from our clock",
+								path, WX_V3_MAX_SKEW));
+			fail->hint = psprintf("Check this server's clock (NTP): answers are believed only within %d s of it.",
+								  WX_V3_MAX_SKEW);
+			break;
+		case WX_UNVERIFIED_KEY:
+			wxpay_fail(fail, WX_FAIL_UNTRUSTED, psprintf("%s answered signed by an unknown key: %s", path, why));
+			if (wx_v3_serial_kind(serial, strlen(serial)) == WX_SERIAL_PUBLIC_KEY)
+				fail->hint = "Insert the WeChat Pay public key (pub_key.pem) under its PUB_KEY_ID_ into wxpay.wechatpay_keys.";
+			else
+				fail->hint = "The worker downloads the merchant's platform certificates at once (at most every 30 s): retry shortly, or insert the certificate into wxpay.wechatpay_keys.";
+			break;
+		case WX_UNVERIFIED_APIV3_KEY:
+			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+					   psprintf("%s answered signed by a certificate it lists that cannot be read: %s", path, why));
+			fail->hint = "Check wxpay.merchant_v3.apiv3_key: it must be the APIv3 key set on the merchant platform (Account Center > API Security).";
+			break;
+		case WX_UNVERIFIED_SIGNATURE:
+			wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+					   psprintf("%s answered with a signature that does not verify: %s", path, why));
+			fail->hint = "Check the merchant's api_base and ca_pem (is it WeChat Pay answering?) and its keys in wxpay.wechatpay_keys.";
+			break;
+	}
+	wx_utf8_clip(fail->message);
+	return false;
 }
 
 /*--------------------------------------------------------------------
@@ -514,21 +570,23 @@ judge_error(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 
 /*
  * For an endpoint whose answer lists keys (/v3/certificates): the listed
- * certificate the answer's serial names, when no known key has it.
+ * certificate the answer's serial names, when no known key has it; NULL
+ * with *why when the listed one cannot be read (a wrong APIv3 key).
  */
 static const WxKey *
-key_in_answer(const WxCall *call, const WxHttpResponse *http, const char *serial)
+key_in_answer(const WxCall *call, const WxHttpResponse *http, const char *serial, char **why)
 {
 	Jsonb	   *jb;
 	WxParamList fields;
 	const char *pem;
 
+	*why = NULL;
 	if (!call->endpoint->v3->keys_in_answer || serial == NULL ||
 		wxpay_v3_verification_key(call->merchant, serial) != NULL ||
 		(jb = wxpay_v3_parse(http->body, http->len)) == NULL)
 		return NULL;
 	wxpay_v3_fields(jb, &fields);
-	pem = wxpay_v3_answer_certificate(call->merchant, &fields, serial);
+	pem = wxpay_v3_answer_certificate(call->merchant, &fields, serial, why);
 	return pem ? wx_key_public(pem, strlen(pem)) : NULL;
 }
 
@@ -540,17 +598,20 @@ v3_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	const WxMerchant *m = call->merchant;
 	const char *path = wxpay_call_path(call);
 	const char *serial = wxpay_http_header(http, "Wechatpay-Serial");
+	const WxKey *listed;
+	WxUnverified reason;
 	char	   *why;
 
 	answer->status = http->status;
 	if (http->status < 200 || http->status > 299 || http->status == 202)
 		return judge_error(call, http, answer, fail);
-	if (!verify_signed(key_in_answer(call, http, serial), m, serial,
+	if ((listed = key_in_answer(call, http, serial, &why)) == NULL && why != NULL)
+		return fail_unverified(fail, path, serial, WX_UNVERIFIED_APIV3_KEY, why);
+	if (!verify_signed(listed, m, serial,
 					   wxpay_http_header(http, "Wechatpay-Timestamp"), wxpay_http_header(http, "Wechatpay-Nonce"),
 					   wxpay_http_header(http, "Wechatpay-Signature"), http->body ? http->body : "",
-					   http->len, &why))
-		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
-						  psprintf("%s answered with a signature that does not verify: %s", path, why));
+					   http->len, &reason, &why))
+		return fail_unverified(fail, path, serial, reason, why);
 	if (http->len == 0)
 	{
 		wxpay_list_init(&answer->fields, 1);

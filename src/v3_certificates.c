@@ -6,26 +6,33 @@
  * The worker downloads the certificates of every v3 merchant that verifies
  * with certificates (any merchant_v3 row but one with a public key and no
  * certificate) every 24 hours, and at once, at most once in 30 seconds per
- * merchant, when an answer or notification named an unknown certificate
- * serial (wxpay_v3_certificates_wanted).  Each certificate is decrypted
- * with the APIv3 key (AES-256-GCM authenticates it), must carry the serial
+ * merchant, when an answer or notification of that merchant named an
+ * unknown certificate serial (wxpay_v3_certificates_wanted, kept per
+ * merchant in shared memory by merchant_marks.c: one merchant's unknown
+ * serial never downloads another's).  Each certificate is decrypted
+ * with the APIv3 key (AES-256-GCM authenticates it: a tag that does not
+ * verify says the APIv3 key is wrong), must carry the serial
  * it is listed under, and is kept in wxpay.wechatpay_keys (source
  * download) until its expire_time, also after WeChat Pay stops listing it.
  * The answer itself is verified like any v3 answer, by a key already known
  * or by the listed certificate its Wechatpay-Serial names.  A merchant
  * without certificates (404 RESOURCE_NOT_EXISTS: public-key merchants) is
  * recorded quietly in wxpay.cert_downloads; other failures are
- * logged once when they start.
+ * logged once when they start, and a download once it adds, changes or
+ * removes a certificate (not each time it finds the same ones).
  */
 #include "endpoint.h"
 
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "merchant_marks.h"
 #include "spi_util.h"
 #include "txn.h"
 #include "wx_aes.h"
@@ -35,6 +42,10 @@
 #define MAX_CERTIFICATES 16
 /* How often the worker looks for due downloads when nobody asked. */
 #define DOWNLOAD_CHECK_MS 10000
+/* The least time between two downloads of a merchant's certificates. */
+#define DOWNLOAD_MIN_SECONDS "30"
+/* How often one merchant's unknown serials are noted (and wake the worker). */
+#define WANTED_NOTE_MS 1000
 
 /* One listed certificate, decrypted. */
 typedef struct WxListedCertificate
@@ -78,10 +89,16 @@ listed_certificate(const WxMerchant *m, const WxParamList *f, int n,
 	plain = palloc(wx_base64_decoded_max(strlen(b64)) + 1);
 	status = wx_gcm_decrypt(m->apiv3_key, strlen(m->apiv3_key), nonce, strlen(nonce),
 							aad ? aad : "", aad ? strlen(aad) : 0, b64, strlen(b64), plain, &len);
+	if (status == WX_AES_BAD_TAG)
+	{
+		/* Never the key itself: only that it is wrong. */
+		*why = psprintf("the APIv3 key of merchant %s is wrong: certificate %s does not decrypt with it (%s)",
+						m->mch_id, c->serial, wx_aes_status_text(status));
+		return false;
+	}
 	if (status != WX_AES_OK)
 	{
-		*why = psprintf("certificate %s does not decrypt with the APIv3 key: %s",
-						c->serial, wx_aes_status_text(status));
+		*why = psprintf("certificate %s does not decrypt: %s", c->serial, wx_aes_status_text(status));
 		return false;
 	}
 	plain[len] = '\0';
@@ -98,25 +115,26 @@ listed_certificate(const WxMerchant *m, const WxParamList *f, int n,
 
 /*
  * The PEM of the certificate a /v3/certificates answer lists under serial,
- * decrypted; NULL when it lists none (proto_v3.c verifies the answer with
- * it when no known key has that serial).
+ * decrypted; NULL when it lists none, and with *why when it lists one that
+ * cannot be read (a wrong APIv3 key).  proto_v3.c verifies the answer with
+ * it when no known key has that serial.
  */
 const char *
 wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
-							const char *serial)
+							const char *serial, char **why)
 {
 	WxListedCertificate c;
-	char	   *why;
 
 	for (int n = 0; n < MAX_CERTIFICATES; n++)
 	{
-		bool		ok = listed_certificate(m, fields, n, &c, &why);
+		bool		ok = listed_certificate(m, fields, n, &c, why);
 
-		if (!ok && why == NULL)
+		if (!ok && *why == NULL)
 			break;
-		if (ok && pg_strcasecmp(c.serial, serial) == 0)
-			return c.pem;
+		if (pg_strcasecmp(c.serial, serial) == 0)
+			return ok ? c.pem : NULL;
 	}
+	*why = NULL;
 	return NULL;
 }
 
@@ -159,7 +177,8 @@ store_certificates(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 		wxpay_spi_exec("INSERT INTO wxpay.wechatpay_keys (mch_id, serial, pem, effective_at, expires_at, source)"
 					   " VALUES ($1, $2, $3, $4::pg_catalog.timestamptz, $5::pg_catalog.timestamptz, 'download')"
 					   " ON CONFLICT (mch_id, serial) DO UPDATE SET expires_at = EXCLUDED.expires_at"
-					   " WHERE wechatpay_keys.source OPERATOR(pg_catalog.=) 'download'",
+					   " WHERE wechatpay_keys.source OPERATOR(pg_catalog.=) 'download'"
+					   " AND wechatpay_keys.expires_at IS DISTINCT FROM EXCLUDED.expires_at",
 					   5, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}, values, nulls,
 					   false, SPI_OK_INSERT);
 		answer->changed |= SPI_processed > 0;
@@ -169,6 +188,7 @@ store_certificates(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 				   " AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()",
 				   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(mch_id)}, NULL,
 				   false, SPI_OK_DELETE);
+	answer->changed |= SPI_processed > 0;
 	return true;
 }
 
@@ -193,31 +213,35 @@ const WxEndpoint wx_endpoint_certificates = {
  */
 
 /*
- * An answer or a notification named a certificate serial no key has: the
- * worker downloads the certificates of the merchants that use them now
- * (each at most once a minute).  Safe to call from any backend, also in a
- * transaction that rolls back.
+ * An answer or a notification of merchant mch_id named a certificate
+ * serial no key has: the worker downloads that merchant's certificates
+ * now (at most once in 30 seconds).  Safe to call from any backend, also
+ * in a transaction that rolls back; never raises.
  */
 void
-wxpay_v3_certificates_wanted(void)
+wxpay_v3_certificates_wanted(const char *mch_id)
 {
-	wxpay_worker_ask_certificates();
+	if (wxpay_merchant_mark(mch_id, WX_MARK_CERTIFICATES_WANTED, WANTED_NOTE_MS))
+		wxpay_wake_worker();
 }
 
 /*
  * The v3 merchants due for a download: never downloaded, 24 hours ago, or
- * before certificates were asked for ($1) and at least 30 seconds ago.
- * Not those with a public key and no certificate: nothing to download.
+ * before their certificates were wanted ($1 the merchants, $2 when) and at
+ * least 30 seconds ago.  Not those with a public key and no certificate:
+ * nothing to download.
  */
 #define DUE_DOWNLOADS \
 	"SELECT v.mch_id, d.status FROM wxpay.merchant_v3 v" \
 	" JOIN wxpay.merchants m ON m.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
 	" LEFT JOIN wxpay.cert_downloads d ON d.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
+	" LEFT JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.timestamptz[]))" \
+	"  AS w(mch_id, wanted_at) ON w.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
 	" WHERE m.protocol OPERATOR(pg_catalog.=) 'v3'" \
 	"  AND (d.checked_at IS NULL" \
 	"   OR d.checked_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '24 hours')" \
-	"   OR (d.checked_at OPERATOR(pg_catalog.<) $1" \
-	"    AND d.checked_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '30 seconds')))" \
+	"   OR (d.checked_at OPERATOR(pg_catalog.<) w.wanted_at" \
+	"    AND d.checked_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '" DOWNLOAD_MIN_SECONDS " seconds')))" \
 	"  AND NOT (EXISTS (SELECT FROM wxpay.wechatpay_keys k WHERE k.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
 	"                   AND k.kind OPERATOR(pg_catalog.=) 'public_key')" \
 	"   AND NOT EXISTS (SELECT FROM wxpay.wechatpay_keys k WHERE k.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
@@ -287,9 +311,32 @@ typedef struct WxDownloads
 {
 	WxDownload *downloads;
 	int			n;
-	TimestampTz asked_at;
 	MemoryContext cxt;
 } WxDownloads;
+
+/* The merchants whose certificates are wanted, and when: DUE_DOWNLOADS' $1, $2. */
+static Datum *
+wanted_arrays(void)
+{
+	int			max = wxpay_merchant_mark_slots();
+	char	  **mch_ids = palloc(sizeof(char *) * max);
+	TimestampTz *at = palloc(sizeof(TimestampTz) * max);
+	Datum	   *ids = palloc(sizeof(Datum) * max);
+	Datum	   *ats = palloc(sizeof(Datum) * max);
+	Datum	   *arrays = palloc(sizeof(Datum) * 2);
+	TimestampTz latest;
+	int			n = wxpay_merchant_marked(WX_MARK_CERTIFICATES_WANTED, mch_ids, at, max, &latest);
+
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = CStringGetTextDatum(mch_ids[i]);
+		ats[i] = TimestampTzGetDatum(at[i]);
+	}
+	arrays[0] = PointerGetDatum(construct_array(ids, n, TEXTOID, -1, false, TYPALIGN_INT));
+	arrays[1] = PointerGetDatum(construct_array(ats, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	return arrays;
+}
 
 /* The due merchants' downloads with their requests, in cxt. */
 static void
@@ -297,14 +344,13 @@ prepare_downloads(void *arg)
 {
 	WxDownloads *all = arg;
 	WxDownload *downloads = all->downloads;
-	TimestampTz asked_at = all->asked_at;
 	MemoryContext cxt = all->cxt;
 	int			n = 0;
 	int			due;
 	char	  **mch_ids;
 	char	  **previous;
 
-	wxpay_spi_exec(DUE_DOWNLOADS, 1, (Oid[]) {TIMESTAMPTZOID}, (Datum[]) {TimestampTzGetDatum(asked_at)},
+	wxpay_spi_exec(DUE_DOWNLOADS, 2, (Oid[]) {TEXTARRAYOID, TIMESTAMPTZARRAYOID}, wanted_arrays(),
 				   NULL, true, SPI_OK_SELECT);
 	due = (int) SPI_processed;
 	mch_ids = palloc(sizeof(char *) * (due + 1));
@@ -337,16 +383,19 @@ prepare_downloads(void *arg)
  * The worker's step: download the certificates of every merchant due, one
  * after the other outside any transaction, then record each outcome in a
  * subtransaction of its own.  Called between rounds: looks every
- * DOWNLOAD_CHECK_MS, and at once when certificates were asked for since.
+ * DOWNLOAD_CHECK_MS, and at once when a merchant's certificates were
+ * wanted since.
  */
 void
-wxpay_v3_download_certificates(TimestampTz asked_at)
+wxpay_v3_download_certificates(void)
 {
 	static TimestampTz last_look = 0;
 	MemoryContext caller = CurrentMemoryContext;
 	WxDownloads all;
 	ErrorData  *edata;
+	TimestampTz asked_at;
 
+	(void) wxpay_merchant_marked(WX_MARK_CERTIFICATES_WANTED, NULL, NULL, 0, &asked_at);
 	if (asked_at <= last_look &&
 		!TimestampDifferenceExceeds(last_look, GetCurrentTimestamp(), DOWNLOAD_CHECK_MS))
 		return;
@@ -354,7 +403,6 @@ wxpay_v3_download_certificates(TimestampTz asked_at)
 	all.cxt = AllocSetContextCreate(caller, "wxpay certificates", ALLOCSET_SMALL_SIZES);
 	all.downloads = MemoryContextAllocZero(all.cxt, sizeof(WxDownload) * 16);
 	all.n = 0;
-	all.asked_at = asked_at;
 
 	/* A failure here costs the downloads, never the worker's rounds. */
 	wxpay_txn_begin("wxpay: looking for platform certificates to download");

@@ -699,7 +699,7 @@ wxpay_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(round_cxt);
 		sleep_ms = run_round(&idle);
 		if (schema_ready)
-			wxpay_v3_download_certificates(wxpay_worker_certificates_asked_at());
+			wxpay_v3_download_certificates();
 		if (schema_ready)
 		{
 			wxpay_publish_paid_events();

@@ -56,8 +56,6 @@ typedef struct WxWorkerShared
 	int			pgprocno;		/* its PGPROC, for its latch, while pid != 0 */
 	TimestampTz away_until;		/* asked to stay out of its database until then */
 	pg_atomic_uint64 paid_commits;	/* commits that made an order SUCCESS */
-	pg_atomic_uint64 certificates_asked_at; /* when an unknown certificate
-											 * serial was last seen (0: never) */
 } WxWorkerShared;
 
 static WxWorkerShared *shared = NULL;
@@ -78,7 +76,6 @@ worker_shared_init(void *part)
 
 	memset(state, 0, sizeof(WxWorkerShared));
 	pg_atomic_init_u64(&state->paid_commits, 0);
-	pg_atomic_init_u64(&state->certificates_asked_at, 0);
 }
 
 /* Called from _PG_init while preloading. */
@@ -248,26 +245,6 @@ wxpay_wake_worker(void)
 
 	if (latch != NULL)
 		SetLatch(latch);
-}
-
-/*
- * Ask the worker for fresh platform certificates (v3_certificates.c) and
- * wake it: shared memory, so the request outlives a rolled-back caller.
- */
-void
-wxpay_worker_ask_certificates(void)
-{
-	if (shared == NULL)
-		return;
-	pg_atomic_write_u64(&shared->certificates_asked_at, (uint64) GetCurrentTimestamp());
-	wxpay_wake_worker();
-}
-
-/* When certificates were last asked for, or 0. */
-TimestampTz
-wxpay_worker_certificates_asked_at(void)
-{
-	return shared != NULL ? (TimestampTz) pg_atomic_read_u64(&shared->certificates_asked_at) : 0;
 }
 
 /*

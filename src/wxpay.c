@@ -14,6 +14,7 @@
 
 #include "bill.h"
 #include "http.h"
+#include "merchant_marks.h"
 
 PG_MODULE_MAGIC;
 
@@ -169,6 +170,7 @@ _PG_init(void)
 	{
 		wxpay_worker_shmem_init();
 		wxpay_order_wait_shmem_init();
+		wxpay_merchant_marks_shmem_init();
 		wxpay_worker_register();
 	}
 }

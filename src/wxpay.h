@@ -81,8 +81,6 @@ extern struct Latch *wxpay_worker_latch(void);
 extern void wxpay_wake_worker(void);
 extern void wxpay_count_paid_commit(void);
 extern uint64 wxpay_paid_commits(void);
-extern void wxpay_worker_ask_certificates(void);
-extern TimestampTz wxpay_worker_certificates_asked_at(void);
 
 /* orders.c: who is writing to wxpay.orders and wxpay.refunds */
 extern void wxpay_set_change_source(const char *source);

@@ -53,6 +53,17 @@ $sql->('updated', "SELECT wxpay_handle_notify('<xml><return_code>FAIL</return_co
 $sql->('updated', "SELECT wxpay_handle_refund_notify('not xml')");
 is($sql->('updated', "SELECT count(*) FROM wxpay.notifications"), '2',
 	'a newer library keeps recording notifications in a 1.0 schema (before ALTER EXTENSION UPDATE)');
+# A signed report of the paid o-success with another amount: 1.0 has no
+# 'anomaly' outcome nor wxpay.payment_anomalies; still SUCCESS, recorded as a
+# duplicate whose reason says it.
+is($sql->('updated', q{SELECT wxpay_from_xml(wxpay_handle_notify(wxpay_to_xml(f || jsonb_build_object('sign',
+	wxpay_sign(f, '192006250b4c09247ec02edce69f6a2d'))))) ->> 'return_code'
+	FROM (SELECT jsonb_build_object('return_code', 'SUCCESS', 'appid', 'wxd930ea5d5a258f4f', 'mch_id', '10000100',
+	'nonce_str', 'n1', 'result_code', 'SUCCESS', 'trade_type', 'APP', 'total_fee', '1', 'transaction_id', '420009115',
+	'out_trade_no', 'o-success', 'time_end', '20261126153045') f) s}), 'SUCCESS',
+	'a 1.0 schema: a paid order reported with another amount is answered SUCCESS');
+like($sql->('updated', "SELECT outcome || '|' || reason FROM wxpay.notifications ORDER BY id DESC LIMIT 1"),
+	qr/^duplicate\|the order is paid with 100 fen; WeChat Pay reports 1 fen/, 'and recorded as a duplicate saying so');
 
 my @tables = qw(merchants orders order_events notifications refunds refund_events);
 # Each table's 1.0 columns: an update may add columns, never change rows.
