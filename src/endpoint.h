@@ -209,6 +209,7 @@ extern void wxpay_json_end(WxJson *j);
 extern Jsonb *wxpay_json_finish(WxJson *j);
 extern Jsonb *wxpay_v3_parse(const char *body, size_t len);
 extern void wxpay_v3_fields(Jsonb *jb, WxParamList *fields);
+extern char *wxpay_v3_integers_check(Jsonb *jb);
 extern const struct WxKey *wxpay_v3_verification_key(const WxMerchant *m, const char *serial);
 extern bool wxpay_v3_verify(const WxMerchant *m, const char *serial, const char *timestamp,
 							const char *nonce, const char *signature,

@@ -266,6 +266,65 @@ wxpay_v3_fields(Jsonb *jb, WxParamList *fields)
 	}
 }
 
+/*
+ * Members that are amounts or counts wherever they occur in a v3 object
+ * (§5.3, §5.4, §6.4: amount.total, amount.refund, promotion_detail[].amount,
+ * goods_detail[].quantity, ...): WeChat Pay sends them as JSON integers.
+ */
+static const char *const v3_integer_members[] = {
+	"total", "refund", "payer_total", "payer_refund", "settlement_total", "settlement_refund",
+	"discount_refund", "refund_fee", "amount", "refund_amount", "unit_price", "quantity",
+	"refund_quantity", "wechatpay_contribute", "merchant_contribute", "other_contribute",
+};
+
+/* Whether a JSON number is an integer as written (no fraction, no exponent). */
+static bool
+json_integer(const JsonbValue *v)
+{
+	char	   *digits;
+
+	if (v->type != jbvNumeric)
+		return false;
+	digits = scalar_text(v);
+	digits += digits[0] == '-';
+	return digits[0] != '\0' && strspn(digits, "0123456789") == strlen(digits);
+}
+
+/*
+ * NULL when every amount-like member of an object (v3_integer_members, at
+ * any depth) is a JSON integer; otherwise what is wrong, naming the member.
+ * A string "100" where WeChat Pay sends 100 is not WeChat Pay's answer:
+ * nothing reads it as an amount.
+ */
+char *
+wxpay_v3_integers_check(Jsonb *jb)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok == WJB_VALUE && key != NULL && v.type != jbvNull)
+			for (size_t i = 0; i < lengthof(v3_integer_members); i++)
+				if (strcmp(key, v3_integer_members[i]) == 0 && !json_integer(&v))
+				{
+					char	   *why = psprintf("%.64s is not a JSON integer", key);
+
+					wx_utf8_clip(why);
+					return why;
+				}
+		key = NULL;
+	}
+	return NULL;
+}
+
 /*--------------------------------------------------------------------
  * Verification by Wechatpay-Serial
  *--------------------------------------------------------------------
@@ -544,6 +603,9 @@ v3_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	if ((answer->json = wxpay_v3_parse(http->body, http->len)) == NULL)
 		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
 						  psprintf("%s answered with a signed body that is not a JSON object", path));
+	if ((why = wxpay_v3_integers_check(answer->json)) != NULL)
+		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+						  psprintf("%s answered with a signed body that breaks the protocol: %s", path, why));
 	wxpay_v3_fields(answer->json, &answer->fields);
 	if ((wxpay_list_get(&answer->fields, "mchid") && !wxpay_list_is(&answer->fields, "mchid", m->mch_id)) ||
 		(wxpay_list_get(&answer->fields, "appid") && !wxpay_list_is(&answer->fields, "appid", m->appid)))
