@@ -488,8 +488,36 @@ url_path(const WxCall *call)
 }
 
 /*
+ * The Wechatpay-Serial our requests carry (§2.5, §3.3): the key we verify
+ * with, which is how WeChat Pay chooses the key of its answer during a
+ * migration to the public key: the merchant's PUB_KEY_ID_ when it has one,
+ * else its newest platform certificate in force; NULL when it has neither
+ * (its first download).  In the caller's memory: SPI would leave us in
+ * its own, which the end of the transaction frees under a request still
+ * to be sent.  SPI must be connected.
+ */
+static const char *
+request_serial(const WxMerchant *m)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	wxpay_spi_exec_plan(&plan,
+						"SELECT serial FROM wxpay.wechatpay_keys WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND (expires_at IS NULL OR expires_at OPERATOR(pg_catalog.>) pg_catalog.now())"
+						" AND (effective_at IS NULL OR effective_at OPERATOR(pg_catalog.<=) pg_catalog.now())"
+						" ORDER BY kind OPERATOR(pg_catalog.=) 'public_key' DESC, effective_at DESC NULLS LAST,"
+						" created_at DESC LIMIT 1",
+						1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(m->mch_id)}, NULL, true,
+						SPI_OK_SELECT);
+	MemoryContextSwitchTo(caller);
+	return SPI_processed > 0 ? wxpay_spi_value(0, 1) : NULL;
+}
+
+/*
  * The request: the endpoint's method and path, its jsonb body as text,
- * signed with the merchant's key into the Authorization header.
+ * signed with the merchant's key into the Authorization header, and the
+ * serial of the key we verify the answer with.
  */
 static bool
 v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
@@ -505,6 +533,7 @@ v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 	char	   *nonce = wxpay_make_nonce(32);
 	char		signature[WX_RSA_SIG_B64_MAX];
 	char		auth[WX_V3_AUTH_MAX];
+	const char *serial = request_serial(m);
 
 	if (key == NULL ||
 		!wx_v3_sign_request(key, v3->method, path, timestamp, nonce, text, len, signature) ||
@@ -523,6 +552,8 @@ v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 	wxpay_http_add_header(http, "User-Agent: pg_wxpay/" WXPAY_EXTVERSION " (PostgreSQL " PG_VERSION ")");
 	if (text != NULL)
 		wxpay_http_add_header(http, "Content-Type: application/json");
+	if (serial != NULL)
+		wxpay_http_add_header(http, psprintf("Wechatpay-Serial: %s", serial));
 	return true;
 }
 
