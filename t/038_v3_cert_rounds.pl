@@ -76,6 +76,27 @@ for my $round (1 .. $rounds)
 	last if $worker->() ne $started;
 }
 is($errors, 0, "$rounds rounds of rotations, refreshes and unknown serials went as expected");
+
+# The benchmark's crash came in the worker's first round after minutes
+# asleep (poll_interval 1h there) while DDL ran: the invalidation queue
+# overflows for a sleeping worker, the catch-up signal wakes it, its first
+# transaction resets every cache, and its downloads run in that round.
+# Here: the worker asleep, every merchant due, a few thousand catalog
+# changes, and the downloads of the round they wake the worker into.
+$sql->("ALTER SYSTEM SET wxpay.poll_interval = '1h'; SELECT pg_reload_conf()");
+for my $wake (1 .. 5)
+{
+	# Asleep, and past the 10 s a look waits for when nobody asked.
+	$errors++ unless $node->poll_query_until('postgres', "SELECT state = 'idle' AND query LIKE 'wxpay: idle%'"
+		  . " AND (SELECT max(checked_at) < now() - interval '11 s' FROM wxpay.cert_downloads)"
+		  . " FROM pg_stat_activity WHERE backend_type = 'wxpay worker'");
+	$sql->("DELETE FROM wxpay.cert_downloads");
+	$sql->("DO \$\$ BEGIN FOR i IN 1 .. 1500 LOOP CREATE TABLE sinval_churn (a int, b text); DROP TABLE sinval_churn;"
+		  . " END LOOP; END \$\$");
+	$errors++ unless $node->poll_query_until('postgres', "SELECT count(*) = $n FROM wxpay.cert_downloads");
+	last if $worker->() ne $started;
+}
+is($errors, 0, 'a worker woken by the invalidation queue after a long sleep downloads in that round, five times');
 is($worker->(), $started, 'the worker was never restarted');
 unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no process died of a signal');
 is(decode_json($sql->("SELECT wxpay_orderquery('$cert[3]', 'r-0')"))->{trade_state}, 'NOTPAY',
