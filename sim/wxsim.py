@@ -1300,7 +1300,11 @@ class Server:
 
     def c_v3_keys(self, p, _):
         """rotate (a new platform certificate signs), add_public_key, or
-        sign_with certificate|public_key (a migration's switch)."""
+        sign_with certificate|public_key (a migration's switch: what signs
+        notifications, and answers outside a migration; during one an
+        answer follows the request's Wechatpay-Serial), or show; with the
+        Wechatpay-Serial of the merchant's last request and the serial that
+        signed its answer."""
         need(p, "mch_id", "action")
         keys = self.sim.v3.keys[self.v3_merchant(p["mch_id"]).mch_id]
         if p["action"] == "rotate":
@@ -1311,28 +1315,35 @@ class Server:
             if (keys.public_key if p["sign_with"] == "public_key" else keys.certificates) in (None, []):
                 raise ControlError(409, "merchant %s has no %s" % (p["mch_id"], p["sign_with"]))
             keys.sign_with = p["sign_with"]
+        elif p["action"] == "show":
+            pass
         elif p["action"] == "drop_certificates":
             if keys.public_key is None:
                 raise ControlError(409, "merchant %s would have no key left" % p["mch_id"])
             keys.certificates.clear()
             keys.sign_with = "public_key"
         else:
-            raise ControlError(400, "action must be rotate, add_public_key, drop_certificates or sign_with "
+            raise ControlError(400, "action must be rotate, add_public_key, drop_certificates, show or sign_with "
                                     "(with sign_with certificate or public_key)")
-        return {"signing": keys.signer()[0], "wechatpay_keys": keys.listing()}
+        mch_id = self.v3_merchant(p["mch_id"]).mch_id
+        return {"signing": keys.signer()[0], "wechatpay_keys": keys.listing(),
+                "last_request_serial": self.sim.v3.request_serials.get(mch_id),
+                "last_answer_serial": self.sim.v3.answer_serials.get(mch_id)}
 
     def c_v3_faults(self, p, _):
         """The next count v3 answers (to path, if given)
         carry a probe signature, a wrong one, or a timestamp skew_s seconds
-        off; or are lost after the request was processed (500 SYSTEM_ERROR),
-        or refused before (http500: 500 SYSTEM_ERROR, http429: 429); or
-        the bills' faults (bills_v3.py: bill_creating, bill_sum,
+        off, or amounts as strings (string_amount); or are lost after the
+        request was processed (500 SYSTEM_ERROR), or refused before (http500:
+        500 SYSTEM_ERROR, http429: 429, refuse: the fault's status and code);
+        or the bills' faults (bills_v3.py: bill_creating, bill_sum,
         bill_corrupt, bill_foreign_host, bill_hash_upper, bill_expired)."""
         if p.get("mode", "none") == "none":
             self.sim.v3.faults.clear()
         elif p["mode"] in wxsim_v3.V3_FAULT_MODES:
             self.sim.v3.faults.append({"mode": p["mode"], "count": int(p.get("count", 1)),
-                                       "skew_s": int(p.get("skew_s", 0)), "path": p.get("path")})
+                                       "skew_s": int(p.get("skew_s", 0)), "path": p.get("path"),
+                                       "status": int(p.get("status", 400)), "code": str(p.get("code", "PARAM_ERROR"))})
         else:
             raise ControlError(400, "mode must be none or one of %s" % ", ".join(wxsim_v3.V3_FAULT_MODES))
         return {"queue": self.sim.v3.faults}

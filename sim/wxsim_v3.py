@@ -43,8 +43,11 @@ V3_REFUND_EVENT = {"SUCCESS": "REFUND.SUCCESS", "ABNORMAL": "REFUND.ABNORMAL", "
 # the answer lost after processing (500 SYSTEM_ERROR: outcome unknown), or
 # a refusal before processing (500 SYSTEM_ERROR, 429 FREQUENCY_LIMITED).
 V3_SIGNATURE_FAULTS = ("probe", "badsign", "skew")
-V3_AFTER_FAULTS = V3_SIGNATURE_FAULTS + ("lost",)
-V3_BEFORE_FAULTS = ("http500", "http429")
+# string_amount: a signed answer whose amount members are JSON strings
+# ("100" where WeChat Pay sends 100), which we must refuse.
+V3_AFTER_FAULTS = V3_SIGNATURE_FAULTS + ("lost", "string_amount")
+# refuse: answered with the fault's status and code, unprocessed.
+V3_BEFORE_FAULTS = ("http500", "http429", "refuse")
 V3_FAULT_MODES = V3_AFTER_FAULTS + V3_BEFORE_FAULTS + bills_v3.BILL_FAULTS
 
 
@@ -171,8 +174,17 @@ class PlatformKeys:
                                new_rsa_key())
         return self.public_key
 
-    def signer(self):
-        """(Wechatpay-Serial, private key) of whatever signs now."""
+    def signer(self, requested=None, answering=False):
+        """(Wechatpay-Serial, private key) of whatever signs now.  During a
+        migration (a certificate and a public key) an answer is signed with
+        the kind of key the request's Wechatpay-Serial names, the
+        certificate when it names none (§2.5, §3.3); notifications, and
+        answers otherwise, follow sign_with."""
+        if answering and self.public_key and self.certificates:
+            if requested == self.public_key[0]:
+                return self.public_key
+            serial, _, key = self.certificates[-1]
+            return serial, key
         if self.sign_with == "public_key" and self.public_key:
             return self.public_key
         serial, _, key = self.certificates[-1]
@@ -212,6 +224,8 @@ class V3:
         self.clock_skew = 0            # seconds added to our own clock when checking requests
         self.bills = bills_v3.Bills(self)
         self.host = None               # the Host of the request being answered (download_url's)
+        self.request_serials = {}      # mch_id -> the Wechatpay-Serial of its last request (None: none)
+        self.answer_serials = {}       # mch_id -> the serial that signed the answer to it
 
     # --------------------------------------------------------- pipeline
 
@@ -231,6 +245,8 @@ class V3:
             handler, args = self.route(request.method, request.path)
             merchant = self.authenticate(request)
             fault = self.take_fault(request.path, V3_BEFORE_FAULTS)
+            if fault and fault["mode"] == "refuse":
+                raise V3Error(fault["status"], fault["code"], "refused by a fault")
             if fault:
                 raise (V3Error(429, "FREQUENCY_LIMITED", "频率超限") if fault["mode"] == "http429"
                        else V3Error(500, "SYSTEM_ERROR", "系统错误"))
@@ -243,11 +259,15 @@ class V3:
             fault = self.take_fault(request.path, V3_AFTER_FAULTS)
             if fault and fault["mode"] == "lost":
                 raise V3Error(500, "SYSTEM_ERROR", "系统错误")
+            if fault and fault["mode"] == "string_amount" and isinstance((obj or {}).get("amount"), dict):
+                obj["amount"] = {k: str(v) if isinstance(v, int) else v for k, v in obj["amount"].items()}
         except V3Error as e:
             # Error answers go out unsigned, as WeChat Pay's do.
             return e.status, [], json.dumps(e.body(), ensure_ascii=False).encode()
         raw = b"" if obj is None else json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-        return status, self.signed_headers(merchant, raw, fault), raw
+        requested = request.headers.get("wechatpay-serial")
+        self.request_serials[merchant.mch_id] = requested
+        return status, self.signed_headers(merchant, raw, fault, requested, answering=True), raw
 
     def authenticate(self, request):
         """The merchant whose key signed the request's Authorization."""
@@ -296,10 +316,14 @@ class V3:
                 return fault
         return None
 
-    def signed_headers(self, merchant, raw, fault=None):
-        """Wechatpay-* headers over raw, by the merchant's current signer;
-        a fault makes the signature a probe or wrong, or skews the time."""
-        serial, key = self.keys[merchant.mch_id].signer()
+    def signed_headers(self, merchant, raw, fault=None, requested=None, answering=False):
+        """Wechatpay-* headers over raw, by the merchant's current signer
+        (answering: an answer to a request whose Wechatpay-Serial was
+        requested); a fault makes the signature a probe or wrong, or skews
+        the time."""
+        serial, key = self.keys[merchant.mch_id].signer(requested, answering)
+        if answering:
+            self.answer_serials[merchant.mch_id] = serial
         ts = str(int(time.time()) + (int(fault.get("skew_s", 0)) if fault else 0))
         nonce = secrets.token_hex(16)
         signature = rsa_sign(key, lines(ts, nonce, raw))

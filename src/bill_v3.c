@@ -153,7 +153,7 @@ bool
 wxpay_named_file_request(const WxCall *call, const WxAnswer *answer, WxHttpRequest *req,
 						 WxFailure *fail)
 {
-	if (!wxpay_v3_signed_request(call->merchant, "GET", answer->file_path, NULL, "*/*",
+	if (!wxpay_v3_signed_request(call->merchant, "GET", answer->file_path, NULL, "*/*", NULL,
 								 call->endpoint->max_answer, req, fail))
 		return false;
 	req->ca_pem = call->merchant->ca_pem;

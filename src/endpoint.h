@@ -219,13 +219,14 @@ extern void wxpay_json_end(WxJson *j);
 extern Jsonb *wxpay_json_finish(WxJson *j);
 extern Jsonb *wxpay_v3_parse(const char *body, size_t len);
 extern void wxpay_v3_fields(Jsonb *jb, WxParamList *fields);
+extern char *wxpay_v3_integers_check(Jsonb *jb);
 extern const struct WxKey *wxpay_v3_verification_key(const WxMerchant *m, const char *serial);
 extern bool wxpay_v3_verify(const WxMerchant *m, const char *serial, const char *timestamp,
 							const char *nonce, const char *signature,
 							const char *body, size_t len, char **why);
 extern bool wxpay_v3_signed_request(const WxMerchant *m, const char *method, const char *path,
-									const char *body, const char *accept, size_t max_response,
-									WxHttpRequest *http, WxFailure *fail);
+									const char *body, const char *accept, const char *serial,
+									size_t max_response, WxHttpRequest *http, WxFailure *fail);
 extern bool wxpay_v3_result(const WxCall *call, const WxAnswer *answer, WxFailure *fail);
 extern void wxpay_v3_payment_report(const WxParamList *fields, WxPaymentReport *r);
 extern void wxpay_v3_refund_report(const WxParamList *fields, const char *status_field,

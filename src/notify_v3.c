@@ -238,6 +238,7 @@ judge_v3(const WxNotice *n, WxNotifyOutcome *out)
 	WxParamList env;
 	WxParamList fields;
 	const WxV3Event *event;
+	char	   *why;
 
 	out->mch_id = n->mch_id ? pstrdup(n->mch_id) : NULL;
 	if ((m = v3_merchant(n->mch_id, out)) == NULL)
@@ -257,6 +258,9 @@ judge_v3(const WxNotice *n, WxNotifyOutcome *out)
 	out->out_trade_no = (char *) wxpay_list_get(&fields, "out_trade_no");
 	out->transaction_id = (char *) wxpay_list_get(&fields, "transaction_id");
 	out->out_refund_no = (char *) wxpay_list_get(&fields, "out_refund_no");
+	/* "100" where WeChat Pay sends 100 is no amount we read. */
+	if ((why = wxpay_v3_integers_check(out->resource)) != NULL)
+		return wxpay_notify_reject(out, psprintf("the decrypted resource breaks the protocol: %s", why));
 	if (!wxpay_list_is(&fields, "mchid", m->mch_id))
 		return wxpay_notify_reject(out, pstrdup("mchid is not the merchant of the notify URL"));
 	if (event->refund_state == NULL)

@@ -266,6 +266,65 @@ wxpay_v3_fields(Jsonb *jb, WxParamList *fields)
 	}
 }
 
+/*
+ * Members that are amounts or counts wherever they occur in a v3 object
+ * (§5.3, §5.4, §6.4: amount.total, amount.refund, promotion_detail[].amount,
+ * goods_detail[].quantity, ...): WeChat Pay sends them as JSON integers.
+ */
+static const char *const v3_integer_members[] = {
+	"total", "refund", "payer_total", "payer_refund", "settlement_total", "settlement_refund",
+	"discount_refund", "refund_fee", "amount", "refund_amount", "unit_price", "quantity",
+	"refund_quantity", "wechatpay_contribute", "merchant_contribute", "other_contribute",
+};
+
+/* Whether a JSON number is an integer as written (no fraction, no exponent). */
+static bool
+json_integer(const JsonbValue *v)
+{
+	char	   *digits;
+
+	if (v->type != jbvNumeric)
+		return false;
+	digits = scalar_text(v);
+	digits += digits[0] == '-';
+	return digits[0] != '\0' && strspn(digits, "0123456789") == strlen(digits);
+}
+
+/*
+ * NULL when every amount-like member of an object (v3_integer_members, at
+ * any depth) is a JSON integer; otherwise what is wrong, naming the member.
+ * A string "100" where WeChat Pay sends 100 is not WeChat Pay's answer:
+ * nothing reads it as an amount.
+ */
+char *
+wxpay_v3_integers_check(Jsonb *jb)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok == WJB_VALUE && key != NULL && v.type != jbvNull)
+			for (size_t i = 0; i < lengthof(v3_integer_members); i++)
+				if (strcmp(key, v3_integer_members[i]) == 0 && !json_integer(&v))
+				{
+					char	   *why = psprintf("%.64s is not a JSON integer", key);
+
+					wx_utf8_clip(why);
+					return why;
+				}
+		key = NULL;
+	}
+	return NULL;
+}
+
 /*--------------------------------------------------------------------
  * Verification by Wechatpay-Serial
  *--------------------------------------------------------------------
@@ -490,14 +549,43 @@ url_path(const WxCall *call)
 }
 
 /*
+ * The Wechatpay-Serial our requests carry (§2.5, §3.3): the key we verify
+ * with, which is how WeChat Pay chooses the key of its answer during a
+ * migration to the public key: the merchant's PUB_KEY_ID_ when it has one,
+ * else its newest platform certificate in force; NULL when it has neither
+ * (its first download).  In the caller's memory: SPI would leave us in
+ * its own, which the end of the transaction frees under a request still
+ * to be sent.  SPI must be connected.
+ */
+static const char *
+request_serial(const WxMerchant *m)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	wxpay_spi_exec_plan(&plan,
+						"SELECT serial FROM wxpay.wechatpay_keys WHERE mch_id OPERATOR(pg_catalog.=) $1"
+						" AND (expires_at IS NULL OR expires_at OPERATOR(pg_catalog.>) pg_catalog.now())"
+						" AND (effective_at IS NULL OR effective_at OPERATOR(pg_catalog.<=) pg_catalog.now())"
+						" ORDER BY kind OPERATOR(pg_catalog.=) 'public_key' DESC, effective_at DESC NULLS LAST,"
+						" created_at DESC LIMIT 1",
+						1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(m->mch_id)}, NULL, true,
+						SPI_OK_SELECT);
+	MemoryContextSwitchTo(caller);
+	return SPI_processed > 0 ? wxpay_spi_value(0, 1) : NULL;
+}
+
+/*
  * A request of merchant m to path (and query) on its api_base, with body
- * (NULL: none) signed into the Authorization header; accept is its Accept.
- * Bill downloads use it for a download_url (bill_v3.c).
+ * (NULL: none) signed into the Authorization header; accept is its Accept,
+ * serial (NULL: none) its Wechatpay-Serial.  Bill downloads use it for a
+ * download_url (bill_v3.c), outside any transaction and with no serial:
+ * that answer is not signed.
  */
 bool
 wxpay_v3_signed_request(const WxMerchant *m, const char *method, const char *path,
-						const char *body, const char *accept, size_t max_response,
-						WxHttpRequest *http, WxFailure *fail)
+						const char *body, const char *accept, const char *serial,
+						size_t max_response, WxHttpRequest *http, WxFailure *fail)
 {
 	size_t		len = body ? strlen(body) : 0;
 	const WxKey *key = wx_key_private(m->key_pem, strlen(m->key_pem));
@@ -523,10 +611,15 @@ wxpay_v3_signed_request(const WxMerchant *m, const char *method, const char *pat
 	wxpay_http_add_header(http, "User-Agent: pg_wxpay/" WXPAY_EXTVERSION " (PostgreSQL " PG_VERSION ")");
 	if (body != NULL)
 		wxpay_http_add_header(http, "Content-Type: application/json");
+	if (serial != NULL)
+		wxpay_http_add_header(http, psprintf("Wechatpay-Serial: %s", serial));
 	return true;
 }
 
-/* The request: the endpoint's method and path, its jsonb body as text. */
+/*
+ * The request: the endpoint's method and path, its jsonb body as text, and
+ * the serial of the key we verify the answer with.
+ */
 static bool
 v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 {
@@ -535,7 +628,8 @@ v3_request(const WxCall *call, WxHttpRequest *http, WxFailure *fail)
 
 	return wxpay_v3_signed_request(call->merchant, v3->method, url_path(call),
 								   body ? JsonbToCString(NULL, &body->root, VARSIZE(body)) : NULL,
-								   "application/json", V3_MAX_BODY, http, fail);
+								   "application/json", request_serial(call->merchant), V3_MAX_BODY,
+								   http, fail);
 }
 
 /*
@@ -620,6 +714,9 @@ v3_judge(const WxCall *call, const WxHttpResponse *http, WxAnswer *answer,
 	if ((answer->json = wxpay_v3_parse(http->body, http->len)) == NULL)
 		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
 						  psprintf("%s answered with a signed body that is not a JSON object", path));
+	if ((why = wxpay_v3_integers_check(answer->json)) != NULL)
+		return wxpay_fail(fail, WX_FAIL_UNTRUSTED,
+						  psprintf("%s answered with a signed body that breaks the protocol: %s", path, why));
 	wxpay_v3_fields(answer->json, &answer->fields);
 	if ((wxpay_list_get(&answer->fields, "mchid") && !wxpay_list_is(&answer->fields, "mchid", m->mch_id)) ||
 		(wxpay_list_get(&answer->fields, "appid") && !wxpay_list_is(&answer->fields, "appid", m->appid)))

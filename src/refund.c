@@ -449,13 +449,15 @@ const WxEndpoint wx_endpoint_refund = {
 
 /*
  * After a failed request: the reason on the refund, and a refund WeChat
- * Pay definitely refused (not a retryable or unknown outcome) is closed,
- * so its amount is free again.
+ * Pay certainly did not make and never will (wxpay_failure_not_done: not
+ * an outcome unknown, nor a refusal to be sent again with the same
+ * out_refund_no, such as v3's SIGN_ERROR or NOT_ENOUGH) is closed, so its
+ * amount is free again.  Returns whether it was closed.
  */
-static void
-record_refund_failure(const WxRefundArgs *a, const WxFailure *fail)
+static bool
+record_refund_failure(const WxRefundArgs *a, const WxFailure *fail, bool v3)
 {
-	bool		refused = fail->kind == WX_FAIL_REMOTE && !wxpay_failure_retryable(fail);
+	bool		refused = wxpay_failure_not_done(fail, v3);
 	char	   *text = wxpay_failure_text(fail);
 
 	wx_utf8_clip(text);
@@ -469,6 +471,7 @@ record_refund_failure(const WxRefundArgs *a, const WxFailure *fail)
 				   CStringGetTextDatum(text), BoolGetDatum(refused)},
 				   NULL, false, SPI_OK_UPDATE);
 	wxpay_set_change_source(NULL);
+	return refused;
 }
 
 /* The step's arguments: the validated call, flat. */
@@ -550,7 +553,9 @@ wxpay_refund_step(Jsonb *args, MemoryContext cxt)
 	{
 		WxFailure	kept;
 
-		record_refund_failure(&a, &fail);
+		if (!record_refund_failure(&a, &fail, call.merchant->v3) && fail.kind == WX_FAIL_REMOTE &&
+			fail.hint == NULL && !wxpay_failure_retryable(&fail))
+			fail.hint = "The refund stays PROCESSING: WeChat Pay may not have refused it for good. Once the cause is fixed, retry with identical parameters and the same out_refund_no (a new one could refund twice).";
 		wxpay_failure_copy(&kept, &fail, cxt);
 		wxpay_step_commit(cxt);
 		wxpay_raise_failure(&kept, a.mch_id, req.url);

@@ -50,6 +50,7 @@ extern void wxpay_failure_copy(WxFailure *dst, const WxFailure *src, MemoryConte
 extern char *wxpay_failure_text(const WxFailure *fail);
 extern int	wxpay_failure_sqlstate(const WxFailure *fail);
 extern bool wxpay_failure_retryable(const WxFailure *fail);
+extern bool wxpay_failure_not_done(const WxFailure *fail, bool v3);
 extern void wxpay_raise_failure(const WxFailure *fail, const char *mch_id,
 								const char *endpoint) pg_attribute_noreturn();
 

@@ -400,7 +400,14 @@ wxpay_v3_download_certificates(void)
 		!TimestampDifferenceExceeds(last_look, GetCurrentTimestamp(), DOWNLOAD_CHECK_MS))
 		return;
 	last_look = GetCurrentTimestamp();
-	all.cxt = AllocSetContextCreate(caller, "wxpay certificates", ALLOCSET_SMALL_SIZES);
+
+	/*
+	 * Everything here outlives the two transactions below, so its context
+	 * hangs from TopMemoryContext, whatever the caller's is: a child of a
+	 * transaction's context would go with the first commit (a commit
+	 * resets TopTransactionContext and deletes its children).
+	 */
+	all.cxt = AllocSetContextCreate(TopMemoryContext, "wxpay certificates", ALLOCSET_SMALL_SIZES);
 	all.downloads = MemoryContextAllocZero(all.cxt, sizeof(WxDownload) * 16);
 	all.n = 0;
 
@@ -428,6 +435,8 @@ wxpay_v3_download_certificates(void)
 						(errmsg("wxpay: could not store the platform certificates of merchant %s: %s",
 								all.downloads[i].call.merchant->mch_id, edata->message)));
 		wxpay_txn_commit();
+		/* An idle state keeps the last text: say the storing is over. */
+		pgstat_report_activity(STATE_IDLE, "wxpay: platform certificates stored");
 	}
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(all.cxt);

@@ -231,9 +231,44 @@ prepare_job(WxJob *job, const WxMerchant *m)
 	" RETURNING r.mch_id, r.out_refund_no, 'refundquery'"
 
 /*
- * The call a claimed row's action asks for: a close of an expired order, a
- * reverse of a micropay order whose window passed unpaid, else a query
- * (micropay orders on micropay's schedule).
+ * Expired orders whose close WeChat Pay refused because they are paid
+ * (ORDERPAID, v3's ORDER_PAID), as "mch_id/out_trade_no": their next look
+ * is the query that records the payment through the verified path, not
+ * the same close again (the claim would choose a close for as long as the
+ * order is expired and unpaid here, at once, round after round).  Kept
+ * for the worker's life; a restart costs one more refused close.
+ */
+static List *paid_not_closed = NIL;
+
+/* Remember, or (take) forget and say whether remembered, an order's refused close. */
+static bool
+paid_not_closed_mark(const WxJob *job, bool take)
+{
+	char	   *name = psprintf("%s/%s", job->mch_id, job->key);
+	ListCell   *lc;
+	MemoryContext old;
+
+	foreach(lc, paid_not_closed)
+		if (strcmp(lfirst(lc), name) == 0)
+		{
+			if (take)
+				paid_not_closed = foreach_delete_current(paid_not_closed, lc);
+			return true;
+		}
+	if (!take)
+	{
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		paid_not_closed = lappend(paid_not_closed, pstrdup(name));
+		MemoryContextSwitchTo(old);
+	}
+	return false;
+}
+
+/*
+ * The call a claimed row's action asks for: a close of an expired order
+ * (a query instead when its last close was refused as paid), a reverse of
+ * a micropay order whose window passed unpaid, else a query (micropay
+ * orders on micropay's schedule).
  */
 static void
 set_job_action(WxJob *job, const char *action)
@@ -246,7 +281,8 @@ set_job_action(WxJob *job, const char *action)
 	}
 	job->call.out_trade_no = job->key;
 	job->micropay = strcmp(action, "reverse") == 0 || strcmp(action, "micropay") == 0;
-	job->call.endpoint = strcmp(action, "close") == 0 ? &wx_endpoint_closeorder :
+	job->call.endpoint = strcmp(action, "close") == 0 && !paid_not_closed_mark(job, true) ?
+		&wx_endpoint_closeorder :
 		strcmp(action, "reverse") == 0 ? &wx_endpoint_reverse : &wx_endpoint_orderquery;
 }
 
@@ -432,7 +468,8 @@ log_change(const WxJob *job, const WxAnswer *answer)
 
 /*
  * Step 3 for one job: judge its answer, apply it, schedule the next look.
- * A close refused because the order was paid is followed by a query now.
+ * A close refused because the order was paid is followed by a query now
+ * (paid_not_closed), which records the payment.
  */
 static void
 apply_job(void *arg)
@@ -451,8 +488,11 @@ apply_job(void *arg)
 	transport = wxpay_http_failure(&job->req, job->code, &job->resp, &message);
 	if (!wxpay_endpoint_finish(&job->call, transport, message, &job->resp, &answer, &fail))
 	{
-		schedule(job, wxpay_failure_text(&fail),
-				 wxpay_failure_sqlstate(&fail) == ERRCODE_WXPAY_ORDER_PAID);
+		bool		paid = wxpay_failure_sqlstate(&fail) == ERRCODE_WXPAY_ORDER_PAID;
+
+		if (paid && job->call.endpoint == &wx_endpoint_closeorder)
+			(void) paid_not_closed_mark(job, false);
+		schedule(job, wxpay_failure_text(&fail), paid);
 		return;
 	}
 	if (answer.changed)

@@ -100,11 +100,16 @@ my $cert = $other->{cert_pem};
 my $key = $other->{key_pem};
 $sql->("UPDATE wxpay.merchants SET cert_pem = \$c\$$cert\$c\$, key_pem = \$k\$$key\$k\$ WHERE mch_id = '10000100'");
 $paid_order->('rf-3');
+# The worker's refund query (every 300 ms here) would replace last_error
+# with its own answer (REFUNDNOTEXIST) before the test reads it: the worker
+# is away meanwhile (the refund itself is sent by a process of its own).
+$sql->("SELECT wxpay.worker_leave('10 minutes')");
 ($state, $msg) = sql_error($node, "SELECT wxpay_refund('10000100', 'rf-3', 'rf-3-a', 10)");
 like($msg, qr/CERT_ERROR/, "another merchant's certificate is refused");
 like($sql->("SELECT state || ' ' || last_error FROM wxpay.refunds WHERE out_refund_no = 'rf-3-a'"),
 	qr/^PROCESSING .*CERT_ERROR/,
 	'and the refund is on record with the reason, still PROCESSING: an unsigned refusal proves nothing');
+$sql->("SELECT wxpay.worker_leave('0')");
 $sql->("UPDATE wxpay.merchants SET cert_pem = NULL, key_pem = NULL WHERE mch_id = '10000100'");
 ($state) = sql_error($node, "SELECT wxpay_refund('10000100', 'rf-3', 'rf-3-z', 10)");
 is($state, '55000', 'no certificate, no refund');

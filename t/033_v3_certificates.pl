@@ -5,8 +5,10 @@
 # unknown serial, has downloaded it, and the old one is kept; downloaded
 # certificates are forgotten after their expiry, the DBA's are not; the
 # 24-hour refresh; a merchant without certificates (404
-# RESOURCE_NOT_EXISTS) is recorded quietly; a migration from certificate
-# to public key verifies both kinds of serial throughout.
+# RESOURCE_NOT_EXISTS) is recorded quietly; during a migration from
+# certificate to public key our requests' Wechatpay-Serial names the key we
+# verify with (the certificate until we have the public key, then the
+# PUB_KEY_ID_), and WeChat Pay's answers, signed with it, verify.
 use strict;
 use warnings;
 
@@ -79,16 +81,26 @@ ok($node->poll_query_until('postgres',
 is($sql->("SELECT count(*) FROM wxpay.cert_downloads WHERE mch_id = '1900000112'"), '0',
 	'a public-key merchant has nothing to download');
 
-# Migration from certificate to public key: the DBA adds the public key,
-# WeChat Pay signs with either for a while; both verify.
+# Migration from certificate to public key (§2.5, §3.3): WeChat Pay adds
+# the public key and switches its notifications to it; during the
+# migration it signs an answer with the key our request's Wechatpay-Serial
+# names.  Before the DBA has the public key here our requests name our
+# newest certificate, and its answers verify; once the DBA adds it they
+# name the PUB_KEY_ID_, and are signed with it.
 my $keys = sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'add_public_key' });
-wx_v3_keys($node, $m, [ grep { $_->{kind} eq 'public_key' } @{ $keys->{wechatpay_keys} } ]);
-for my $signer ('public_key', 'certificate', 'public_key')
-{
-	sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'sign_with', sign_with => $signer });
-	is(decode_json($sql->("SELECT wxpay_orderquery('$m', 'c-1')"))->{trade_state}, 'NOTPAY',
-		"during the migration an answer signed with the $signer verifies");
-}
+sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'sign_with', sign_with => 'public_key' });
+is(decode_json($sql->("SELECT wxpay_orderquery('$m', 'c-1')"))->{trade_state}, 'NOTPAY',
+	'during the migration, before we have the public key, an answer verifies');
+my $seen = sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'show' });
+is($seen->{last_request_serial} . ' ' . $seen->{last_answer_serial}, "$rotated->{signing} $rotated->{signing}",
+	'our request named our newest certificate (Wechatpay-Serial), and the answer was signed with it');
+my ($public) = grep { $_->{kind} eq 'public_key' } @{ $keys->{wechatpay_keys} };
+wx_v3_keys($node, $m, [$public]);
+is(decode_json($sql->("SELECT wxpay_orderquery('$m', 'c-1')"))->{trade_state}, 'NOTPAY',
+	'once the DBA adds the public key, the answer verifies too');
+$seen = sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'show' });
+is($seen->{last_request_serial} . ' ' . $seen->{last_answer_serial}, "$public->{serial} $public->{serial}",
+	'our request names the PUB_KEY_ID_, and the answer is signed with the public key');
 sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'drop_certificates' });
 $sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '25 hours' WHERE mch_id = '$m'");
 ok($node->poll_query_until('postgres',
