@@ -1315,6 +1315,7 @@ class Server:
             if (keys.public_key if p["sign_with"] == "public_key" else keys.certificates) in (None, []):
                 raise ControlError(409, "merchant %s has no %s" % (p["mch_id"], p["sign_with"]))
             keys.sign_with = p["sign_with"]
+            keys.forced = bool(p.get("force"))
         elif p["action"] == "show":
             pass
         elif p["action"] == "drop_certificates":

@@ -158,6 +158,7 @@ class PlatformKeys:
         if mode in ("public_key", "both"):
             self.add_public_key()
         self.sign_with = "public_key" if mode == "public_key" else "certificate"
+        self.forced = False            # answers follow sign_with even during a migration
 
     def rotate(self):
         """A new platform certificate, which signs from now on; old ones stay listed."""
@@ -179,8 +180,9 @@ class PlatformKeys:
         migration (a certificate and a public key) an answer is signed with
         the kind of key the request's Wechatpay-Serial names, the
         certificate when it names none (§2.5, §3.3); notifications, and
-        answers otherwise, follow sign_with."""
-        if answering and self.public_key and self.certificates:
+        answers otherwise (or when forced: a merchant WeChat Pay has already
+        switched), follow sign_with."""
+        if answering and self.public_key and self.certificates and not self.forced:
             if requested == self.public_key[0]:
                 return self.public_key
             serial, _, key = self.certificates[-1]
