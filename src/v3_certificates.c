@@ -38,8 +38,12 @@
 #include "wx_aes.h"
 #include "wx_rsa.h"
 
-/* Most certificates one answer may list. */
-#define MAX_CERTIFICATES 16
+/*
+ * Most certificates one answer may list (WeChat Pay lists one, two during
+ * a rotation); an answer with more is refused rather than read in part,
+ * which could leave out the newest.
+ */
+#define MAX_CERTIFICATES 64
 /* How often the worker looks for due downloads when nobody asked. */
 #define DOWNLOAD_CHECK_MS 10000
 /* The least time between two downloads of a merchant's certificates. */
@@ -164,6 +168,9 @@ store_certificates(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 				return wxpay_fail(fail, WX_FAIL_MISMATCH, why);
 			break;
 		}
+	if (wxpay_list_get(&answer->fields, psprintf("data.%d.serial_no", MAX_CERTIFICATES)) != NULL)
+		return wxpay_fail(fail, WX_FAIL_MISMATCH,
+						  psprintf("/v3/certificates lists more than %d certificates", MAX_CERTIFICATES));
 	for (int i = 0; i < n; i++)
 	{
 		char		nulls[5] = "    ";

@@ -108,4 +108,15 @@ ok($node->poll_query_until('postgres',
 	'after it, the download finds no certificate');
 is(decode_json($sql->("SELECT wxpay_orderquery('$m', 'c-1')"))->{trade_state}, 'NOTPAY', 'and the public key verifies');
 
+# A listing of more than 16 certificates is read whole: the newest, listed
+# last, is stored too (only the first 16 were read before).
+my @listed = map { sim_call($sim, 'POST', '/_sim/v3/keys', { mch_id => $m, action => 'rotate' })->{signing} } 1 .. 18;
+my $in_listing = join(', ', map { "'$_'" } @listed);
+$sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '25 hours' WHERE mch_id = '$m'");
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 18 FROM wxpay.wechatpay_keys WHERE mch_id = '$m' AND serial IN ($in_listing)"),
+	'a listing of 18 certificates is stored whole');
+is($sql->("SELECT count(*) FROM wxpay.wechatpay_keys WHERE mch_id = '$m' AND serial = '$listed[-1]'"), '1',
+	'the newest included');
+
 done_testing();
