@@ -137,3 +137,9 @@ SELECT count(*) AS bodies, count(*) FILTER (WHERE outcome = 'accepted') AS accep
        count(*) FILTER (WHERE outcome = 'duplicate') AS duplicates FROM wxpay.notifications;
 DELETE FROM wxpay.notifications;
 UPDATE wxpay.notifications SET outcome = 'accepted';
+-- The handler waits at most wxpay.lock_timeout inside its judgement; the
+-- caller's own lock_timeout is what it was afterwards
+SET lock_timeout = '7s';
+SELECT reply, outcome FROM pg_temp.notify('not xml either');
+SHOW lock_timeout;
+RESET lock_timeout;
