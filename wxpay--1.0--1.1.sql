@@ -1739,3 +1739,26 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wxpay.archive_notifications(interval) FROM PUBLIC;
 COMMENT ON FUNCTION wxpay.archive_notifications(interval) IS
 'moves settled notification bodies received more than older_than ago into wxpay.notifications_archive; returns how many';
+
+----------------------------------------------------------------------
+-- The merchant cache.  Every notification, unified order and worker
+-- answer loads its merchant; a backend keeps the rows it loaded and
+-- forgets them whenever wxpay.merchants or wxpay.merchant_v3 changes:
+-- these statement triggers queue a relcache invalidation of the table,
+-- which every backend receives once the change commits (merchant.c).
+-- They fire always (session_replication_role = replica too); while
+-- either is missing or disabled, backends read the tables at every call.
+----------------------------------------------------------------------
+
+CREATE FUNCTION wxpay.merchant_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'wxpay_merchant_changed'
+LANGUAGE C;
+COMMENT ON FUNCTION wxpay.merchant_changed() IS
+'empties every backend''s merchant cache once a change to wxpay.merchants or wxpay.merchant_v3 commits';
+CREATE TRIGGER merchants_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wxpay.merchants
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.merchant_changed();
+ALTER TABLE wxpay.merchants ENABLE ALWAYS TRIGGER merchants_changed;
+CREATE TRIGGER merchant_v3_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wxpay.merchant_v3
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.merchant_changed();
+ALTER TABLE wxpay.merchant_v3 ENABLE ALWAYS TRIGGER merchant_v3_changed;
