@@ -670,6 +670,10 @@ wxpay_worker_queries(PG_FUNCTION_ARGS)
 void
 wxpay_worker_main(Datum main_arg)
 {
+	TimestampTz round_at = 0;	/* when the next round is due */
+	uint64		wakes_seen = 0; /* wxpay_worker_wakes() at the last round */
+	const char *idle = "wxpay: idle until the next due order";
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -686,26 +690,38 @@ wxpay_worker_main(Datum main_arg)
 	for (;;)
 	{
 		long		sleep_ms;
-		const char *idle;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			round_at = 0;
 		}
 		wxpay_worker_leave_if_asked();
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
-		sleep_ms = run_round(&idle);
-		if (schema_ready)
-			wxpay_v3_download_certificates(wxpay_worker_certificates_asked_at());
-		if (schema_ready)
+		/*
+		 * A round when its time has come or something asked for one; a
+		 * wake-up by paying commits alone only publishes their events,
+		 * once a round has found the schema ready (a paying commit is also
+		 * the first sign of a CREATE EXTENSION the worker slept through).
+		 */
+		if (!schema_ready || GetCurrentTimestamp() >= round_at || wxpay_worker_wakes() != wakes_seen)
 		{
-			wxpay_publish_paid_events();
-			if (wxpay_paid_events_waiting())
-				sleep_ms = Min(sleep_ms, PAID_EVENTS_RETRY_MS);
+			wakes_seen = wxpay_worker_wakes();
+			sleep_ms = run_round(&idle);
+			if (schema_ready)
+				wxpay_v3_download_certificates(wxpay_worker_certificates_asked_at());
+			round_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(sleep_ms, 0));
 		}
+		if (schema_ready)
+			wxpay_publish_paid_events();
+		now = GetCurrentTimestamp();
+		sleep_ms = now >= round_at ? 0 : (long) ((round_at - now + 999) / 1000);
+		if (schema_ready && wxpay_paid_events_waiting())
+			sleep_ms = Min(sleep_ms, PAID_EVENTS_RETRY_MS);
 		if (sleep_ms > 0)
 		{
 			/* Shown in pg_stat_activity: wait_event "Extension", this query text. */

@@ -79,6 +79,8 @@ extern void wxpay_worker_connect(void);
 extern void wxpay_worker_leave_if_asked(void);
 extern struct Latch *wxpay_worker_latch(void);
 extern void wxpay_wake_worker(void);
+extern void wxpay_wake_worker_to_publish(void);
+extern uint64 wxpay_worker_wakes(void);
 extern void wxpay_count_paid_commit(void);
 extern uint64 wxpay_paid_commits(void);
 extern void wxpay_worker_ask_certificates(void);
