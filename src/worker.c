@@ -409,7 +409,7 @@ schedule(const WxJob *job, const char *error, bool again_now)
 	values[4] = BoolGetDatum(again_now);
 	if (SPI_execute_plan(wxpay_saved_plan(&plans[refund],
 										  refund ? SCHEDULE("refunds", "out_refund_no", "refund_state_pending") :
-										  SCHEDULE("orders", "out_trade_no", "order_state_pending"), 5, types),
+										  SCHEDULE("orders", "out_trade_no", "order_state_pending"), 5, types, 0),
 						 values, nulls, false, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "could not schedule %s", job->key);
 }
