@@ -67,6 +67,8 @@ PG_FUNCTION_INFO_V1(wxpay_worker_queries);
 #define LOCKED_RETRY_MS 500
 /* How soon to look again at paid events left behind a running transaction. */
 #define PAID_EVENTS_RETRY_MS 10
+/* After a publish, how long paying commits gather before the next one. */
+#define PAID_EVENTS_BATCH_MS 10
 
 /* Whether the last round found the extension installed at our version. */
 static bool schema_ready = false;
@@ -716,8 +718,15 @@ wxpay_worker_main(Datum main_arg)
 				wxpay_v3_download_certificates(wxpay_worker_certificates_asked_at());
 			round_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(sleep_ms, 0));
 		}
-		if (schema_ready)
-			wxpay_publish_paid_events();
+		/*
+		 * After a publish, let paying commits gather for a moment: under a
+		 * stream of payments one transaction publishes a batch rather than
+		 * each commit its own (the latch stays set meanwhile, so the wait
+		 * below ends at once if any came).
+		 */
+		if (schema_ready && wxpay_publish_paid_events())
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, PAID_EVENTS_BATCH_MS,
+							 PG_WAIT_EXTENSION);
 		now = GetCurrentTimestamp();
 		sleep_ms = now >= round_at ? 0 : (long) ((round_at - now + 999) / 1000);
 		if (schema_ready && wxpay_paid_events_waiting())

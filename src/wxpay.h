@@ -96,7 +96,7 @@ extern void wxpay_paid_event_at_commit(void);
 extern void wxpay_wake_at_end_of_transaction(void);
 
 /* paid_events.c */
-extern void wxpay_publish_paid_events(void);
+extern bool wxpay_publish_paid_events(void);
 extern bool wxpay_paid_events_waiting(void);
 extern const char *const wxpay_paid_events_publish_sql;
 extern const char *const wxpay_paid_events_left_behind_sql;
