@@ -1741,7 +1741,7 @@ COMMENT ON FUNCTION wxpay.archive_notifications(interval) IS
 'moves settled notification bodies received more than older_than ago into wxpay.notifications_archive; returns how many';
 
 ----------------------------------------------------------------------
--- Payment anomalies (v3ops, trial-v3 #5): an authentic report (a
+-- Payment anomalies (trial-v3 #5): an authentic report (a
 -- notification or a query answer, v2 or v3) of an order already paid here,
 -- with its transaction but another amount.  The order stays as paid and a
 -- notification is answered as a success (refusing it only makes WeChat Pay
@@ -1777,3 +1777,26 @@ CREATE POLICY payment_anomalies_by_merchant ON wxpay.payment_anomalies
 	USING (mch_id OPERATOR(pg_catalog.=) ANY ((SELECT wxpay.visible_merchants())::text[]));
 SELECT pg_catalog.pg_extension_config_dump('wxpay.payment_anomalies', '');
 SELECT pg_catalog.pg_extension_config_dump('wxpay.payment_anomalies_id_seq', '');
+
+----------------------------------------------------------------------
+-- The merchant cache.  Every notification, unified order and worker
+-- answer loads its merchant; a backend keeps the rows it loaded and
+-- forgets them whenever wxpay.merchants or wxpay.merchant_v3 changes:
+-- these statement triggers queue a relcache invalidation of the table,
+-- which every backend receives once the change commits (merchant.c).
+-- They fire always (session_replication_role = replica too); while
+-- either is missing or disabled, backends read the tables at every call.
+----------------------------------------------------------------------
+
+CREATE FUNCTION wxpay.merchant_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'wxpay_merchant_changed'
+LANGUAGE C;
+COMMENT ON FUNCTION wxpay.merchant_changed() IS
+'empties every backend''s merchant cache once a change to wxpay.merchants or wxpay.merchant_v3 commits';
+CREATE TRIGGER merchants_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wxpay.merchants
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.merchant_changed();
+ALTER TABLE wxpay.merchants ENABLE ALWAYS TRIGGER merchants_changed;
+CREATE TRIGGER merchant_v3_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wxpay.merchant_v3
+	FOR EACH STATEMENT EXECUTE FUNCTION wxpay.merchant_changed();
+ALTER TABLE wxpay.merchant_v3 ENABLE ALWAYS TRIGGER merchant_v3_changed;

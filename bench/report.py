@@ -470,11 +470,13 @@ def sections(b):
             s += ["", "**Against the target.** %.0f notifications/s with racing duplicates (%.0f%% of the floor, "
                   "target 50%%) and %.0f/s with late ones (%.0f%%, target 60%%); the durable insert alone "
                   "reaches %.0f/s on the same machine and harness. Per notification the extension opens a "
-                  "subtransaction, parses the XML with libxml2, looks the merchant up, verifies the signature, "
-                  "locks the order, updates it through two PL/pgSQL triggers (the state machine, and the "
-                  "history row), inserts the notification row and commits; a duplicate is recognised and "
-                  "recorded without changing the order, and a racing one may first wait for its original's "
-                  "commit."
+                  "subtransaction, parses the XML with libxml2, finds the merchant (kept by the backend), "
+                  "verifies the signature and reads the order without a lock; a first delivery then pays it "
+                  "with one UPDATE that matches only while it is unpaid (through the C triggers: the state "
+                  "machine, and the history row with its foreign-key check), and every notification inserts "
+                  "its row (in a second subtransaction) and commits. A late duplicate is recognised by that "
+                  "one read; a racing one waits for its original's row lock, matches nothing and reads again. "
+                  "The worker then publishes each payment as a paid event, in its own transaction."
                   % (lay["racing"]["tps"], ratios["racing"] * 100, lay["late"]["tps"], ratios["late"] * 100,
                      n["floor_tps"])]
             noisy = max(lay["racing"]["others"], lay["late"]["others"])
@@ -506,8 +508,8 @@ def sections(b):
             phrase = profile_phrase(b, "notify", (
                 ("wxpay_handle_notify's work", "wxpay_handle_notification"),
                 ("the judgement in its subtransaction", "judge_in_subtransaction"),
-                ("applying the report to the order", "wxpay_apply_report"),
-                ("the PL/pgSQL triggers", "plpgsql_exec_trigger"), ("CHECK constraints", "ExecConstraints"),
+                ("applying the report to the order", "wxpay_apply_payment"),
+                ("the history row (C trigger)", "wxpay_history_record"), ("CHECK constraints", "ExecConstraints"),
                 ("the XML parse", "wxpay_xml_parse"), ("the merchant lookup", "wxpay_merchant_find"),
                 ("statements planned per call (SPI_execute_with_args)", "SPI_execute_with_args"),
                 ("the commit", "CommitTransactionCommand"), ("of which the WAL flush", "XLogFlush")))

@@ -137,3 +137,23 @@ SELECT count(*) AS bodies, count(*) FILTER (WHERE outcome = 'accepted') AS accep
        count(*) FILTER (WHERE outcome = 'duplicate') AS duplicates FROM wxpay.notifications;
 DELETE FROM wxpay.notifications;
 UPDATE wxpay.notifications SET outcome = 'accepted';
+-- The handler waits at most wxpay.lock_timeout inside its judgement; the
+-- caller's own lock_timeout is what it was afterwards
+SET lock_timeout = '7s';
+SELECT reply, outcome FROM pg_temp.notify('not xml either');
+SHOW lock_timeout;
+RESET lock_timeout;
+-- A change of the merchant counts at the next notification (the session's
+-- merchant cache forgets it at once, and again when the change rolls back)
+INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip)
+VALUES ('10000100', 'n-9', 'APP', 'Notify', 100, '1.2.3.4');
+CREATE TEMP TABLE n9 AS SELECT pg_temp.signed(pg_temp.paid('n-9', '100', '4200000000000000000000000099'), :'key') AS body;
+BEGIN;
+UPDATE wxpay.merchants SET api_key = repeat('x', 32) WHERE mch_id = '10000100';
+SELECT * FROM pg_temp.notify((SELECT body FROM n9));
+ROLLBACK;
+SELECT * FROM pg_temp.notify((SELECT body FROM n9));
+UPDATE wxpay.merchants SET appid = 'wx-other' WHERE mch_id = '10000100';
+SELECT * FROM pg_temp.notify((SELECT body FROM n9));
+UPDATE wxpay.merchants SET appid = 'wxd930ea5d5a258f4f' WHERE mch_id = '10000100';
+SELECT * FROM pg_temp.notify((SELECT body FROM n9));

@@ -6,8 +6,8 @@
  * genuine: it must parse (no DOCTYPE), say SUCCESS, come from a known
  * merchant and appid, carry a signature over every field it has, report
  * result_code SUCCESS, and name an order of ours with exactly its amount.
- * Only then does the order move, through wxpay_apply_report's row lock,
- * so duplicates arriving together change it once.
+ * Only then does the order move (wxpay_apply_payment), once, however many
+ * duplicates arrive together.
  *
  * The machinery is shared with refund notifications (refund.c): the
  * judgement runs in a subtransaction.  Whatever happens inside it,

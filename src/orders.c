@@ -8,8 +8,11 @@
  *
  * A report moves an order only along the state machine the trigger
  * enforces, and SUCCESS only with the amount the order was created with
- * and a transaction_id.  The row lock makes concurrent duplicates wait and
- * then find the order already paid, so a payment is applied exactly once.
+ * and a transaction_id.  A payment is applied exactly once: its UPDATE
+ * matches the order only while it is still in the unpaid state read, so
+ * of concurrent deliveries one moves it and the others, having waited for
+ * its row lock, match nothing and find it paid; every other change is made
+ * under the row lock taken first.
  *
  * The extension's own C code names itself (unifiedorder, notify, query,
  * close, refund, micropay, reverse) right before it writes; the trigger asks
@@ -97,13 +100,20 @@ all_digits(const char *s, size_t max_len)
 	return n > 0;
 }
 
-/* Move the locked order to SUCCESS with the report's payment fields. */
+/*
+ * Move the order to SUCCESS with the report's payment fields if it is still
+ * in state from (the caller holds its row lock, or read the state without
+ * it: then a concurrent change makes the UPDATE match nothing).  Returns
+ * why the report cannot pay it, or NULL; *moved says whether the row moved.
+ */
 static char *
-mark_paid(const char *mch_id, const WxPaymentReport *r, const char *order_fee)
+mark_paid(const char *mch_id, const WxPaymentReport *r, const char *order_fee,
+		  const char *from, bool *moved)
 {
-	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
-	Datum		values[5];
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
+	Datum		values[6];
 
+	*moved = false;
 	if (r->total_fee == NULL || !all_digits(r->total_fee, 10) || strcmp(r->total_fee, order_fee) != 0)
 		return psprintf("total_fee %s does not match the order's %s fen",
 						r->total_fee ? r->total_fee : "(missing)", order_fee);
@@ -118,12 +128,15 @@ mark_paid(const char *mch_id, const WxPaymentReport *r, const char *order_fee)
 	values[3] = DirectFunctionCall3(timestamptz_in, CStringGetDatum(r->paid_at),
 									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 	values[4] = JsonbPGetDatum(r->payer);
+	values[5] = CStringGetTextDatum(from);
 	wxpay_spi_exec_plan(&pay_plan,
 						"UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = $3,"
 						" paid_at = $4, payer = $5"
 						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
-						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
-						5, types, values, NULL, false, SPI_OK_UPDATE);
+						" AND out_trade_no OPERATOR(pg_catalog.=) $2"
+						" AND state OPERATOR(pg_catalog.=) $6",
+						6, types, values, NULL, false, SPI_OK_UPDATE);
+	*moved = SPI_processed == 1;
 	return NULL;
 }
 
@@ -151,6 +164,7 @@ apply_paid(const char *mch_id, const WxPaymentReport *r, const char *state,
 	const char *out_trade_no = r->out_trade_no;
 	const char *reported = r->state;
 	const char *txn = r->transaction_id;
+	bool		moved;
 
 	if (wx_order_state_paid(state))
 	{
@@ -181,8 +195,10 @@ apply_paid(const char *mch_id, const WxPaymentReport *r, const char *state,
 				 errhint("The payer was charged: refund the payment or reconcile the order by hand.")));
 		return WX_APPLY_REJECTED;
 	}
-	if ((*reason = mark_paid(mch_id, r, order_fee)) != NULL)
+	if ((*reason = mark_paid(mch_id, r, order_fee, state, &moved)) != NULL)
 		return WX_APPLY_REJECTED;
+	if (!moved)
+		elog(ERROR, "locked order %s of merchant %s did not move", out_trade_no, mch_id);
 	if (strcmp(reported, "REFUND") == 0)
 		set_state(mch_id, out_trade_no, "REFUND");
 	return WX_APPLY_CHANGED;
@@ -205,60 +221,96 @@ apply_unpaid(const char *mch_id, const char *out_trade_no, const char *state,
 }
 
 /*
- * Whether the order is already in the reported paid state with the
- * reported transaction and amount: most notifications are repeats, and a
- * paid order never becomes unpaid, so this is decided without the row lock
- * (and its WAL record).  Anything else takes the locked path, where concurrent
- * first deliveries serialise.
+ * The order's state, amount and transaction without its row lock (fresh: a
+ * snapshot of its own rather than the caller's).  False if there is none.
  */
 static bool
-already_paid(Datum *key, const WxPaymentReport *r)
+probe_order(Datum *key, bool fresh, char **state, char **fee, char **txn)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	char	   *state;
-	char	   *txn;
 
 	wxpay_spi_exec_plan(&probe_plan,
-						"SELECT state, transaction_id, total_fee::text FROM wxpay.orders"
+						"SELECT state, total_fee::text, transaction_id FROM wxpay.orders"
 						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
 						" AND out_trade_no OPERATOR(pg_catalog.=) $2",
-						2, types, key, NULL, true, SPI_OK_SELECT);
-	if (SPI_processed == 0 || r->transaction_id == NULL)
+						2, types, key, NULL, !fresh, SPI_OK_SELECT);
+	if (SPI_processed == 0)
 		return false;
-	state = wxpay_spi_value(0, 1);
-	txn = wxpay_spi_value(0, 2);
-	/* Another amount is an anomaly, for the locked path to record. */
-	return strcmp(state, r->state) == 0 && txn != NULL && strcmp(txn, r->transaction_id) == 0 &&
-		(r->total_fee == NULL || strcmp(r->total_fee, wxpay_spi_value(0, 3)) == 0);
+	*state = wxpay_spi_value(0, 1);
+	*fee = wxpay_spi_value(0, 2);
+	*txn = wxpay_spi_value(0, 3);
+	return true;
 }
 
 /*
- * Apply a verified payment report to its order, under a row lock.  The
- * caller is connected to SPI and has verified the report's signature and
- * merchant.  On WX_APPLY_REJECTED, *reason says why and the order is
- * untouched.
+ * Whether the order is in the reported paid state with the reported
+ * transaction and amount (another amount is an anomaly, for the locked
+ * path to record).
  */
-WxApplyResult
-wxpay_apply_payment(const char *mch_id, const WxPaymentReport *r,
-					const char *source, char **reason)
+static bool
+paid_as_reported(const WxPaymentReport *r, const char *state, const char *fee, const char *txn)
+{
+	return r->transaction_id != NULL && txn != NULL && strcmp(state, r->state) == 0 &&
+		strcmp(txn, r->transaction_id) == 0 &&
+		(r->total_fee == NULL || strcmp(r->total_fee, fee) == 0);
+}
+
+/*
+ * A report of a payment, decided without the row lock where that is safe:
+ * most notifications are repeats, and a paid order never becomes unpaid, so
+ * a repeat is recognised by one indexed read (no lock, no WAL record); a
+ * first SUCCESS of a pending order is one UPDATE that matches only while
+ * the order is still in the state read, so of concurrent first deliveries
+ * one moves it and the others match nothing and look again.  Returns false
+ * when this decides nothing: anything else takes the locked path.
+ */
+static bool
+apply_paid_unlocked(const char *mch_id, Datum *key, const WxPaymentReport *r,
+					const char *source, WxApplyResult *result)
+{
+	char	   *state;
+	char	   *fee;
+	char	   *txn;
+	bool		moved = false;
+
+	if (!probe_order(key, false, &state, &fee, &txn))
+		return false;
+	if (paid_as_reported(r, state, fee, txn))
+	{
+		*result = WX_APPLY_UNCHANGED;
+		return true;
+	}
+	if (strcmp(r->state, "SUCCESS") != 0 || !wx_order_state_pending(state))
+		return false;
+	wxpay_set_change_source(source);
+	if (mark_paid(mch_id, r, fee, state, &moved) != NULL)
+		moved = false;			/* the locked path says why */
+	wxpay_set_change_source(NULL);
+	if (moved)
+		*result = WX_APPLY_CHANGED;
+	else if (probe_order(key, true, &state, &fee, &txn) && paid_as_reported(r, state, fee, txn))
+		*result = WX_APPLY_UNCHANGED;	/* a concurrent delivery paid it */
+	else
+		return false;
+	return true;
+}
+
+/* Apply a report to its order under the order's row lock. */
+static WxApplyResult
+apply_locked(const char *mch_id, Datum *key, const WxPaymentReport *r,
+			 const char *source, char **reason)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
 	char	   *state;
 	char	   *order_fee;
 	char	   *order_txn;
 	WxApplyResult result;
 
-	*reason = NULL;
-	values[0] = CStringGetTextDatum(mch_id);
-	values[1] = CStringGetTextDatum(r->out_trade_no);
-	if (wx_order_state_paid(r->state) && already_paid(values, r))
-		return WX_APPLY_UNCHANGED;
 	wxpay_spi_exec_plan(&lock_plan,
 						"SELECT state, total_fee::text, transaction_id FROM wxpay.orders"
 						" WHERE mch_id OPERATOR(pg_catalog.=) $1"
 						" AND out_trade_no OPERATOR(pg_catalog.=) $2 FOR UPDATE",
-						2, types, values, NULL, false, SPI_OK_SELECT);
+						2, types, key, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
 		*reason = psprintf("unknown order %s", r->out_trade_no);
@@ -281,6 +333,28 @@ wxpay_apply_payment(const char *mch_id, const WxPaymentReport *r,
 		result = WX_APPLY_REJECTED;
 	}
 	wxpay_set_change_source(NULL);
+	return result;
+}
+
+/*
+ * Apply a verified payment report to its order: a payment without the row
+ * lock where that is safe (apply_paid_unlocked), anything else under it.
+ * The caller is connected to SPI and has verified the report's signature
+ * and merchant.  On WX_APPLY_REJECTED, *reason says why and the order is
+ * untouched.
+ */
+WxApplyResult
+wxpay_apply_payment(const char *mch_id, const WxPaymentReport *r,
+					const char *source, char **reason)
+{
+	Datum		key[2];
+	WxApplyResult result;
+
+	*reason = NULL;
+	key[0] = CStringGetTextDatum(mch_id);
+	key[1] = CStringGetTextDatum(r->out_trade_no);
+	if (!wx_order_state_paid(r->state) || !apply_paid_unlocked(mch_id, key, r, source, &result))
+		result = apply_locked(mch_id, key, r, source, reason);
 	/* Tills waiting for this order (order_wait.c) look again at commit. */
 	if (result == WX_APPLY_CHANGED)
 		wxpay_order_waiters_wake_at_commit(mch_id, r->out_trade_no);

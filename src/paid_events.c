@@ -58,9 +58,11 @@ static FullTransactionId horizon;
 
 /*
  * Whether committed events of xids from the new horizon ($1) on wait for
- * older ones.  Ordered by xid so that the plan, generic after a few calls,
- * reads order_events_paid_xid_idx from $1 on: with a bare LIMIT 1 it walked
- * the primary key of every event, 1.4 s a publish at a million orders.
+ * older ones.  Ordered by xid so that the generic plan reads
+ * order_events_paid_xid_idx from $1 on: with a bare LIMIT 1 it walked the
+ * primary key of every event, 1.4 s a publish at a million orders.  Both
+ * this and PUBLISH run with that generic plan, made once: planning them
+ * for each publish's xids cost the worker more than running them.
  */
 #define LEFT_BEHIND "SELECT" UNPUBLISHED "  AND e.xid OPERATOR(pg_catalog.>=) $1 ORDER BY e.xid LIMIT 1"
 
@@ -92,8 +94,8 @@ ring(void)
 	Async_Notify("wxpay_order_paid", psprintf(INT64_FORMAT, newest));
 }
 
-/* One publish, in the current transaction; SPI connected. */
-static void
+/* One publish, in the current transaction; SPI connected.  Whether it published any. */
+static bool
 publish(void)
 {
 	static SPIPlanPtr catch_up_plan = NULL;
@@ -102,37 +104,43 @@ publish(void)
 	Oid			types[2] = {XID8OID, XID8OID};
 	FullTransactionId next = snapshot_xmin();
 	Datum		args[2] = {FullTransactionIdGetDatum(horizon), FullTransactionIdGetDatum(next)};
+	bool		published;
 
 	if (!caught_up)
 		wxpay_spi_exec_plan(&catch_up_plan, CATCH_UP, 0, NULL, NULL, NULL, false, SPI_OK_INSERT_RETURNING);
 	else
-		wxpay_spi_exec_plan(&publish_plan, PUBLISH, 2, types, args, NULL, false, SPI_OK_INSERT_RETURNING);
-	if (SPI_processed > 0)
+		wxpay_spi_exec_generic_plan(&publish_plan, PUBLISH, 2, types, args, NULL, false, SPI_OK_INSERT_RETURNING);
+	published = SPI_processed > 0;
+	if (published)
 		ring();
-	wxpay_spi_exec_plan(&behind_plan, LEFT_BEHIND, 1, types + 1, args + 1, NULL, false, SPI_OK_SELECT);
+	wxpay_spi_exec_generic_plan(&behind_plan, LEFT_BEHIND, 1, types + 1, args + 1, NULL, false, SPI_OK_SELECT);
 	retry_soon = SPI_processed > 0;
 	horizon = next;
 	caught_up = true;
+	return published;
 }
 
 /*
  * Publish what is due: after paying commits, after the worker started, or
  * when events were left behind last time.  Runs its own transaction; the
  * caller must not be in one.  The installed schema must be this library's.
+ * Returns whether it published any event.
  */
-void
+bool
 wxpay_publish_paid_events(void)
 {
 	uint64		commits = wxpay_paid_commits();
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		published;
 
 	if (caught_up && !retry_soon && commits == seen_commits)
-		return;
+		return false;
 	seen_commits = commits;
 	wxpay_txn_begin("wxpay: publishing paid events");
-	publish();
+	published = publish();
 	wxpay_txn_commit();
 	MemoryContextSwitchTo(cxt);
+	return published;
 }
 
 /* Whether committed paid events are waiting for older transactions to end. */

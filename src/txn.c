@@ -45,13 +45,15 @@ wxpay_run_isolated_waiting(WxStep step, void *arg, int lock_timeout_ms)
 	MemoryContextSwitchTo(caller);
 	PG_TRY();
 	{
-		int			nest = NewGUCNestLevel();
-
+		/*
+		 * Saved at the subtransaction's own GUC nesting level: its end,
+		 * commit or abort, restores the caller's lock_timeout (a nesting
+		 * level of our own would walk every setting once more per call).
+		 */
 		if (lock_timeout_ms > 0)
 			(void) set_config_option("lock_timeout", psprintf("%d", lock_timeout_ms),
 									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		step(arg);
-		AtEOXact_GUC(true, nest);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();

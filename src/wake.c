@@ -42,8 +42,10 @@ wake_at_end(XactEvent event, void *arg)
 	{
 		if (paid_at_commit)
 			wxpay_count_paid_commit();
-		if (wake_at_commit || paid_at_commit)
+		if (wake_at_commit)
 			wxpay_wake_worker();
+		else if (paid_at_commit)
+			wxpay_wake_worker_to_publish();
 		wxpay_order_waiters_wake_committed();
 	}
 	wake_at_commit = paid_at_commit = false;

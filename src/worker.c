@@ -67,6 +67,8 @@ PG_FUNCTION_INFO_V1(wxpay_worker_queries);
 #define LOCKED_RETRY_MS 500
 /* How soon to look again at paid events left behind a running transaction. */
 #define PAID_EVENTS_RETRY_MS 10
+/* After a publish, how long paying commits gather before the next one. */
+#define PAID_EVENTS_BATCH_MS 10
 
 /* Whether the last round found the extension installed at our version. */
 static bool schema_ready = false;
@@ -445,7 +447,7 @@ schedule(const WxJob *job, const char *error, bool again_now)
 	values[4] = BoolGetDatum(again_now);
 	if (SPI_execute_plan(wxpay_saved_plan(&plans[refund],
 										  refund ? SCHEDULE("refunds", "out_refund_no", "refund_state_pending") :
-										  SCHEDULE("orders", "out_trade_no", "order_state_pending"), 5, types),
+										  SCHEDULE("orders", "out_trade_no", "order_state_pending"), 5, types, 0),
 						 values, nulls, false, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "could not schedule %s", job->key);
 }
@@ -710,6 +712,10 @@ wxpay_worker_queries(PG_FUNCTION_ARGS)
 void
 wxpay_worker_main(Datum main_arg)
 {
+	TimestampTz round_at = 0;	/* when the next round is due */
+	uint64		wakes_seen = 0; /* wxpay_worker_wakes() at the last round */
+	const char *idle = "wxpay: idle until the next due order";
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -726,26 +732,45 @@ wxpay_worker_main(Datum main_arg)
 	for (;;)
 	{
 		long		sleep_ms;
-		const char *idle;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			round_at = 0;
 		}
 		wxpay_worker_leave_if_asked();
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
-		sleep_ms = run_round(&idle);
-		if (schema_ready)
-			wxpay_v3_download_certificates();
-		if (schema_ready)
+		/*
+		 * A round when its time has come or something asked for one; a
+		 * wake-up by paying commits alone only publishes their events,
+		 * once a round has found the schema ready (a paying commit is also
+		 * the first sign of a CREATE EXTENSION the worker slept through).
+		 */
+		if (!schema_ready || GetCurrentTimestamp() >= round_at || wxpay_worker_wakes() != wakes_seen)
 		{
-			wxpay_publish_paid_events();
-			if (wxpay_paid_events_waiting())
-				sleep_ms = Min(sleep_ms, PAID_EVENTS_RETRY_MS);
+			wakes_seen = wxpay_worker_wakes();
+			sleep_ms = run_round(&idle);
+			if (schema_ready)
+				wxpay_v3_download_certificates();
+			round_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(sleep_ms, 0));
 		}
+		/*
+		 * After a publish, let paying commits gather for a moment: under a
+		 * stream of payments one transaction publishes a batch rather than
+		 * each commit its own (the latch stays set meanwhile, so the wait
+		 * below ends at once if any came).
+		 */
+		if (schema_ready && wxpay_publish_paid_events())
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, PAID_EVENTS_BATCH_MS,
+							 PG_WAIT_EXTENSION);
+		now = GetCurrentTimestamp();
+		sleep_ms = now >= round_at ? 0 : (long) ((round_at - now + 999) / 1000);
+		if (schema_ready && wxpay_paid_events_waiting())
+			sleep_ms = Min(sleep_ms, PAID_EVENTS_RETRY_MS);
 		if (sleep_ms > 0)
 		{
 			/* Shown in pg_stat_activity: wait_event "Extension", this query text. */

@@ -56,6 +56,7 @@ typedef struct WxWorkerShared
 	int			pgprocno;		/* its PGPROC, for its latch, while pid != 0 */
 	TimestampTz away_until;		/* asked to stay out of its database until then */
 	pg_atomic_uint64 paid_commits;	/* commits that made an order SUCCESS */
+	pg_atomic_uint64 work_wakes;	/* wake-ups asking for a round */
 } WxWorkerShared;
 
 static WxWorkerShared *shared = NULL;
@@ -76,6 +77,7 @@ worker_shared_init(void *part)
 
 	memset(state, 0, sizeof(WxWorkerShared));
 	pg_atomic_init_u64(&state->paid_commits, 0);
+	pg_atomic_init_u64(&state->work_wakes, 0);
 }
 
 /* Called from _PG_init while preloading. */
@@ -237,14 +239,33 @@ wxpay_paid_commits(void)
 	return shared != NULL ? pg_atomic_read_u64(&shared->paid_commits) : 0;
 }
 
-/* Set the worker's latch, if it runs. */
+/*
+ * Set the worker's latch, if it runs, for paid events alone: it publishes
+ * them without a round (paying commits come by the thousand a second).
+ */
 void
-wxpay_wake_worker(void)
+wxpay_wake_worker_to_publish(void)
 {
 	Latch	   *latch = wxpay_worker_latch();
 
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/* Wake the worker for a round: work may be due. */
+void
+wxpay_wake_worker(void)
+{
+	if (shared != NULL)
+		pg_atomic_fetch_add_u64(&shared->work_wakes, 1);
+	wxpay_wake_worker_to_publish();
+}
+
+/* How many wake-ups have asked for a round since the server started. */
+uint64
+wxpay_worker_wakes(void)
+{
+	return shared != NULL ? pg_atomic_read_u64(&shared->work_wakes) : 0;
 }
 
 /*

@@ -79,6 +79,8 @@ extern void wxpay_worker_connect(void);
 extern void wxpay_worker_leave_if_asked(void);
 extern struct Latch *wxpay_worker_latch(void);
 extern void wxpay_wake_worker(void);
+extern void wxpay_wake_worker_to_publish(void);
+extern uint64 wxpay_worker_wakes(void);
 extern void wxpay_count_paid_commit(void);
 extern uint64 wxpay_paid_commits(void);
 
@@ -92,7 +94,7 @@ extern void wxpay_paid_event_at_commit(void);
 extern void wxpay_wake_at_end_of_transaction(void);
 
 /* paid_events.c */
-extern void wxpay_publish_paid_events(void);
+extern bool wxpay_publish_paid_events(void);
 extern bool wxpay_paid_events_waiting(void);
 extern const char *const wxpay_paid_events_publish_sql;
 extern const char *const wxpay_paid_events_left_behind_sql;

@@ -104,6 +104,25 @@ ok($node->poll_query_until('postgres',
 	'a notification with another amount is rejected');
 is($sql->("SELECT state FROM wxpay.orders WHERE out_trade_no = 'forged-1'"), 'NOTPAY', 'and the order stays unpaid');
 
+# A backend keeps the merchants it loaded and forgets them when another
+# session changes one: its next notification is judged with the new key.
+my $judge = $node->background_psql('postgres');
+my $judged = sub {
+	my ($out_trade_no) = @_;
+	my $b = $notification->($out_trade_no);
+	$judge->query_safe("SELECT wxpay_handle_notify(\$body\$$b\$body\$)");
+	return $sql->("SELECT outcome || ' ' || coalesce(reason, '') FROM wxpay.notifications"
+		. " WHERE out_trade_no = '$out_trade_no' ORDER BY id DESC LIMIT 1");
+};
+$sql->("SELECT wxpay_unifiedorder('10000100', 'cache-$_', 100, 'Cache', '203.0.113.7')") for 1 .. 2;
+is($judged->('cache-1'), 'accepted ', 'a session judges with the merchant it loaded');
+my $key = $sql->("SELECT api_key FROM wxpay.merchants WHERE mch_id = '10000100'");
+$sql->("UPDATE wxpay.merchants SET api_key = repeat('x', 32) WHERE mch_id = '10000100'");
+is($judged->('cache-2'), 'rejected signature does not verify', "another session's new key counts at once");
+$sql->("UPDATE wxpay.merchants SET api_key = '$key' WHERE mch_id = '10000100'");
+is($judged->('cache-2'), 'accepted ', 'and so does the key put back');
+$judge->quit;
+
 $receiver->signal('TERM');
 $receiver->finish;
 $node->stop;

@@ -100,4 +100,19 @@ is($sql->("SELECT count(*) FROM (SELECT event_id FROM wxpay.paid_events GROUP BY
 is($sql->("SELECT count(*) FROM wxpay.order_events e WHERE new_state = 'SUCCESS'"
 	  . " AND NOT EXISTS (SELECT FROM wxpay.paid_events p WHERE p.event_id = e.id)"), '0', 'none is missing');
 
+# Paying commits wake the worker to publish their events, not for a round
+# of queries (notifications come by the thousand a second): an order made
+# due without waking the worker (its trigger off, as a replica's would be)
+# is left to the worker's schedule while the payment is published at once.
+ok($node->poll_query_until('postgres',
+	"SELECT query LIKE 'wxpay: idle%' FROM pg_stat_activity WHERE backend_type = 'wxpay worker'"),
+	'the worker sleeps until its next round');
+$pay->('m-a', 'due-1');
+$sql->("SET session_replication_role = replica;"
+	. " UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no = 'due-1'");
+$notify->($pay->('m-a', 'paid-now'));
+ok($node->poll_query_until('postgres', $published->(76)), 'a payment is published at once');
+is($sql->("SELECT query_count FROM wxpay.orders WHERE out_trade_no = 'due-1'"), '0',
+	'without a round of queries');
+
 done_testing();
