@@ -63,6 +63,13 @@ SELECT bill_date, version, changed FROM wxpay.bills ORDER BY bill_id;
 SELECT bill_date, kind, out_trade_no, out_refund_no, bill_fee, local_fee, local_state
   FROM wxpay.bill_discrepancies ORDER BY bill_date, kind;
 SELECT wxpay_bill_summary('1900000109', '2026-11-30') - 'fetched_at' - 'bill_id' AS summary;
+-- The first version's file again (a stale copy): that version, unchanged,
+-- and the newest stays the day's bill; an unchanged answer counts the
+-- day's open cases as they are now.
+SELECT wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
+	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'))
+	- 'sha1' - 'bill_id' AS stale_copy;
+SELECT bill_date, version FROM wxpay.current_bills WHERE bill_date = '2026-11-30';
 
 -- A day's ALL bill and its SUCCESS and REFUND bills tell the same cases
 -- twice: each is listed once, from the newest bill that covers it (ALL on
@@ -89,6 +96,25 @@ SELECT d.bill_type, d.kind, d.out_trade_no, d.out_refund_no, d.bill_fee, d.local
   FROM wxpay.bill_discrepancies d JOIN wxpay.bills b USING (bill_id) WHERE d.bill_date = '2026-11-26' ORDER BY d.kind;
 SELECT s ->> 'bill_type' AS bill_type, s -> 'discrepancies' AS discrepancies, s -> 'by_kind' AS by_kind
   FROM wxpay_bill_summary('1900000109', '2026-11-26') s;
+-- The header tells a trade bill's type: each of the 26th's files given as
+-- another bill_type is refused (22023), and nothing is stored.
+\set VERBOSITY default
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'SUCCESS';
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'REFUND', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'ALL';
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'SUCCESS', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+-- A row of the other kind in a header of the right type: a payment in a REFUND bill.
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'REFUND', convert_to(replace(wxpay.bill_text(b), '`REFUND,', '`SUCCESS,'), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+\set VERBOSITY sqlstate
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+\set VERBOSITY default
+SELECT bill_type, count(*) FROM wxpay.bills WHERE bill_date = '2026-11-26' GROUP BY bill_type ORDER BY bill_type;
 DROP FUNCTION typed_bill(text, text, text[], text);
 
 \set VERBOSITY default

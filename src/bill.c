@@ -91,6 +91,22 @@ reconcile(int64 bill_id)
 }
 
 /*
+ * The day's open cases now (wxpay.bill_discrepancies), for a bill that
+ * was there already: they may have been fixed, or have come, since.
+ */
+static char *
+open_cases(const char *mch_id, int64 bill_id)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {CStringGetTextDatum(mch_id), Int64GetDatum(bill_id)};
+
+	wxpay_spi_exec("SELECT pg_catalog.count(*) FROM wxpay.bill_discrepancies d WHERE d.mch_id OPERATOR(pg_catalog.=) $1"
+				   " AND d.bill_date OPERATOR(pg_catalog.=) (SELECT b.bill_date FROM wxpay.bills b"
+				   " WHERE b.bill_id OPERATOR(pg_catalog.=) $2)", 2, types, values, NULL, false, SPI_OK_SELECT);
+	return wxpay_spi_value(0, 1);
+}
+
+/*
  * Import the file (or record that there is none) and reconcile a new
  * trade bill; the answer says what it did, imp why a file was refused.
  */
@@ -116,8 +132,9 @@ import_answer(const WxCall *call, WxAnswer *answer, WxBillImport *imp, WxFailure
 		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp->sha1));	/* the list borrows */
 	}
 	answer->changed = strcmp(imp->outcome, "unchanged") != 0;
-	if (kind == WX_BILL_TRADE && answer->changed)
-		wxpay_list_add_cstr(&answer->fields, "discrepancies", reconcile(imp->bill_id));
+	if (kind == WX_BILL_TRADE)
+		wxpay_list_add_cstr(&answer->fields, "discrepancies",
+							answer->changed ? reconcile(imp->bill_id) : open_cases(mch_id, imp->bill_id));
 	return true;
 }
 
@@ -346,21 +363,27 @@ wxpay_downloadfundflow(PG_FUNCTION_ARGS)
 /*
  * A file the caller handed in and that is refused: invalid input, not an
  * answer from WeChat Pay, so a data exception (22P02: not a bill that
- * reads and adds up; 22023: a bill of another day than bill_date) with
- * advice about the file, not about downloading.
+ * reads and adds up; 22023: a bill of another day than bill_date, or of
+ * another bill_type) with advice about the file, not about downloading.
  */
 static void
 raise_import_refusal(const WxBillImport *imp, const char *type, const char *mch_id, DateADT day)
 {
-	bool		other_day = imp->refusal == WX_BILL_OTHER_DAY;
+	const char *hint;
 
+	if (imp->refusal == WX_BILL_OTHER_DAY)
+		hint = "Nothing was imported. A bill lists one Beijing day: import the file with the bill_date of its rows.";
+	else if (imp->refusal == WX_BILL_WRONG_TYPE)
+		hint = "Nothing was imported. The header tells a trade bill's type: ALL has refund columns (27, or 24 "
+			"in the legacy format), SUCCESS none (20), REFUND also 退款申请时间 (29); import the file with "
+			"the bill_type it is.";
+	else
+		hint = "Nothing was imported. Import the file as the merchant platform gives it, whole and unedited (text or gzip).";
 	ereport(ERROR,
-			(errcode(other_day ? ERRCODE_INVALID_PARAMETER_VALUE : ERRCODE_INVALID_TEXT_REPRESENTATION),
+			(errcode(imp->refusal == WX_BILL_MALFORMED ? ERRCODE_INVALID_TEXT_REPRESENTATION : ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("the file is not the %s bill of %s for %s: %s", type, mch_id, iso_day(day), imp->reason),
 			 imp->detail ? errdetail("%s", imp->detail) : 0,
-			 errhint(other_day ?
-					 "Nothing was imported. A bill lists one Beijing day: import the file with the bill_date of its rows." :
-					 "Nothing was imported. Import the file as the merchant platform gives it, whole and unedited (text or gzip).")));
+			 errhint("%s", hint)));
 }
 
 /*

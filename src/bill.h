@@ -19,7 +19,8 @@ typedef enum WxBillRefusal
 {
 	WX_BILL_ACCEPTED,
 	WX_BILL_MALFORMED,			/* not a bill that reads and adds up */
-	WX_BILL_OTHER_DAY			/* a bill of (also) another day */
+	WX_BILL_OTHER_DAY,			/* a bill of (also) another day */
+	WX_BILL_WRONG_TYPE			/* a trade bill of another bill_type */
 } WxBillRefusal;
 
 /* What an import did. */

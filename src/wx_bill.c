@@ -311,6 +311,47 @@ check_required(WxBillParser *p)
 	return true;
 }
 
+/*
+ * The bill_type a trade header is of: REFUND (退款申请时间, 29 columns),
+ * ALL (refund columns without it: 27, or 24 in the legacy format) or
+ * SUCCESS (no refund columns, 20); RECHARGE_REFUND has REFUND's columns.
+ */
+static const char *
+header_bill_type(const WxBillParser *p)
+{
+	if (p->field_of_col[WX_TC_REFUND_APPLIED_AT] >= 0)
+		return "REFUND";
+	if (p->field_of_col[WX_TC_OUT_REFUND_NO] >= 0 || p->field_of_col[WX_TC_REFUND_FEE] >= 0)
+		return "ALL";
+	return "SUCCESS";
+}
+
+/* "a" or "an" before a bill_type. */
+static const char *
+article(const char *bill_type)
+{
+	return bill_type[0] == 'A' ? "an" : "a";
+}
+
+/* The header must be of the bill_type the file is read as. */
+static bool
+check_bill_type(WxBillParser *p)
+{
+	const char *found;
+
+	if (p->kind != WX_BILL_TRADE || p->bill_type == NULL)
+		return true;
+	found = header_bill_type(p);
+	if (strcmp(found, strcmp(p->bill_type, "RECHARGE_REFUND") == 0 ? "REFUND" : p->bill_type) == 0)
+		return true;
+	p->wrong_type = true;
+	return bill_error(p, "the header is that of %s %s bill (%d columns, %s), not of %s %s bill",
+					  article(found), found, p->ncols,
+					  strcmp(found, "REFUND") == 0 ? "with 退款申请时间" :
+					  strcmp(found, "ALL") == 0 ? "with refund columns but no 退款申请时间" : "without refund columns",
+					  article(p->bill_type), p->bill_type);
+}
+
 bool
 wx_bill_parse_yuan(const char *s, size_t len, int max_decimals, int64_t *units)
 {
@@ -512,6 +553,12 @@ check_trade_row(WxBillParser *p, WxBillRow *row)
 	if (p->mch_id != NULL && !field_is(mch, p->mch_id))
 		return bill_error(p, "the row is for merchant \"%.*s\", not %s", (int) mch->len, mch->s, p->mch_id);
 	row->outgoing = field_is(&row->field[WX_TC_TRADE_STATE], "REFUND");
+	if (p->bill_type != NULL && strcmp(header_bill_type(p), row->outgoing ? "SUCCESS" : "REFUND") == 0)
+	{
+		p->wrong_type = true;
+		return bill_error(p, "a %s row in %s %s bill", row->outgoing ? "refund" : "payment",
+						  article(p->bill_type), p->bill_type);
+	}
 	if (row->outgoing && (!require_field(p, row, WX_TC_OUT_REFUND_NO) || !require_field(p, row, WX_TC_REFUND_FEE)))
 		return false;
 	return true;
@@ -664,7 +711,7 @@ read_line(WxBillParser *p, const char *line, size_t len, WxBillRowFn on_row, voi
 	{
 		case WX_BILL_WANT_HEADER:
 			p->stage = WX_BILL_IN_ROWS;
-			return read_header(p, line, len) && check_required(p);
+			return read_header(p, line, len) && check_required(p) && check_bill_type(p);
 		case WX_BILL_IN_ROWS:
 			if (len == 0)
 				return bill_error(p, "an empty line among the rows");
