@@ -73,5 +73,6 @@ extern const struct WxEndpointV3 wx_v3_fundflowbill;
 extern char *wxpay_bill_fetch_after;
 extern int	wxpay_bill_retry_interval;
 extern void wxpay_bill_round(void);
+extern long wxpay_bill_next_due_ms(long max_ms);
 
 #endif							/* WXPAY_BILL_H */

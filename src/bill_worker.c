@@ -42,6 +42,28 @@ int			wxpay_bill_retry_interval = 1800;
 	"        AND f.bill_date OPERATOR(pg_catalog.=) d.day AND f.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())" \
 	" ORDER BY m.mch_id"
 
+/*
+ * When the next of those is due, in ms from now (NULL: no merchant has
+ * bills): a day not done is due at its fetch time or its next retry,
+ * whichever is later; a day done, at the next day's fetch time.
+ */
+#define NEXT_BILL_DUE \
+	"SELECT pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM" \
+	"  pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now()))::int8 FROM" \
+	" (SELECT CASE WHEN EXISTS (SELECT FROM wxpay.bills b WHERE b.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
+	"        AND b.kind OPERATOR(pg_catalog.=) 'trade' AND b.bill_type OPERATOR(pg_catalog.=) 'ALL'" \
+	"        AND b.bill_date OPERATOR(pg_catalog.=) d.day)" \
+	"   THEN (d.day OPERATOR(pg_catalog.+) 2 OPERATOR(pg_catalog.+) $1::pg_catalog.time) AT TIME ZONE 'Asia/Shanghai'" \
+	"   ELSE GREATEST((d.day OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.+) $1::pg_catalog.time) AT TIME ZONE 'Asia/Shanghai'," \
+	"     (SELECT f.next_attempt_at FROM wxpay.bill_fetches f WHERE f.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
+	"       AND f.bill_date OPERATOR(pg_catalog.=) d.day)) END" \
+	"  FROM wxpay.merchants m," \
+	"   (SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d" \
+	"  WHERE m.bills_enabled) s(due)"
+
+/* The worker sleeps at least this long for a bill (one it cannot attempt does not spin it). */
+#define MIN_BILL_SLEEP_MS 1000
+
 #define RECORD_ATTEMPT \
 	"INSERT INTO wxpay.bill_fetches AS f (mch_id, bill_date, attempts, last_attempt_at, next_attempt_at, last_error, bill_id)" \
 	" VALUES ($1, $2::pg_catalog.date, 1, pg_catalog.now(), pg_catalog.now() OPERATOR(pg_catalog.+)" \
@@ -211,4 +233,21 @@ wxpay_bill_round(void)
 		fetch_bill(linitial(row), lsecond(row), cxt);
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
+}
+
+/*
+ * Milliseconds until the next bill is due, at most max_ms (the worker's
+ * sleep ends then, whatever wxpay.poll_interval is).  In a transaction.
+ */
+long
+wxpay_bill_next_due_ms(long max_ms)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(wxpay_bill_fetch_after)};
+	char	   *ms;
+
+	wxpay_spi_exec(NEXT_BILL_DUE, 1, types, values, NULL, true, SPI_OK_SELECT);
+	if ((ms = wxpay_spi_value(0, 1)) == NULL)
+		return max_ms;
+	return (long) Min(Max(pg_strtoint64(ms), MIN_BILL_SLEEP_MS), (int64) max_ms);
 }

@@ -616,7 +616,8 @@ run_round(const char **idle)
 	if (sleep_ms < 0)
 	{
 		wxpay_txn_begin("wxpay: scheduling");
-		sleep_ms = extension_ready() ? next_due_ms() : NOT_INSTALLED_SLEEP_MS;
+		/* The next due order or refund, or sooner the next due bill. */
+		sleep_ms = extension_ready() ? wxpay_bill_next_due_ms(next_due_ms()) : NOT_INSTALLED_SLEEP_MS;
 		end_transaction();
 		/*
 		 * Nothing claimed yet something due: those rows are locked by other

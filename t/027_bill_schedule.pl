@@ -1,0 +1,75 @@
+# The bills' schedule ends the worker's sleep: with wxpay.poll_interval at
+# its longest (1 h) and no order or refund due, Bill Creating is retried
+# after wxpay.bill_retry_interval and yesterday's bill is fetched once the
+# Beijing clock reaches wxpay.bill_fetch_after (each woken once by a reload,
+# then by nothing but the schedule).  And two downloads of one day at once:
+# the second waits for the first and finds its version, unchanged, rather
+# than failing on the unique key.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WxTest;
+
+my $sim = wx_sim();
+my $node = wx_node('bill_schedule', 'wxpay.poll_interval' => '1h', 'wxpay.bill_fetch_after' => '00:00',
+	'wxpay.bill_retry_interval' => '2s');
+my $sql = sub { $node->safe_psql('postgres', shift) };
+my $yesterday = $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date - 1");
+(my $compact = $yesterday) =~ s/-//g;
+wx_merchant($node, $sim, mch_id => $_, appid => "wx$_") for qw(10002700 10002701 10002702);
+
+# Retries: Bill Creating twice, then the bill; only the first attempt is
+# woken by the reload.
+sim_call($sim, 'POST', '/_sim/faults', { mode => 'bill_creating', path => '/pay/downloadbill', count => 2 });
+$sql->("UPDATE wxpay.merchants SET bills_enabled = true WHERE mch_id = '10002700'");
+$sql->("SELECT pg_reload_conf()");
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM wxpay.bill_status WHERE mch_id = '10002700'"),
+	'Bill Creating is retried after wxpay.bill_retry_interval, not after wxpay.poll_interval');
+is($sql->("SELECT attempts FROM wxpay.bill_fetches WHERE mch_id = '10002700'"), '3', 'three attempts');
+
+# The fetch time: the next minute of the Beijing clock.
+SKIP:
+{
+	skip 'Beijing time is too close to midnight for a fetch time later today', 2
+	  if $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::time >= '23:57'") eq 't';
+	my $at = $sql->("SELECT to_char(now() AT TIME ZONE 'Asia/Shanghai' + interval '1 minute', 'HH24:MI')");
+	$sql->("ALTER SYSTEM SET wxpay.bill_fetch_after = '$at'; SELECT pg_reload_conf()");
+	$node->poll_query_until('postgres', "SELECT current_setting('wxpay.bill_fetch_after') = '$at'")
+	  or die 'the setting was not reloaded';
+	$sql->("UPDATE wxpay.merchants SET bills_enabled = true WHERE mch_id = '10002701'");
+	$sql->("SELECT pg_reload_conf()");    # the worker's last wake before the fetch time
+	ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM wxpay.bill_status WHERE mch_id = '10002701'"),
+		"yesterday's bill is fetched at wxpay.bill_fetch_after, not after wxpay.poll_interval");
+	is($sql->("SELECT last_attempt_at >= ((now() AT TIME ZONE 'Asia/Shanghai')::date + '$at'::time) AT TIME ZONE 'Asia/Shanghai'"
+		  . " FROM wxpay.bill_fetches WHERE mch_id = '10002701'"), 't', 'and not before');
+}
+
+# Two downloads of a day at once (a DBA's and a finance clerk's): the
+# first holds the day until it commits; the second waits, then finds it.
+my $mch = '10002702';
+$sql->("SELECT wxpay_unifiedorder('$mch', 'c-1', 100, 'Concurrent bill', '203.0.113.7')");
+my $paid = sim_call($sim, 'POST', '/_sim/pay',
+	{ mch_id => $mch, out_trade_no => 'c-1', notify => JSON::PP::false, time_end => "${compact}120000" });
+$sql->("SELECT wxpay_handle_notify(\$b\$$paid->{notification}\$b\$)");
+my $first = $node->background_psql('postgres');
+my $second = $node->background_psql('postgres');
+$first->query_safe('BEGIN');
+is($first->query_safe("SELECT wxpay_downloadbill('$mch', '$yesterday', 'ALL', false) ->> 'outcome'"), 'imported',
+	'the first download imports the day');
+$second->query_until(qr/sent/, "\\echo sent\nSELECT wxpay_downloadbill('$mch', '$yesterday', 'ALL', true) ->> 'outcome';\n");
+ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"),
+	'the second waits for the first');
+$first->query_safe('COMMIT');
+my ($out, $failed) = $second->query("SELECT 'after'");
+is($failed . '/' . $out, "0/unchanged\nafter", 'then finds its version: unchanged, no unique violation');
+is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '$mch'"), '1', 'one version');
+$first->quit;
+$second->quit;
+
+done_testing();
