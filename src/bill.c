@@ -53,6 +53,26 @@ build_bill(const WxCall *call, WxParamList *req)
 		wxpay_list_append(req, call->fields);
 }
 
+/*
+ * Any other return_code FAIL: WX007 with WeChat's return_msg, and its
+ * numeric error_code (downloadbill's answers carry one); a signature
+ * WeChat Pay could not verify is the merchant's API key, not the network.
+ */
+static bool
+bill_return_failure(const char *path, const WxParamList *resp, WxFailure *fail)
+{
+	const char *code = wxpay_list_get(resp, "error_code");
+	const char *msg = wxpay_list_get(resp, "return_msg");
+
+	(void) wxpay_v2_return_failure(path, resp, fail);
+	if (code != NULL)
+		fail->message = psprintf("%s (error_code %s)", fail->message, code);
+	if (msg != NULL && (strstr(msg, "签名错误") != NULL || pg_strcasecmp(msg, "SIGN ERROR") == 0))
+		fail->hint = "WeChat Pay could not verify the request's signature: check the merchant's api_key "
+			"(and sign_type) in wxpay.merchants; asking again will not help.";
+	return false;
+}
+
 /* A file, No Bill Exist, or a refusal (Bill Creating is a retry). */
 static bool
 read_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
@@ -70,7 +90,7 @@ read_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 			return (answer->no_file = true);
 		if (msg != NULL && pg_strcasecmp(msg, "Bill Creating") == 0)
 			return wxpay_fail_remote(fail, path, "BILL_CREATING", msg);
-		return wxpay_v2_return_failure(path, resp, fail);
+		return bill_return_failure(path, resp, fail);
 	}
 	if (wxpay_list_is(resp, "err_code", "NO_BILL_EXIST"))
 		return (answer->no_file = true);
@@ -233,11 +253,17 @@ wxpay_bill_check_date(DateADT day, bool downloadable)
 	if (day >= today)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the bill of %s is not complete yet: it is %s in Beijing time", iso_day(day), iso_day(today)),
+				 day == today ?
+				 errmsg("the bill of %s is not complete yet: it is %s in Beijing time", iso_day(day), iso_day(today)) :
+				 errmsg("there is no bill of %s yet: it is %s in Beijing time", iso_day(day), iso_day(today)),
 				 errdetail("A day's bill (Beijing time) is made the next morning; the last complete day is %s.",
 						   iso_day(today - 1)),
-				 errhint("Yesterday in Beijing time is (now() AT TIME ZONE 'Asia/Shanghai')::date - 1; "
-						 "its bill is ready from about 10:00 Beijing time.")));
+				 downloadable ?
+				 errhint("Yesterday in Beijing time is (now() AT TIME ZONE 'Asia/Shanghai')::date - 1; WeChat Pay "
+						 "makes its bill from about 09:00 Beijing time (the worker asks after wxpay.bill_fetch_after, "
+						 "10:00 by default).") :
+				 errhint("Nothing was imported: a file of a day not over yet in Beijing time cannot be its whole "
+						 "bill. Import the file WeChat Pay makes from about 09:00 Beijing time the next day.")));
 	if (downloadable && day < first_kept_day(today))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

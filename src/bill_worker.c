@@ -163,6 +163,7 @@ fetch_bill(const char *mch_id, const char *day, MemoryContext cxt)
 	WxParamList *fields;
 	WxMerchant *m;
 	char	   *error = NULL;
+	char	   *iso;
 
 	/* Every SPI call leaves us in SPI's context: what outlives it is made in cxt. */
 	wxpay_txn_begin("wxpay: asking for a bill");
@@ -192,9 +193,16 @@ fetch_bill(const char *mch_id, const char *day, MemoryContext cxt)
 		error = run_step(job, import_step);
 	if (error == NULL && job->answer.file_path != NULL)
 		error = fetch_named_file(job, cxt);
-	if (error != NULL)
+	/* Bill Creating (or a network failure) is the day's bill not in yet; anything else needs a look. */
+	iso = psprintf("%.4s-%.2s-%.2s", day, day + 4, day + 6);
+	if (error != NULL && job->fail.kind != WX_FAIL_NONE && wxpay_failure_retryable(&job->fail))
 		ereport(LOG,
-				(errmsg("wxpay worker: the %s bill of merchant %s is not in yet: %s", day, mch_id, error)));
+				(errmsg("wxpay worker: the %s bill of merchant %s is not in yet: %s", iso, mch_id, error)));
+	else if (error != NULL)
+		ereport(WARNING,
+				(errmsg("wxpay worker: the %s bill of merchant %s cannot be fetched: %s", iso, mch_id, error),
+				 job->fail.hint ? errhint("%s", job->fail.hint) :
+				 errhint("The worker tries again after wxpay.bill_retry_interval; wxpay.bill_status shows the last error.")));
 	record_attempt(job, error);
 	wxpay_txn_commit();
 }

@@ -22,7 +22,15 @@ my $node = wx_node('bill_schedule', 'wxpay.poll_interval' => '1h', 'wxpay.bill_f
 my $sql = sub { $node->safe_psql('postgres', shift) };
 my $yesterday = $sql->("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date - 1");
 (my $compact = $yesterday) =~ s/-//g;
-wx_merchant($node, $sim, mch_id => $_, appid => "wx$_") for qw(10002700 10002701 10002702);
+wx_merchant($node, $sim, mch_id => $_, appid => "wx$_") for qw(10002700 10002701 10002702 10002703);
+
+# A wrong API key (the simulator has another): WeChat Pay cannot verify
+# the signature, and the advice is the key, not the network.
+$sql->("UPDATE wxpay.merchants SET api_key = repeat('f', 32) WHERE mch_id = '10002703'");
+my ($state, $err) = sql_error($node, "SELECT wxpay_downloadbill('10002703', '$yesterday')");
+is($state, 'WX007', 'a wrong API key: WX007');
+like($err, qr/return_code FAIL: 签名错误.*HINT:  WeChat Pay could not verify the request's signature: check the merchant's api_key/s,
+	'with a hint that names the API key');
 
 # Retries: Bill Creating twice, then the bill; only the first attempt is
 # woken by the reload.
@@ -32,6 +40,16 @@ $sql->("SELECT pg_reload_conf()");
 ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM wxpay.bill_status WHERE mch_id = '10002700'"),
 	'Bill Creating is retried after wxpay.bill_retry_interval, not after wxpay.poll_interval');
 is($sql->("SELECT attempts FROM wxpay.bill_fetches WHERE mch_id = '10002700'"), '3', 'three attempts');
+my $log = slurp_file($node->logfile);
+like($log, qr/LOG:  wxpay worker: the $yesterday bill of merchant 10002700 is not in yet: .*Bill Creating/,
+	'Bill Creating is logged as not in yet');
+$sql->("UPDATE wxpay.merchants SET bills_enabled = true WHERE mch_id = '10002703'");
+$sql->("SELECT pg_reload_conf()");
+ok(wx_poll(sub { slurp_file($node->logfile) =~
+	  /WARNING:  wxpay worker: the $yesterday bill of merchant 10002703 cannot be fetched: .*签名错误.*\n.*HINT:  .*api_key/ },
+	'the wrong key logged'), 'a wrong API key is a WARNING with the hint, not "not in yet"');
+unlike(slurp_file($node->logfile), qr/merchant 10002703 is not in yet/, 'and never called not in yet');
+$sql->("UPDATE wxpay.merchants SET bills_enabled = false WHERE mch_id = '10002703'");
 
 # The fetch time: the next minute of the Beijing clock.
 SKIP:
