@@ -1568,7 +1568,11 @@ CREATE VIEW wxpay.bill_status AS
 		   CASE WHEN b.bill_id IS NOT NULL THEN 'done'
 				WHEN f.attempts IS NOT NULL THEN 'retrying'
 				ELSE 'waiting' END AS status,
-		   b.bill_id, b.fetched_at, b.no_bill, b.row_count, b.discrepancies,
+		   b.bill_id, b.fetched_at, b.no_bill, b.row_count,
+		   -- live: the day's cases now, not those found at import
+		   CASE WHEN b.bill_id IS NOT NULL THEN
+				(SELECT pg_catalog.count(*)::integer FROM wxpay.bill_discrepancies x
+				  WHERE x.mch_id OPERATOR(pg_catalog.=) m.mch_id AND x.bill_date OPERATOR(pg_catalog.=) d.day) END AS discrepancies,
 		   f.attempts, f.last_attempt_at, f.last_error,
 		   CASE WHEN b.bill_id IS NULL THEN
 				GREATEST(f.next_attempt_at,
@@ -1583,7 +1587,7 @@ CREATE VIEW wxpay.bill_status AS
 	 WHERE m.bills_enabled;
 REVOKE ALL ON wxpay.bill_status FROM PUBLIC;
 COMMENT ON VIEW wxpay.bill_status IS
-'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, its discrepancies, its retries';
+'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, the day''s open discrepancies (live), its retries';
 
 -- Which days have a complete bill WeChat Pay still keeps: the rule of
 -- wxpay_downloadbill, wxpay_downloadfundflow and wxpay_bill_import (C:

@@ -219,12 +219,24 @@ SELECT wxpay_bill_import('1900000110', '2026-11-30', 'ALL',
 		 '`1.0,`4.00,`0.00,`0.0,`0.00600,`4.00,`0.00')) ->> 'discrepancies' AS discrepancies_b;
 INSERT INTO wxpay.bill_fetches (mch_id, bill_date, attempts, last_attempt_at, next_attempt_at, last_error)
 VALUES ('1900000109', '2026-11-30', 1, now(), now(), 'Bill Creating'), ('1900000110', '2026-11-30', 1, now(), now(), 'Bill Creating');
+-- README's finance role (Roles and row security), granted piece by
+-- piece: the views need the tables they read.
 GRANT USAGE ON SCHEMA wxpay TO regress_wxpay_bills_a, regress_wxpay_bills_b;
 GRANT SELECT ON wxpay.bills, wxpay.bill_chunks, wxpay.bill_rows, wxpay.fund_flow_rows, wxpay.bill_fetches,
-	wxpay.current_bills, wxpay.bill_discrepancies, wxpay.bill_status, wxpay.orders, wxpay.refunds, wxpay.merchant_info
+	wxpay.current_bills, wxpay.bill_discrepancies, wxpay.bill_status, wxpay.merchant_info
 	TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+SET ROLE regress_wxpay_bills_a;
+SELECT count(*) FROM wxpay.bill_discrepancies;
+SELECT count(*) FROM wxpay.bill_status;
+SELECT length(wxpay.bill_text(b)) > 0 AS whole FROM wxpay.bills b ORDER BY bill_id LIMIT 1;
+RESET ROLE;
+GRANT SELECT ON wxpay.orders, wxpay.refunds TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+GRANT EXECUTE ON FUNCTION wxpay.bill_text(wxpay.bills) TO regress_wxpay_bills_a, regress_wxpay_bills_b;
 GRANT EXECUTE ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date)
 	TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+SET ROLE regress_wxpay_bills_a;
+SELECT length(wxpay.bill_text(b)) > 0 AS whole FROM wxpay.bills b ORDER BY bill_id LIMIT 1;
+RESET ROLE;
 CREATE FUNCTION bill_visibility() RETURNS TABLE (relation text, merchants text) LANGUAGE sql AS $$
 	SELECT 'bills', string_agg(DISTINCT mch_id, ',') FROM wxpay.bills
 	UNION ALL SELECT 'bill_chunks', string_agg(DISTINCT b.mch_id, ',') FROM wxpay.bill_chunks c JOIN wxpay.bills b USING (bill_id)
@@ -265,7 +277,7 @@ DELETE FROM wxpay.bill_fetches WHERE mch_id = '1900000110';
 DROP FUNCTION bill_visibility();
 REVOKE ALL ON ALL TABLES IN SCHEMA wxpay FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
 REVOKE ALL ON SCHEMA wxpay FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
-REVOKE ALL ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date)
+REVOKE ALL ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date), wxpay.bill_text(wxpay.bills)
 	FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
 UPDATE wxpay.merchants SET allowed_roles = NULL;
 DROP ROLE regress_wxpay_bills_a;

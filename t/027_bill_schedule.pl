@@ -90,4 +90,17 @@ is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '$mch'"), '1', 'one v
 $first->quit;
 $second->quit;
 
+# wxpay.bill_status counts the day's cases as they are now: a payment of
+# that day recorded here after the import (not in the bill) is counted,
+# though wxpay.bills.discrepancies keeps the import's 0.
+$sql->("UPDATE wxpay.merchants SET bills_enabled = true WHERE mch_id = '$mch'");
+$sql->("SELECT wxpay_unifiedorder('$mch', 'c-2', 100, 'Concurrent bill', '203.0.113.7')");
+$sql->("UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = 'T-c-2', paid_at = '$yesterday 12:00:00+08'"
+	  . " WHERE out_trade_no = 'c-2'");
+is($sql->("SELECT status || '/' || discrepancies FROM wxpay.bill_status WHERE mch_id = '$mch'")
+	  . '/' . $sql->("SELECT discrepancies FROM wxpay.bills WHERE mch_id = '$mch'"), 'done/2/0',
+	'bill_status: the live count (success_not_in_bill and payment_totals_differ), bills: the count at import');
+is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$yesterday')"))->{discrepancies}, 2,
+	'and an unchanged download says the same');
+
 done_testing();
