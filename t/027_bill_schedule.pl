@@ -103,4 +103,13 @@ is($sql->("SELECT status || '/' || discrepancies FROM wxpay.bill_status WHERE mc
 is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$yesterday')"))->{discrepancies}, 2,
 	'and an unchanged download says the same');
 
+# A download is checked like an import: WeChat Pay's SUCCESS bill served
+# for ALL is refused, and the day keeps its ALL bill.
+sim_call($sim, 'POST', '/_sim/faults', { mode => 'bill_wrong_type', path => '/pay/downloadbill' });
+($state, $err) = sql_error($node, "SELECT wxpay_downloadbill('$mch', '$yesterday', 'ALL', false)");
+is($state, 'WX007', 'a downloaded file of another bill_type: WX007');
+like($err, qr/the header is that of a SUCCESS bill \(20 columns, without refund columns\), not of an ALL bill/,
+	'naming both types');
+is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '$mch'"), '1', 'nothing stored');
+
 done_testing();
