@@ -117,6 +117,22 @@ SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bil
 SELECT bill_type, count(*) FROM wxpay.bills WHERE bill_date = '2026-11-26' GROUP BY bill_type ORDER BY bill_type;
 DROP FUNCTION typed_bill(text, text, text[], text);
 
+-- A refund sent 0.1 s before Beijing midnight is accepted (and dated by
+-- WeChat Pay) after it: not in its own day's bill, but in the next day's.
+-- Until that bill is in, the 24th lacks it; then it is the 25th's, on
+-- both sides, and neither day has a refund case.
+INSERT INTO wxpay.refunds (mch_id, out_refund_no, out_trade_no, refund_fee, total_fee, created_at)
+VALUES ('1900000109', 'R-mid', 'early', 10, 100, '2026-11-24 23:59:59.9+08');
+UPDATE wxpay.refunds SET state = 'SUCCESS', refund_id = '5002' WHERE out_refund_no = 'R-mid';
+SELECT wxpay_bill_import('1900000109', '2026-11-24', 'ALL', bill(ARRAY[pay_row('2026-11-24 10:00:00', 'T-early', 'early', '1.00')],
+	'`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00')) ->> 'discrepancies' AS the_24th_alone;
+SELECT bill_date, kind, out_refund_no, bill_fee, local_fee FROM wxpay.bill_discrepancies
+ WHERE bill_date IN ('2026-11-24', '2026-11-25') AND kind LIKE 'refund%' ORDER BY 1, 2;
+SELECT wxpay_bill_import('1900000109', '2026-11-25', 'ALL', bill(ARRAY[replace(refund_row('2026-11-25 00:00:03', 'T-early', 'early', 'R-mid', '0.10'), '`5001,', '`5002,')],
+	'`1.0,`0.00,`0.10,`0.0,`0.00000,`0.00,`0.10')) ->> 'discrepancies' AS the_25th;
+SELECT bill_date, kind, out_refund_no, bill_fee, local_fee FROM wxpay.bill_discrepancies
+ WHERE bill_date IN ('2026-11-24', '2026-11-25') AND kind LIKE 'refund%' ORDER BY 1, 2;
+
 \set VERBOSITY default
 -- Refused whole, nothing stored: a summary that does not add up, a row
 -- with more fields than its header, another merchant's row, garbage gzip.
