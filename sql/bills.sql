@@ -145,6 +145,11 @@ SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
 	bill(ARRAY[replace(pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), '1900000109', '1900000110')],
 		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
 SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL', '\x1f8b0800000000000003ffff'::bytea);
+-- An empty file (no line to name), a row with a field too few.
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL', '');
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
+	bill(ARRAY[regexp_replace(pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), ',`$', '')],
+		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
 -- A file is the bill of one Beijing day: under another bill_date (the
 -- 30th's file given as the 28th's, a file with rows of two days, a fund
 -- flow by its 记账时间) it is refused, naming the days its rows are of.

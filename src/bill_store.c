@@ -686,7 +686,8 @@ refuse_file(WxBillImport *out, WxBillRefusal refusal, const char *mch_id, const 
 {
 	out->refusal = refusal;
 	wxpay_fail(fail, WX_FAIL_UNTRUSTED,
-			   psprintf("the %s bill of %s for %s is refused: %s%s%s%s", bill_type, mch_id, bill_date, out->reason,
+			   psprintf("the %s bill of %s for %.4s-%.2s-%.2s is refused: %s%s%s%s", bill_type, mch_id,
+						bill_date, bill_date + 4, bill_date + 6, out->reason,
 						out->detail ? " (" : "", out->detail ? out->detail : "", out->detail ? ")" : ""));
 	fail->hint = "Nothing was imported. Download it again later; if it stays so, ask WeChat Pay.";
 	return false;

@@ -183,7 +183,8 @@ static bool
 bill_error(WxBillParser *p, const char *fmt,...)
 {
 	va_list		ap;
-	int			n = snprintf(p->error, sizeof(p->error), "line %ld: ", p->line_no);
+	/* Before the first line (an empty file) there is no line to name. */
+	int			n = p->line_no > 0 ? snprintf(p->error, sizeof(p->error), "line %ld: ", p->line_no) : 0;
 
 	va_start(ap, fmt);
 	vsnprintf(p->error + n, sizeof(p->error) - n, fmt, ap);
@@ -605,8 +606,9 @@ read_row(WxBillParser *p, const char *line, size_t len, WxBillRowFn on_row, void
 
 	if (n != p->ncols)
 		return bill_error(p, "the row has %s%d fields but the header has %d columns "
-						  "(a comma inside a field?): not guessed, the bill is refused",
-						  n < 0 ? "more than " : "", n < 0 ? WX_BILL_MAX_FIELDS : n, p->ncols);
+						  "(%s): not guessed, the bill is refused",
+						  n < 0 ? "more than " : "", n < 0 ? WX_BILL_MAX_FIELDS : n, p->ncols,
+						  n < 0 || n > p->ncols ? "a comma inside a field?" : "a field missing: cut or edited?");
 	if (!strip_backticks(p, fields, n))
 		return false;
 	memset(&row, 0, offsetof(WxBillRow, time));
