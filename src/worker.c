@@ -700,7 +700,10 @@ wxpay_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(round_cxt);
 		sleep_ms = run_round(&idle);
 		if (schema_ready)
+		{
 			wxpay_v3_download_certificates(wxpay_worker_certificates_asked_at());
+			sleep_ms = wxpay_v3_certificates_sleep_ms(sleep_ms);	/* a refresh due sooner */
+		}
 		if (schema_ready)
 		{
 			wxpay_publish_paid_events();

@@ -4,7 +4,9 @@
 # Beijing clock reaches wxpay.bill_fetch_after (each woken once by a reload,
 # then by nothing but the schedule).  And two downloads of one day at once:
 # the second waits for the first and finds its version, unchanged, rather
-# than failing on the unique key.
+# than failing on the unique key.  A wrong API key is a WARNING, a file of
+# another bill_type is refused, bill_status counts live; and a v3
+# merchant's certificate refresh ends the sleep too.
 use strict;
 use warnings;
 
@@ -111,5 +113,19 @@ is($state, 'WX007', 'a downloaded file of another bill_type: WX007');
 like($err, qr/the header is that of a SUCCESS bill \(20 columns, without refund columns\), not of an ALL bill/,
 	'naming both types');
 is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '$mch'"), '1', 'nothing stored');
+
+# The same place ends the sleep for a v3 merchant's platform certificates:
+# their 24-hour refresh.  The worker looks for due downloads at most every
+# 10 s: woken sooner (by a reload), it looks once that much has passed.
+my $v3 = '1900002704';
+wx_merchant_v3($node, $sim, mch_id => $v3, appid => 'wx2704v3');
+$sql->("SELECT pg_reload_conf()");
+$node->poll_query_until('postgres', "SELECT status = 'ok' FROM wxpay.cert_downloads WHERE mch_id = '$v3'")
+  or die 'the certificates were not downloaded';
+$sql->("UPDATE wxpay.cert_downloads SET checked_at = now() - interval '24 hours' + interval '15 seconds' WHERE mch_id = '$v3'");
+$sql->("SELECT pg_reload_conf()");
+ok($node->poll_query_until('postgres',
+	"SELECT checked_at > now() - interval '1 minute' FROM wxpay.cert_downloads WHERE mch_id = '$v3'"),
+	'the 24-hour certificate refresh is made when due, not after wxpay.poll_interval');
 
 done_testing();
