@@ -29,15 +29,20 @@
 char	   *wxpay_bill_fetch_after = NULL;
 int			wxpay_bill_retry_interval = 1800;
 
+/* Yesterday (Beijing), and whether merchant m has its ALL bill: the day is done. */
+#define YESTERDAY \
+	"(SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d"
+#define DAY_DONE \
+	"EXISTS (SELECT FROM wxpay.bills b WHERE b.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
+	"        AND b.kind OPERATOR(pg_catalog.=) 'trade' AND b.bill_type OPERATOR(pg_catalog.=) 'ALL'" \
+	"        AND b.bill_date OPERATOR(pg_catalog.=) d.day)"
+
 /* Merchants whose bill of yesterday is due: not there yet, not waiting to retry. */
 #define DUE_BILLS \
-	"SELECT m.mch_id, pg_catalog.to_char(d.day, 'YYYYMMDD') FROM wxpay.merchants m," \
-	"  (SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d" \
+	"SELECT m.mch_id, pg_catalog.to_char(d.day, 'YYYYMMDD') FROM wxpay.merchants m, " YESTERDAY \
 	" WHERE m.bills_enabled" \
 	"   AND (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.time OPERATOR(pg_catalog.>=) $1::pg_catalog.time" \
-	"   AND NOT EXISTS (SELECT FROM wxpay.bills b WHERE b.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
-	"        AND b.kind OPERATOR(pg_catalog.=) 'trade' AND b.bill_type OPERATOR(pg_catalog.=) 'ALL'" \
-	"        AND b.bill_date OPERATOR(pg_catalog.=) d.day)" \
+	"   AND NOT " DAY_DONE \
 	"   AND NOT EXISTS (SELECT FROM wxpay.bill_fetches f WHERE f.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
 	"        AND f.bill_date OPERATOR(pg_catalog.=) d.day AND f.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())" \
 	" ORDER BY m.mch_id"
@@ -50,16 +55,12 @@ int			wxpay_bill_retry_interval = 1800;
 #define NEXT_BILL_DUE \
 	"SELECT pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM" \
 	"  pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now()))::int8 FROM" \
-	" (SELECT CASE WHEN EXISTS (SELECT FROM wxpay.bills b WHERE b.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
-	"        AND b.kind OPERATOR(pg_catalog.=) 'trade' AND b.bill_type OPERATOR(pg_catalog.=) 'ALL'" \
-	"        AND b.bill_date OPERATOR(pg_catalog.=) d.day)" \
+	" (SELECT CASE WHEN " DAY_DONE \
 	"   THEN (d.day OPERATOR(pg_catalog.+) 2 OPERATOR(pg_catalog.+) $1::pg_catalog.time) AT TIME ZONE 'Asia/Shanghai'" \
 	"   ELSE GREATEST((d.day OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.+) $1::pg_catalog.time) AT TIME ZONE 'Asia/Shanghai'," \
 	"     (SELECT f.next_attempt_at FROM wxpay.bill_fetches f WHERE f.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
 	"       AND f.bill_date OPERATOR(pg_catalog.=) d.day)) END" \
-	"  FROM wxpay.merchants m," \
-	"   (SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d" \
-	"  WHERE m.bills_enabled) s(due)"
+	"  FROM wxpay.merchants m, " YESTERDAY " WHERE m.bills_enabled) s(due)"
 
 /* The worker sleeps at least this long for a bill (one it cannot attempt does not spin it). */
 #define MIN_BILL_SLEEP_MS 1000
