@@ -1351,6 +1351,20 @@ CREATE VIEW wxpay.bill_discrepancies AS
 		  FROM b JOIN wxpay.refunds f ON f.mch_id OPERATOR(pg_catalog.=) b.mch_id
 		 WHERE b.refunds AND wxpay.refund_state_counts(f.state)
 		   AND f.created_at OPERATOR(pg_catalog.>=) b.day_start AND f.created_at OPERATOR(pg_catalog.<) b.day_end
+	), not_in_bill AS NOT MATERIALIZED (
+		-- Our refunds of the day the bill lacks.  One sent just before
+		-- midnight is dated by WeChat Pay's acceptance, after it: found in
+		-- the next day's bill, it is that day's, like a payment of another
+		-- day's order.
+		SELECT h.* FROM refunded_here h JOIN b USING (bill_id)
+		 WHERE NOT EXISTS (SELECT FROM ref r WHERE r.bill_id OPERATOR(pg_catalog.=) h.bill_id
+								AND r.out_refund_no OPERATOR(pg_catalog.=) h.out_refund_no)
+		   AND NOT EXISTS (SELECT FROM wxpay.current_bills n JOIN wxpay.bill_rows r
+								ON r.bill_id OPERATOR(pg_catalog.=) n.bill_id AND r.kind OPERATOR(pg_catalog.=) 'refund'
+							   AND r.out_refund_no OPERATOR(pg_catalog.=) h.out_refund_no
+							WHERE n.mch_id OPERATOR(pg_catalog.=) b.mch_id AND n.kind OPERATOR(pg_catalog.=) 'trade'
+							  AND n.bill_type OPERATOR(pg_catalog.<>) 'SUCCESS'
+							  AND n.bill_date OPERATOR(pg_catalog.=) (b.bill_date OPERATOR(pg_catalog.+) 1))
 	)
 	SELECT b.mch_id, b.bill_date, b.bill_id, b.bill_type, d.kind, d.out_trade_no, NULL::text AS out_refund_no, d.transaction_id,
 		   d.bill_fee, d.local_fee, d.local_state, d.line_no
@@ -1406,14 +1420,17 @@ CREATE VIEW wxpay.bill_discrepancies AS
 	UNION ALL
 	SELECT b.mch_id, b.bill_date, b.bill_id, b.bill_type, 'refund_not_in_bill', h.out_trade_no, h.out_refund_no, h.refund_id,
 		   NULL, h.refund_fee, h.state, NULL
-	  FROM refunded_here h JOIN b USING (bill_id)
-	 WHERE NOT EXISTS (SELECT FROM ref r WHERE r.bill_id OPERATOR(pg_catalog.=) h.bill_id
-							AND r.out_refund_no OPERATOR(pg_catalog.=) h.out_refund_no)
+	  FROM not_in_bill h JOIN b USING (bill_id)
 	UNION ALL
 	SELECT b.mch_id, b.bill_date, b.bill_id, b.bill_type, t.kind, NULL, NULL, NULL, t.bill_fee, t.local_fee, NULL, NULL
 	  FROM b CROSS JOIN LATERAL (
+		-- Ours: the bill's refunds we made (of whatever day), and ours it lacks.
 		VALUES ('refund_totals_differ', b.refunded_total,
-				(SELECT COALESCE(pg_catalog.sum(refund_fee), 0)::bigint FROM refunded_here h WHERE h.bill_id OPERATOR(pg_catalog.=) b.bill_id))
+				(SELECT COALESCE(pg_catalog.sum(f.refund_fee), 0)::bigint FROM ref r JOIN wxpay.refunds f
+					ON f.mch_id OPERATOR(pg_catalog.=) r.mch_id AND f.out_refund_no OPERATOR(pg_catalog.=) r.out_refund_no
+				  WHERE r.bill_id OPERATOR(pg_catalog.=) b.bill_id AND wxpay.refund_state_counts(f.state))
+				OPERATOR(pg_catalog.+)
+				(SELECT COALESCE(pg_catalog.sum(h.refund_fee), 0)::bigint FROM not_in_bill h WHERE h.bill_id OPERATOR(pg_catalog.=) b.bill_id))
 	  ) AS t(kind, bill_fee, local_fee)
 	 WHERE b.refunds AND t.bill_fee OPERATOR(pg_catalog.<>) t.local_fee;
 REVOKE ALL ON wxpay.bill_discrepancies FROM PUBLIC;
@@ -1530,7 +1547,9 @@ BEGIN
 				answer := @extschema@.wxpay_orderquery($1, d.out_trade_no);
 				action := pg_catalog.format('verified by orderquery: trade_state %s', answer OPERATOR(pg_catalog.->>) 'trade_state');
 			EXCEPTION WHEN SQLSTATE 'WX008' THEN
-				action := pg_catalog.format('verified by orderquery, not applicable here (%s is final): refund it or settle by hand; %s',
+				-- SQLERRM says what to do; wxpay_refund takes only an order paid here.
+				action := pg_catalog.format('verified by orderquery, not applicable here (%s is final): %s'
+											' (on the merchant platform: wxpay_refund refuses an order not paid here)',
 											d.local_state, SQLERRM);
 			END;
 		END IF;
@@ -1568,7 +1587,11 @@ CREATE VIEW wxpay.bill_status AS
 		   CASE WHEN b.bill_id IS NOT NULL THEN 'done'
 				WHEN f.attempts IS NOT NULL THEN 'retrying'
 				ELSE 'waiting' END AS status,
-		   b.bill_id, b.fetched_at, b.no_bill, b.row_count, b.discrepancies,
+		   b.bill_id, b.fetched_at, b.no_bill, b.row_count,
+		   -- live: the day's cases now, not those found at import
+		   CASE WHEN b.bill_id IS NOT NULL THEN
+				(SELECT pg_catalog.count(*)::integer FROM wxpay.bill_discrepancies x
+				  WHERE x.mch_id OPERATOR(pg_catalog.=) m.mch_id AND x.bill_date OPERATOR(pg_catalog.=) d.day) END AS discrepancies,
 		   f.attempts, f.last_attempt_at, f.last_error,
 		   CASE WHEN b.bill_id IS NULL THEN
 				GREATEST(f.next_attempt_at,
@@ -1583,7 +1606,7 @@ CREATE VIEW wxpay.bill_status AS
 	 WHERE m.bills_enabled;
 REVOKE ALL ON wxpay.bill_status FROM PUBLIC;
 COMMENT ON VIEW wxpay.bill_status IS
-'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, its discrepancies, its retries';
+'for every merchant with bills_enabled: yesterday''s ALL bill (Beijing time), whether the worker has it, the day''s open discrepancies (live), its retries';
 
 -- Which days have a complete bill WeChat Pay still keeps: the rule of
 -- wxpay_downloadbill, wxpay_downloadfundflow and wxpay_bill_import (C:

@@ -232,6 +232,8 @@ def answer(sim, path, params, merchant, sign_type, signed_fields, fault, reply):
             return unsigned_fail("invalid bill_type", "20001")
         if fault == "bill_creating":
             return unsigned_fail("Bill Creating", "20003")
+        if fault == "bill_wrong_type":
+            bill_type = "SUCCESS" if bill_type == "ALL" else "ALL"
         text = None if bill_type == "RECHARGE_REFUND" else trade_bill(sim, merchant, bill_date, bill_type,
                                                                       fault == "bill_sum")
         return BillReply(text, gzipped) if text else unsigned_fail("No Bill Exist", "20002")

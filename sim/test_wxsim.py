@@ -567,6 +567,10 @@ class EndToEnd(unittest.TestCase):
         self.control("POST", "/_sim/faults", {"mode": "bill_wrong_day", "path": "/pay/downloadbill"})
         wrong = self.bill("/pay/downloadbill", {"bill_date": today})[1]
         self.assertEqual(wrong, self.bill("/pay/downloadbill", {"bill_date": yesterday})[1])
+        self.control("POST", "/_sim/faults", {"mode": "bill_wrong_type", "path": "/pay/downloadbill"})
+        wrong = self.bill("/pay/downloadbill", {"bill_date": today})[1]
+        self.assertEqual(wrong, self.bill("/pay/downloadbill", {"bill_date": today, "bill_type": "SUCCESS"})[1])
+        self.assertNotEqual(wrong, self.bill("/pay/downloadbill", {"bill_date": today})[1])
 
     def sim_reset_tamper(self):
         for no in ("bill-rf", "bill-early"):

@@ -64,7 +64,7 @@ REFUND_RECV_ACCOUNT = "支付用户零钱"
 OUT_NO = re.compile(r"[0-9A-Za-z_\-|*@]+")
 POSITIVE_INT = re.compile(r"[1-9][0-9]*")
 FAULT_MODES = ("delay", "http500", "garbage", "reset", "badsign", "truncated", "oversize", "wrong_appid",
-               "bill_creating", "bill_sum", "bill_wrong_day")
+               "bill_creating", "bill_sum", "bill_wrong_day", "bill_wrong_type")
 OVERSIZE_PADDING = 3 * 1024 * 1024
 API_PATHS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/secapi/pay/refund", "/pay/refundquery",
              "/pay/micropay", "/secapi/pay/reverse", "/pay/downloadbill", "/pay/downloadfundflow")

@@ -63,6 +63,13 @@ SELECT bill_date, version, changed FROM wxpay.bills ORDER BY bill_id;
 SELECT bill_date, kind, out_trade_no, out_refund_no, bill_fee, local_fee, local_state
   FROM wxpay.bill_discrepancies ORDER BY bill_date, kind;
 SELECT wxpay_bill_summary('1900000109', '2026-11-30') - 'fetched_at' - 'bill_id' AS summary;
+-- The first version's file again (a stale copy): that version, unchanged,
+-- and the newest stays the day's bill; an unchanged answer counts the
+-- day's open cases as they are now.
+SELECT wxpay_bill_import('1900000109', '2026-11-30', 'ALL',
+	bill(ARRAY[pay_row('2026-11-30 00:00:01', 'T-early', 'early', '1.00')], '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'))
+	- 'sha1' - 'bill_id' AS stale_copy;
+SELECT bill_date, version FROM wxpay.current_bills WHERE bill_date = '2026-11-30';
 
 -- A day's ALL bill and its SUCCESS and REFUND bills tell the same cases
 -- twice: each is listed once, from the newest bill that covers it (ALL on
@@ -89,7 +96,42 @@ SELECT d.bill_type, d.kind, d.out_trade_no, d.out_refund_no, d.bill_fee, d.local
   FROM wxpay.bill_discrepancies d JOIN wxpay.bills b USING (bill_id) WHERE d.bill_date = '2026-11-26' ORDER BY d.kind;
 SELECT s ->> 'bill_type' AS bill_type, s -> 'discrepancies' AS discrepancies, s -> 'by_kind' AS by_kind
   FROM wxpay_bill_summary('1900000109', '2026-11-26') s;
+-- The header tells a trade bill's type: each of the 26th's files given as
+-- another bill_type is refused (22023), and nothing is stored.
+\set VERBOSITY default
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'SUCCESS';
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'REFUND', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'ALL';
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'SUCCESS', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+-- A row of the other kind in a header of the right type: a payment in a REFUND bill.
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'REFUND', convert_to(replace(wxpay.bill_text(b), '`REFUND,', '`SUCCESS,'), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+\set VERBOSITY sqlstate
+SELECT wxpay_bill_import('1900000109', '2026-11-26', 'ALL', convert_to(wxpay.bill_text(b), 'UTF8'))
+  FROM wxpay.bills b WHERE bill_date = '2026-11-26' AND bill_type = 'REFUND';
+\set VERBOSITY default
+SELECT bill_type, count(*) FROM wxpay.bills WHERE bill_date = '2026-11-26' GROUP BY bill_type ORDER BY bill_type;
 DROP FUNCTION typed_bill(text, text, text[], text);
+
+-- A refund sent 0.1 s before Beijing midnight is accepted (and dated by
+-- WeChat Pay) after it: not in its own day's bill, but in the next day's.
+-- Until that bill is in, the 24th lacks it; then it is the 25th's, on
+-- both sides, and neither day has a refund case.
+INSERT INTO wxpay.refunds (mch_id, out_refund_no, out_trade_no, refund_fee, total_fee, created_at)
+VALUES ('1900000109', 'R-mid', 'early', 10, 100, '2026-11-24 23:59:59.9+08');
+UPDATE wxpay.refunds SET state = 'SUCCESS', refund_id = '5002' WHERE out_refund_no = 'R-mid';
+SELECT wxpay_bill_import('1900000109', '2026-11-24', 'ALL', bill(ARRAY[pay_row('2026-11-24 10:00:00', 'T-early', 'early', '1.00')],
+	'`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00')) ->> 'discrepancies' AS the_24th_alone;
+SELECT bill_date, kind, out_refund_no, bill_fee, local_fee FROM wxpay.bill_discrepancies
+ WHERE bill_date IN ('2026-11-24', '2026-11-25') AND kind LIKE 'refund%' ORDER BY 1, 2;
+SELECT wxpay_bill_import('1900000109', '2026-11-25', 'ALL', bill(ARRAY[replace(refund_row('2026-11-25 00:00:03', 'T-early', 'early', 'R-mid', '0.10'), '`5001,', '`5002,')],
+	'`1.0,`0.00,`0.10,`0.0,`0.00000,`0.00,`0.10')) ->> 'discrepancies' AS the_25th;
+SELECT bill_date, kind, out_refund_no, bill_fee, local_fee FROM wxpay.bill_discrepancies
+ WHERE bill_date IN ('2026-11-24', '2026-11-25') AND kind LIKE 'refund%' ORDER BY 1, 2;
 
 \set VERBOSITY default
 -- Refused whole, nothing stored: a summary that does not add up, a row
@@ -103,6 +145,11 @@ SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
 	bill(ARRAY[replace(pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), '1900000109', '1900000110')],
 		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
 SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL', '\x1f8b0800000000000003ffff'::bytea);
+-- An empty file (no line to name), a row with a field too few.
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL', '');
+SELECT wxpay_bill_import('1900000109', '2026-11-28', 'ALL',
+	bill(ARRAY[regexp_replace(pay_row('2026-11-28 10:00:00', 'T-1', 'a', '1.00'), ',`$', '')],
+		 '`1.0,`1.00,`0.00,`0.0,`0.00600,`1.00,`0.00'));
 -- A file is the bill of one Beijing day: under another bill_date (the
 -- 30th's file given as the 28th's, a file with rows of two days, a fund
 -- flow by its 记账时间) it is refused, naming the days its rows are of.
@@ -193,12 +240,24 @@ SELECT wxpay_bill_import('1900000110', '2026-11-30', 'ALL',
 		 '`1.0,`4.00,`0.00,`0.0,`0.00600,`4.00,`0.00')) ->> 'discrepancies' AS discrepancies_b;
 INSERT INTO wxpay.bill_fetches (mch_id, bill_date, attempts, last_attempt_at, next_attempt_at, last_error)
 VALUES ('1900000109', '2026-11-30', 1, now(), now(), 'Bill Creating'), ('1900000110', '2026-11-30', 1, now(), now(), 'Bill Creating');
+-- README's finance role (Roles and row security), granted piece by
+-- piece: the views need the tables they read.
 GRANT USAGE ON SCHEMA wxpay TO regress_wxpay_bills_a, regress_wxpay_bills_b;
 GRANT SELECT ON wxpay.bills, wxpay.bill_chunks, wxpay.bill_rows, wxpay.fund_flow_rows, wxpay.bill_fetches,
-	wxpay.current_bills, wxpay.bill_discrepancies, wxpay.bill_status, wxpay.orders, wxpay.refunds, wxpay.merchant_info
+	wxpay.current_bills, wxpay.bill_discrepancies, wxpay.bill_status, wxpay.merchant_info
 	TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+SET ROLE regress_wxpay_bills_a;
+SELECT count(*) FROM wxpay.bill_discrepancies;
+SELECT count(*) FROM wxpay.bill_status;
+SELECT length(wxpay.bill_text(b)) > 0 AS whole FROM wxpay.bills b ORDER BY bill_id LIMIT 1;
+RESET ROLE;
+GRANT SELECT ON wxpay.orders, wxpay.refunds TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+GRANT EXECUTE ON FUNCTION wxpay.bill_text(wxpay.bills) TO regress_wxpay_bills_a, regress_wxpay_bills_b;
 GRANT EXECUTE ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date)
 	TO regress_wxpay_bills_a, regress_wxpay_bills_b;
+SET ROLE regress_wxpay_bills_a;
+SELECT length(wxpay.bill_text(b)) > 0 AS whole FROM wxpay.bills b ORDER BY bill_id LIMIT 1;
+RESET ROLE;
 CREATE FUNCTION bill_visibility() RETURNS TABLE (relation text, merchants text) LANGUAGE sql AS $$
 	SELECT 'bills', string_agg(DISTINCT mch_id, ',') FROM wxpay.bills
 	UNION ALL SELECT 'bill_chunks', string_agg(DISTINCT b.mch_id, ',') FROM wxpay.bill_chunks c JOIN wxpay.bills b USING (bill_id)
@@ -239,7 +298,7 @@ DELETE FROM wxpay.bill_fetches WHERE mch_id = '1900000110';
 DROP FUNCTION bill_visibility();
 REVOKE ALL ON ALL TABLES IN SCHEMA wxpay FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
 REVOKE ALL ON SCHEMA wxpay FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
-REVOKE ALL ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date)
+REVOKE ALL ON FUNCTION wxpay_bill_import(text, date, text, bytea), wxpay_bill_summary(text, date), wxpay.bill_text(wxpay.bills)
 	FROM regress_wxpay_bills_a, regress_wxpay_bills_b;
 UPDATE wxpay.merchants SET allowed_roles = NULL;
 DROP ROLE regress_wxpay_bills_a;

@@ -53,6 +53,26 @@ build_bill(const WxCall *call, WxParamList *req)
 		wxpay_list_append(req, call->fields);
 }
 
+/*
+ * Any other return_code FAIL: WX007 with WeChat's return_msg, and its
+ * numeric error_code (downloadbill's answers carry one); a signature
+ * WeChat Pay could not verify is the merchant's API key, not the network.
+ */
+static bool
+bill_return_failure(const char *path, const WxParamList *resp, WxFailure *fail)
+{
+	const char *code = wxpay_list_get(resp, "error_code");
+	const char *msg = wxpay_list_get(resp, "return_msg");
+
+	(void) wxpay_v2_return_failure(path, resp, fail);
+	if (code != NULL)
+		fail->message = psprintf("%s (error_code %s)", fail->message, code);
+	if (msg != NULL && (strstr(msg, "签名错误") != NULL || pg_strcasecmp(msg, "SIGN ERROR") == 0))
+		fail->hint = "WeChat Pay could not verify the request's signature: check the merchant's api_key "
+			"(and sign_type) in wxpay.merchants; asking again will not help.";
+	return false;
+}
+
 /* A file, No Bill Exist, or a refusal (Bill Creating is a retry). */
 static bool
 read_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
@@ -70,7 +90,7 @@ read_bill(const WxCall *call, WxAnswer *answer, WxFailure *fail)
 			return (answer->no_file = true);
 		if (msg != NULL && pg_strcasecmp(msg, "Bill Creating") == 0)
 			return wxpay_fail_remote(fail, path, "BILL_CREATING", msg);
-		return wxpay_v2_return_failure(path, resp, fail);
+		return bill_return_failure(path, resp, fail);
 	}
 	if (wxpay_list_is(resp, "err_code", "NO_BILL_EXIST"))
 		return (answer->no_file = true);
@@ -87,6 +107,22 @@ reconcile(int64 bill_id)
 	Datum		values[1] = {Int64GetDatum(bill_id)};
 
 	wxpay_spi_exec("SELECT wxpay.bill_reconcile($1)", 1, types, values, NULL, false, SPI_OK_SELECT);
+	return wxpay_spi_value(0, 1);
+}
+
+/*
+ * The day's open cases now (wxpay.bill_discrepancies), for a bill that
+ * was there already: they may have been fixed, or have come, since.
+ */
+static char *
+open_cases(const char *mch_id, int64 bill_id)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {CStringGetTextDatum(mch_id), Int64GetDatum(bill_id)};
+
+	wxpay_spi_exec("SELECT pg_catalog.count(*) FROM wxpay.bill_discrepancies d WHERE d.mch_id OPERATOR(pg_catalog.=) $1"
+				   " AND d.bill_date OPERATOR(pg_catalog.=) (SELECT b.bill_date FROM wxpay.bills b"
+				   " WHERE b.bill_id OPERATOR(pg_catalog.=) $2)", 2, types, values, NULL, false, SPI_OK_SELECT);
 	return wxpay_spi_value(0, 1);
 }
 
@@ -116,8 +152,9 @@ import_answer(const WxCall *call, WxAnswer *answer, WxBillImport *imp, WxFailure
 		wxpay_list_add_cstr(&answer->fields, "sha1", pstrdup(imp->sha1));	/* the list borrows */
 	}
 	answer->changed = strcmp(imp->outcome, "unchanged") != 0;
-	if (kind == WX_BILL_TRADE && answer->changed)
-		wxpay_list_add_cstr(&answer->fields, "discrepancies", reconcile(imp->bill_id));
+	if (kind == WX_BILL_TRADE)
+		wxpay_list_add_cstr(&answer->fields, "discrepancies",
+							answer->changed ? reconcile(imp->bill_id) : open_cases(mch_id, imp->bill_id));
 	return true;
 }
 
@@ -216,11 +253,17 @@ wxpay_bill_check_date(DateADT day, bool downloadable)
 	if (day >= today)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the bill of %s is not complete yet: it is %s in Beijing time", iso_day(day), iso_day(today)),
+				 day == today ?
+				 errmsg("the bill of %s is not complete yet: it is %s in Beijing time", iso_day(day), iso_day(today)) :
+				 errmsg("there is no bill of %s yet: it is %s in Beijing time", iso_day(day), iso_day(today)),
 				 errdetail("A day's bill (Beijing time) is made the next morning; the last complete day is %s.",
 						   iso_day(today - 1)),
-				 errhint("Yesterday in Beijing time is (now() AT TIME ZONE 'Asia/Shanghai')::date - 1; "
-						 "its bill is ready from about 10:00 Beijing time.")));
+				 downloadable ?
+				 errhint("Yesterday in Beijing time is (now() AT TIME ZONE 'Asia/Shanghai')::date - 1; WeChat Pay "
+						 "makes its bill from about 09:00 Beijing time (the worker asks after wxpay.bill_fetch_after, "
+						 "10:00 by default).") :
+				 errhint("Nothing was imported: a file of a day not over yet in Beijing time cannot be its whole "
+						 "bill. Import the file WeChat Pay makes from about 09:00 Beijing time the next day.")));
 	if (downloadable && day < first_kept_day(today))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -346,21 +389,27 @@ wxpay_downloadfundflow(PG_FUNCTION_ARGS)
 /*
  * A file the caller handed in and that is refused: invalid input, not an
  * answer from WeChat Pay, so a data exception (22P02: not a bill that
- * reads and adds up; 22023: a bill of another day than bill_date) with
- * advice about the file, not about downloading.
+ * reads and adds up; 22023: a bill of another day than bill_date, or of
+ * another bill_type) with advice about the file, not about downloading.
  */
 static void
 raise_import_refusal(const WxBillImport *imp, const char *type, const char *mch_id, DateADT day)
 {
-	bool		other_day = imp->refusal == WX_BILL_OTHER_DAY;
+	const char *hint;
 
+	if (imp->refusal == WX_BILL_OTHER_DAY)
+		hint = "Nothing was imported. A bill lists one Beijing day: import the file with the bill_date of its rows.";
+	else if (imp->refusal == WX_BILL_WRONG_TYPE)
+		hint = "Nothing was imported. The header tells a trade bill's type: ALL has refund columns (27, or 24 "
+			"in the legacy format), SUCCESS none (20), REFUND also 退款申请时间 (29); import the file with "
+			"the bill_type it is.";
+	else
+		hint = "Nothing was imported. Import the file as the merchant platform gives it, whole and unedited (text or gzip).";
 	ereport(ERROR,
-			(errcode(other_day ? ERRCODE_INVALID_PARAMETER_VALUE : ERRCODE_INVALID_TEXT_REPRESENTATION),
+			(errcode(imp->refusal == WX_BILL_MALFORMED ? ERRCODE_INVALID_TEXT_REPRESENTATION : ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("the file is not the %s bill of %s for %s: %s", type, mch_id, iso_day(day), imp->reason),
 			 imp->detail ? errdetail("%s", imp->detail) : 0,
-			 errhint(other_day ?
-					 "Nothing was imported. A bill lists one Beijing day: import the file with the bill_date of its rows." :
-					 "Nothing was imported. Import the file as the merchant platform gives it, whole and unedited (text or gzip).")));
+			 errhint("%s", hint)));
 }
 
 /*

@@ -19,7 +19,8 @@ typedef enum WxBillRefusal
 {
 	WX_BILL_ACCEPTED,
 	WX_BILL_MALFORMED,			/* not a bill that reads and adds up */
-	WX_BILL_OTHER_DAY			/* a bill of (also) another day */
+	WX_BILL_OTHER_DAY,			/* a bill of (also) another day */
+	WX_BILL_WRONG_TYPE			/* a trade bill of another bill_type */
 } WxBillRefusal;
 
 /* What an import did. */
@@ -72,5 +73,6 @@ extern const struct WxEndpointV3 wx_v3_fundflowbill;
 extern char *wxpay_bill_fetch_after;
 extern int	wxpay_bill_retry_interval;
 extern void wxpay_bill_round(void);
+extern long wxpay_bill_next_due_ms(long max_ms);
 
 #endif							/* WXPAY_BILL_H */

@@ -573,38 +573,49 @@ store_file(ImportState *st, WxBillParser *p, const char *body, size_t len, const
 }
 
 /*
- * The latest version of a day's bill: its version (0: none), sha1 (NULL:
- * none, or no bill), and into out its bill_id and rows.
+ * The day's versions of the bill: returns the latest version (0: none),
+ * and true when one of them has the same content (sha1 NULL: no bill,
+ * compared with the latest only), whose bill_id, version and rows are
+ * then in out.  An older version's file again (a stale copy) is that
+ * version, not a new one that would make it current again.
  */
-static int32
-latest_version(const char *mch_id, WxBillKind kind, const char *bill_date, const char *bill_type,
-			   char **sha1, WxBillImport *out)
+static bool
+same_version(const char *mch_id, WxBillKind kind, const char *bill_date, const char *bill_type,
+			 const char *sha1, int32 *latest, WxBillImport *out)
 {
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[4] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(kind == WX_BILL_TRADE ? "trade" : "fundflow"),
-	CStringGetTextDatum(bill_date), CStringGetTextDatum(bill_type)};
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	char		nulls[5] = "     ";
+	Datum		values[5] = {CStringGetTextDatum(mch_id), CStringGetTextDatum(kind == WX_BILL_TRADE ? "trade" : "fundflow"),
+	CStringGetTextDatum(bill_date), CStringGetTextDatum(bill_type), wxpay_text_or_null(sha1, nulls, 4)};
 
-	/* One import of a day at a time: the second waits, then sees the first. */
+	/*
+	 * One import of a day at a time: the second waits, then sees the
+	 * first (not read_only: a new snapshot, taken after the wait).
+	 */
 	wxpay_spi_exec("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('wxpay.bills'),"
 				   " pg_catalog.hashtext($1 OPERATOR(pg_catalog.||) $2 OPERATOR(pg_catalog.||) $3"
 				   " OPERATOR(pg_catalog.||) $4))", 4, types, values, NULL, false, SPI_OK_SELECT);
-	wxpay_spi_exec("SELECT version, sha1, bill_id, COALESCE(row_count, 0) FROM wxpay.bills WHERE mch_id OPERATOR(pg_catalog.=) $1"
+	wxpay_spi_exec("WITH day AS (SELECT * FROM wxpay.bills WHERE mch_id OPERATOR(pg_catalog.=) $1"
 				   " AND kind OPERATOR(pg_catalog.=) $2 AND bill_date OPERATOR(pg_catalog.=) $3::pg_catalog.date"
-				   " AND bill_type OPERATOR(pg_catalog.=) $4 ORDER BY version DESC LIMIT 1",
-				   4, types, values, NULL, true, SPI_OK_SELECT);
-	*sha1 = NULL;
+				   " AND bill_type OPERATOR(pg_catalog.=) $4)"
+				   " SELECT COALESCE((SELECT pg_catalog.max(version) FROM day), 0), s.version, s.bill_id, COALESCE(s.row_count, 0)"
+				   " FROM (SELECT) one LEFT JOIN LATERAL (SELECT * FROM day WHERE sha1 OPERATOR(pg_catalog.=) $5"
+				   "   OR ($5 IS NULL AND no_bill AND version OPERATOR(pg_catalog.=) (SELECT pg_catalog.max(version) FROM day))"
+				   "   ORDER BY version DESC LIMIT 1) s ON true",
+				   5, types, values, nulls, false, SPI_OK_SELECT);
+	*latest = pg_strtoint32(wxpay_spi_value(0, 1));
 	out->bill_id = 0;
-	if (SPI_processed == 0)
-		return 0;
-	*sha1 = wxpay_spi_value(0, 2);
+	if (wxpay_spi_value(0, 2) == NULL)
+		return false;
+	out->version = pg_strtoint32(wxpay_spi_value(0, 2));
 	out->bill_id = pg_strtoint64(wxpay_spi_value(0, 3));
 	out->rows = pg_strtoint64(wxpay_spi_value(0, 4));
-	return pg_strtoint32(wxpay_spi_value(0, 1));
+	return true;
 }
 
 /*
- * The day's next version, or the latest when it has the same content
- * (sha1 NULL: no bill).  True when a new row was inserted.
+ * The day's next version, or the one with the same content (sha1 NULL:
+ * no bill).  True when a new row was inserted.
  */
 static bool
 new_version(const char *mch_id, WxBillKind kind, const char *bill_date, const char *bill_type,
@@ -613,12 +624,9 @@ new_version(const char *mch_id, WxBillKind kind, const char *bill_date, const ch
 	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, INT8OID};
 	Datum		values[7];
 	char		nulls[7] = "       ";
-	char	   *latest_sha1;
-	int32		latest = latest_version(mch_id, kind, bill_date, bill_type, &latest_sha1, out);
+	int32		latest;
 
-	out->version = latest;
-	if (latest > 0 && ((sha1 == NULL && latest_sha1 == NULL) ||
-					   (sha1 != NULL && latest_sha1 != NULL && strcmp(sha1, latest_sha1) == 0)))
+	if (same_version(mch_id, kind, bill_date, bill_type, sha1, &latest, out))
 	{
 		out->outcome = "unchanged";
 		return false;
@@ -678,7 +686,8 @@ refuse_file(WxBillImport *out, WxBillRefusal refusal, const char *mch_id, const 
 {
 	out->refusal = refusal;
 	wxpay_fail(fail, WX_FAIL_UNTRUSTED,
-			   psprintf("the %s bill of %s for %s is refused: %s%s%s%s", bill_type, mch_id, bill_date, out->reason,
+			   psprintf("the %s bill of %s for %.4s-%.2s-%.2s is refused: %s%s%s%s", bill_type, mch_id,
+						bill_date, bill_date + 4, bill_date + 6, out->reason,
 						out->detail ? " (" : "", out->detail ? out->detail : "", out->detail ? ")" : ""));
 	fail->hint = "Nothing was imported. Download it again later; if it stays so, ask WeChat Pay.";
 	return false;
@@ -726,9 +735,10 @@ wxpay_bill_store(const char *mch_id, WxBillKind kind, const char *bill_date,
 		start_batch(&st);
 		p = palloc(sizeof(WxBillParser));
 		wx_bill_init(p, kind, kind == WX_BILL_TRADE ? mch_id : NULL);
+		p->bill_type = kind == WX_BILL_TRADE ? bill_type : NULL;
 		if (!store_file(&st, p, body, len, &error))
 		{
-			refusal = WX_BILL_MALFORMED;
+			refusal = p->wrong_type ? WX_BILL_WRONG_TYPE : WX_BILL_MALFORMED;
 			out->reason = pstrdup(error);
 		}
 		else if (st.other_day_rows > 0)

@@ -29,18 +29,41 @@
 char	   *wxpay_bill_fetch_after = NULL;
 int			wxpay_bill_retry_interval = 1800;
 
+/* Yesterday (Beijing), and whether merchant m has its ALL bill: the day is done. */
+#define YESTERDAY \
+	"(SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d"
+#define DAY_DONE \
+	"EXISTS (SELECT FROM wxpay.bills b WHERE b.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
+	"        AND b.kind OPERATOR(pg_catalog.=) 'trade' AND b.bill_type OPERATOR(pg_catalog.=) 'ALL'" \
+	"        AND b.bill_date OPERATOR(pg_catalog.=) d.day)"
+
 /* Merchants whose bill of yesterday is due: not there yet, not waiting to retry. */
 #define DUE_BILLS \
-	"SELECT m.mch_id, pg_catalog.to_char(d.day, 'YYYYMMDD') FROM wxpay.merchants m," \
-	"  (SELECT (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.date OPERATOR(pg_catalog.-) 1 AS day) d" \
+	"SELECT m.mch_id, pg_catalog.to_char(d.day, 'YYYYMMDD') FROM wxpay.merchants m, " YESTERDAY \
 	" WHERE m.bills_enabled" \
 	"   AND (pg_catalog.now() AT TIME ZONE 'Asia/Shanghai')::pg_catalog.time OPERATOR(pg_catalog.>=) $1::pg_catalog.time" \
-	"   AND NOT EXISTS (SELECT FROM wxpay.bills b WHERE b.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
-	"        AND b.kind OPERATOR(pg_catalog.=) 'trade' AND b.bill_type OPERATOR(pg_catalog.=) 'ALL'" \
-	"        AND b.bill_date OPERATOR(pg_catalog.=) d.day)" \
+	"   AND NOT " DAY_DONE \
 	"   AND NOT EXISTS (SELECT FROM wxpay.bill_fetches f WHERE f.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
 	"        AND f.bill_date OPERATOR(pg_catalog.=) d.day AND f.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())" \
 	" ORDER BY m.mch_id"
+
+/*
+ * When the next of those is due, in ms from now (NULL: no merchant has
+ * bills): a day not done is due at its fetch time or its next retry,
+ * whichever is later; a day done, at the next day's fetch time.
+ */
+#define NEXT_BILL_DUE \
+	"SELECT pg_catalog.ceil(1000 OPERATOR(pg_catalog.*) EXTRACT(epoch FROM" \
+	"  pg_catalog.min(due) OPERATOR(pg_catalog.-) pg_catalog.now()))::int8 FROM" \
+	" (SELECT CASE WHEN " DAY_DONE \
+	"   THEN (d.day OPERATOR(pg_catalog.+) 2 OPERATOR(pg_catalog.+) $1::pg_catalog.time) AT TIME ZONE 'Asia/Shanghai'" \
+	"   ELSE GREATEST((d.day OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.+) $1::pg_catalog.time) AT TIME ZONE 'Asia/Shanghai'," \
+	"     (SELECT f.next_attempt_at FROM wxpay.bill_fetches f WHERE f.mch_id OPERATOR(pg_catalog.=) m.mch_id" \
+	"       AND f.bill_date OPERATOR(pg_catalog.=) d.day)) END" \
+	"  FROM wxpay.merchants m, " YESTERDAY " WHERE m.bills_enabled) s(due)"
+
+/* The worker sleeps at least this long for a bill (one it cannot attempt does not spin it). */
+#define MIN_BILL_SLEEP_MS 1000
 
 #define RECORD_ATTEMPT \
 	"INSERT INTO wxpay.bill_fetches AS f (mch_id, bill_date, attempts, last_attempt_at, next_attempt_at, last_error, bill_id)" \
@@ -141,6 +164,7 @@ fetch_bill(const char *mch_id, const char *day, MemoryContext cxt)
 	WxParamList *fields;
 	WxMerchant *m;
 	char	   *error = NULL;
+	char	   *iso;
 
 	/* Every SPI call leaves us in SPI's context: what outlives it is made in cxt. */
 	wxpay_txn_begin("wxpay: asking for a bill");
@@ -170,9 +194,16 @@ fetch_bill(const char *mch_id, const char *day, MemoryContext cxt)
 		error = run_step(job, import_step);
 	if (error == NULL && job->answer.file_path != NULL)
 		error = fetch_named_file(job, cxt);
-	if (error != NULL)
+	/* Bill Creating (or a network failure) is the day's bill not in yet; anything else needs a look. */
+	iso = psprintf("%.4s-%.2s-%.2s", day, day + 4, day + 6);
+	if (error != NULL && job->fail.kind != WX_FAIL_NONE && wxpay_failure_retryable(&job->fail))
 		ereport(LOG,
-				(errmsg("wxpay worker: the %s bill of merchant %s is not in yet: %s", day, mch_id, error)));
+				(errmsg("wxpay worker: the %s bill of merchant %s is not in yet: %s", iso, mch_id, error)));
+	else if (error != NULL)
+		ereport(WARNING,
+				(errmsg("wxpay worker: the %s bill of merchant %s cannot be fetched: %s", iso, mch_id, error),
+				 job->fail.hint ? errhint("%s", job->fail.hint) :
+				 errhint("The worker tries again after wxpay.bill_retry_interval; wxpay.bill_status shows the last error.")));
 	record_attempt(job, error);
 	wxpay_txn_commit();
 }
@@ -211,4 +242,21 @@ wxpay_bill_round(void)
 		fetch_bill(linitial(row), lsecond(row), cxt);
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
+}
+
+/*
+ * Milliseconds until the next bill is due, at most max_ms (the worker's
+ * sleep ends then, whatever wxpay.poll_interval is).  In a transaction.
+ */
+long
+wxpay_bill_next_due_ms(long max_ms)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(wxpay_bill_fetch_after)};
+	char	   *ms;
+
+	wxpay_spi_exec(NEXT_BILL_DUE, 1, types, values, NULL, true, SPI_OK_SELECT);
+	if ((ms = wxpay_spi_value(0, 1)) == NULL)
+		return max_ms;
+	return (long) Min(Max(pg_strtoint64(ms), MIN_BILL_SLEEP_MS), (int64) max_ms);
 }

@@ -246,6 +246,7 @@ extern bool wxpay_named_file_finish(const WxCall *call, WxHttpFailure transport,
 extern const char *wxpay_v3_answer_certificate(const WxMerchant *m, const WxParamList *fields,
 											   const char *serial, char **why);
 extern void wxpay_v3_download_certificates(void);
+extern long wxpay_v3_certificates_sleep_ms(long max_ms);
 
 /* orders.c and refund.c: applying reports */
 typedef enum WxApplyResult

@@ -238,22 +238,39 @@ wxpay_v3_certificates_wanted(const char *mch_id)
  * least 30 seconds ago.  Not those with a public key and no certificate:
  * nothing to download.
  */
-#define DUE_DOWNLOADS \
-	"SELECT v.mch_id, d.status FROM wxpay.merchant_v3 v" \
+#define DOWNLOAD_CANDIDATES \
+	" FROM wxpay.merchant_v3 v" \
 	" JOIN wxpay.merchants m ON m.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
 	" LEFT JOIN wxpay.cert_downloads d ON d.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
 	" LEFT JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.timestamptz[]))" \
 	"  AS w(mch_id, wanted_at) ON w.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
 	" WHERE m.protocol OPERATOR(pg_catalog.=) 'v3'" \
+	"  AND NOT (EXISTS (SELECT FROM wxpay.wechatpay_keys k WHERE k.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
+	"                   AND k.kind OPERATOR(pg_catalog.=) 'public_key')" \
+	"   AND NOT EXISTS (SELECT FROM wxpay.wechatpay_keys k WHERE k.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
+	"                   AND k.kind OPERATOR(pg_catalog.=) 'certificate'))"
+#define DUE_DOWNLOADS \
+	"SELECT v.mch_id, d.status" DOWNLOAD_CANDIDATES \
 	"  AND (d.checked_at IS NULL" \
 	"   OR d.checked_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '24 hours')" \
 	"   OR (d.checked_at OPERATOR(pg_catalog.<) w.wanted_at" \
 	"    AND d.checked_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '" DOWNLOAD_MIN_SECONDS " seconds')))" \
-	"  AND NOT (EXISTS (SELECT FROM wxpay.wechatpay_keys k WHERE k.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
-	"                   AND k.kind OPERATOR(pg_catalog.=) 'public_key')" \
-	"   AND NOT EXISTS (SELECT FROM wxpay.wechatpay_keys k WHERE k.mch_id OPERATOR(pg_catalog.=) v.mch_id" \
-	"                   AND k.kind OPERATOR(pg_catalog.=) 'certificate'))" \
 	" ORDER BY d.checked_at NULLS FIRST LIMIT 16"
+
+/* When the first of them is due by the same rule (NULL: none; in the past: now). */
+#define NEXT_DOWNLOAD \
+	"SELECT pg_catalog.min(COALESCE(LEAST(d.checked_at OPERATOR(pg_catalog.+) interval '24 hours'," \
+	"   CASE WHEN d.checked_at OPERATOR(pg_catalog.<) w.wanted_at" \
+	"    THEN d.checked_at OPERATOR(pg_catalog.+) interval '" DOWNLOAD_MIN_SECONDS " seconds' END)," \
+	"   pg_catalog.now()))" DOWNLOAD_CANDIDATES
+
+/*
+ * When the worker looked last, when the next download was due then (0:
+ * none), and whether it has been woken since without looking.
+ */
+static TimestampTz last_look = 0;
+static TimestampTz next_download_at = 0;
+static bool look_skipped = false;
 
 /* One merchant's download, from request to recorded outcome. */
 typedef struct WxDownload
@@ -356,8 +373,15 @@ prepare_downloads(void *arg)
 	int			due;
 	char	  **mch_ids;
 	char	  **previous;
+	Datum	   *wanted = wanted_arrays();
+	Datum		next;
+	bool		none;
 
-	wxpay_spi_exec(DUE_DOWNLOADS, 2, (Oid[]) {TEXTARRAYOID, TIMESTAMPTZARRAYOID}, wanted_arrays(),
+	wxpay_spi_exec(NEXT_DOWNLOAD, 2, (Oid[]) {TEXTARRAYOID, TIMESTAMPTZARRAYOID}, wanted,
+				   NULL, true, SPI_OK_SELECT);
+	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &none);
+	next_download_at = none ? 0 : DatumGetTimestampTz(next);
+	wxpay_spi_exec(DUE_DOWNLOADS, 2, (Oid[]) {TEXTARRAYOID, TIMESTAMPTZARRAYOID}, wanted,
 				   NULL, true, SPI_OK_SELECT);
 	due = (int) SPI_processed;
 	mch_ids = palloc(sizeof(char *) * (due + 1));
@@ -396,7 +420,6 @@ prepare_downloads(void *arg)
 void
 wxpay_v3_download_certificates(void)
 {
-	static TimestampTz last_look = 0;
 	MemoryContext caller = CurrentMemoryContext;
 	WxDownloads all;
 	ErrorData  *edata;
@@ -405,8 +428,12 @@ wxpay_v3_download_certificates(void)
 	(void) wxpay_merchant_marked(WX_MARK_CERTIFICATES_WANTED, NULL, NULL, 0, &asked_at);
 	if (asked_at <= last_look &&
 		!TimestampDifferenceExceeds(last_look, GetCurrentTimestamp(), DOWNLOAD_CHECK_MS))
+	{
+		look_skipped = true;
 		return;
+	}
 	last_look = GetCurrentTimestamp();
+	look_skipped = false;
 
 	/*
 	 * Everything here outlives the two transactions below, so its context
@@ -447,4 +474,25 @@ wxpay_v3_download_certificates(void)
 	}
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(all.cxt);
+}
+
+/*
+ * How long the worker may sleep, at most max_ms, before a download is due
+ * (a 24-hour refresh, or the end of a wanted merchant's 30 s) as of its
+ * last look, or before it may look again (DOWNLOAD_CHECK_MS after the
+ * last) when it was woken since without looking (a merchant added, a
+ * setting changed).
+ */
+long
+wxpay_v3_certificates_sleep_ms(long max_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz wake;
+
+	if (next_download_at == 0 && !look_skipped)
+		return max_ms;
+	wake = TimestampTzPlusMilliseconds(last_look, DOWNLOAD_CHECK_MS);
+	if (!look_skipped)
+		wake = Max(next_download_at, wake);
+	return (long) Min((int64) max_ms, Max((int64) 0, (wake - now + 999) / 1000));
 }

@@ -658,7 +658,8 @@ run_round(const char **idle)
 	if (sleep_ms < 0)
 	{
 		wxpay_txn_begin("wxpay: scheduling");
-		sleep_ms = extension_ready() ? next_due_ms() : NOT_INSTALLED_SLEEP_MS;
+		/* The next due order or refund, or sooner the next due bill. */
+		sleep_ms = extension_ready() ? wxpay_bill_next_due_ms(next_due_ms()) : NOT_INSTALLED_SLEEP_MS;
 		end_transaction();
 		/*
 		 * Nothing claimed yet something due: those rows are locked by other
@@ -755,7 +756,10 @@ wxpay_worker_main(Datum main_arg)
 			wakes_seen = wxpay_worker_wakes();
 			sleep_ms = run_round(&idle);
 			if (schema_ready)
+			{
 				wxpay_v3_download_certificates();
+				sleep_ms = wxpay_v3_certificates_sleep_ms(sleep_ms);	/* a refresh due sooner */
+			}
 			round_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(sleep_ms, 0));
 		}
 		/*

@@ -183,7 +183,8 @@ static bool
 bill_error(WxBillParser *p, const char *fmt,...)
 {
 	va_list		ap;
-	int			n = snprintf(p->error, sizeof(p->error), "line %ld: ", p->line_no);
+	/* Before the first line (an empty file) there is no line to name. */
+	int			n = p->line_no > 0 ? snprintf(p->error, sizeof(p->error), "line %ld: ", p->line_no) : 0;
 
 	va_start(ap, fmt);
 	vsnprintf(p->error + n, sizeof(p->error) - n, fmt, ap);
@@ -309,6 +310,47 @@ check_required(WxBillParser *p)
 			return bill_error(p, "the header has no column %s: not a %s bill", spec[required[i]].headers[0],
 							  p->kind == WX_BILL_TRADE ? "trade" : "fund-flow");
 	return true;
+}
+
+/*
+ * The bill_type a trade header is of: REFUND (退款申请时间, 29 columns),
+ * ALL (refund columns without it: 27, or 24 in the legacy format) or
+ * SUCCESS (no refund columns, 20); RECHARGE_REFUND has REFUND's columns.
+ */
+static const char *
+header_bill_type(const WxBillParser *p)
+{
+	if (p->field_of_col[WX_TC_REFUND_APPLIED_AT] >= 0)
+		return "REFUND";
+	if (p->field_of_col[WX_TC_OUT_REFUND_NO] >= 0 || p->field_of_col[WX_TC_REFUND_FEE] >= 0)
+		return "ALL";
+	return "SUCCESS";
+}
+
+/* "a" or "an" before a bill_type. */
+static const char *
+article(const char *bill_type)
+{
+	return bill_type[0] == 'A' ? "an" : "a";
+}
+
+/* The header must be of the bill_type the file is read as. */
+static bool
+check_bill_type(WxBillParser *p)
+{
+	const char *found;
+
+	if (p->kind != WX_BILL_TRADE || p->bill_type == NULL)
+		return true;
+	found = header_bill_type(p);
+	if (strcmp(found, strcmp(p->bill_type, "RECHARGE_REFUND") == 0 ? "REFUND" : p->bill_type) == 0)
+		return true;
+	p->wrong_type = true;
+	return bill_error(p, "the header is that of %s %s bill (%d columns, %s), not of %s %s bill",
+					  article(found), found, p->ncols,
+					  strcmp(found, "REFUND") == 0 ? "with 退款申请时间" :
+					  strcmp(found, "ALL") == 0 ? "with refund columns but no 退款申请时间" : "without refund columns",
+					  article(p->bill_type), p->bill_type);
 }
 
 bool
@@ -512,6 +554,12 @@ check_trade_row(WxBillParser *p, WxBillRow *row)
 	if (p->mch_id != NULL && !field_is(mch, p->mch_id))
 		return bill_error(p, "the row is for merchant \"%.*s\", not %s", (int) mch->len, mch->s, p->mch_id);
 	row->outgoing = field_is(&row->field[WX_TC_TRADE_STATE], "REFUND");
+	if (p->bill_type != NULL && strcmp(header_bill_type(p), row->outgoing ? "SUCCESS" : "REFUND") == 0)
+	{
+		p->wrong_type = true;
+		return bill_error(p, "a %s row in %s %s bill", row->outgoing ? "refund" : "payment",
+						  article(p->bill_type), p->bill_type);
+	}
 	if (row->outgoing && (!require_field(p, row, WX_TC_OUT_REFUND_NO) || !require_field(p, row, WX_TC_REFUND_FEE)))
 		return false;
 	return true;
@@ -558,8 +606,9 @@ read_row(WxBillParser *p, const char *line, size_t len, WxBillRowFn on_row, void
 
 	if (n != p->ncols)
 		return bill_error(p, "the row has %s%d fields but the header has %d columns "
-						  "(a comma inside a field?): not guessed, the bill is refused",
-						  n < 0 ? "more than " : "", n < 0 ? WX_BILL_MAX_FIELDS : n, p->ncols);
+						  "(%s): not guessed, the bill is refused",
+						  n < 0 ? "more than " : "", n < 0 ? WX_BILL_MAX_FIELDS : n, p->ncols,
+						  n < 0 || n > p->ncols ? "a comma inside a field?" : "a field missing: cut or edited?");
 	if (!strip_backticks(p, fields, n))
 		return false;
 	memset(&row, 0, offsetof(WxBillRow, time));
@@ -664,7 +713,7 @@ read_line(WxBillParser *p, const char *line, size_t len, WxBillRowFn on_row, voi
 	{
 		case WX_BILL_WANT_HEADER:
 			p->stage = WX_BILL_IN_ROWS;
-			return read_header(p, line, len) && check_required(p);
+			return read_header(p, line, len) && check_required(p) && check_bill_type(p);
 		case WX_BILL_IN_ROWS:
 			if (len == 0)
 				return bill_error(p, "an empty line among the rows");

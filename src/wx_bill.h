@@ -141,6 +141,10 @@ typedef struct WxBillParser
 {
 	WxBillKind	kind;
 	const char *mch_id;			/* every row's 商户号 must be this, or NULL */
+	const char *bill_type;		/* trade: the bill_type the header must be of
+								 * (ALL, SUCCESS, REFUND, RECHARGE_REFUND), or
+								 * NULL; set after wx_bill_init */
+	bool		wrong_type;		/* refused: the file is of another bill_type */
 	WxBillStage stage;
 	long		line_no;
 	bool		at_start;		/* a BOM may come */

@@ -154,7 +154,7 @@ is($discrepancies->($before), '', 'and no discrepancy');
 # The fix goes through orderquery: the pending order is queried by the
 # worker and becomes SUCCESS; the closed one is verified and left to a person.
 my $recheck = $sql->("SELECT out_trade_no || ':' || local_state || ':' || action FROM wxpay_bill_recheck('$mch', '$day') ORDER BY 1");
-like($recheck, qr/^b-lost:CLOSED:verified by orderquery, not applicable here.*refund or reconcile by hand/m,
+like($recheck, qr/^b-lost:CLOSED:verified by orderquery, not applicable here \(CLOSED is final\): [^;]*refund or reconcile by hand \(on the merchant platform: wxpay_refund refuses an order not paid here\)$/m,
 	'the closed order: verified paid, left to a person');
 like($recheck, qr/^b-pending:NOTPAY:query scheduled/m, 'the pending order: a query scheduled');
 $node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'b-pending'")

@@ -52,7 +52,7 @@ like($listener->query_safe('SELECT 1'), qr/Asynchronous notification "wxpay_bill
 	'and announced');
 is($sql->("SELECT count(*) FROM wxpay.bills WHERE mch_id = '10000600'"), 0, 'a merchant without bills_enabled is left alone');
 my $log = slurp_file($node->logfile);
-like($log, qr/the $compact bill of merchant $mch is not in yet: .*Bill Creating/, 'the retries are in the log');
+like($log, qr/LOG:  wxpay worker: the $yesterday bill of merchant $mch is not in yet: .*Bill Creating/, 'the retries are in the log');
 
 # The schedule is a setting: with wxpay.bill_fetch_after later than the
 # Beijing clock, yesterday's bill of a merchant just enabled is waited for,

@@ -46,7 +46,13 @@ for my $f ("wxpay_downloadbill('$mch', '$today')", "wxpay_downloadfundflow('$mch
 		'the message says which day is complete');
 }
 like((sql_error($node, "SELECT wxpay_downloadbill('$mch', '$today')"))[1],
-	qr/HINT:  Yesterday in Beijing time is \(now\(\) AT TIME ZONE 'Asia\/Shanghai'\)::date - 1/, 'and how to name yesterday');
+	qr/HINT:  Yesterday in Beijing time is \(now\(\) AT TIME ZONE 'Asia\/Shanghai'\)::date - 1; WeChat Pay makes its bill from about 09:00 Beijing time \(the worker asks after wxpay.bill_fetch_after, 10:00 by default\)/,
+	'and how to name yesterday, and when its bill is made (as README says) and fetched');
+like((sql_error($node, "SELECT wxpay_bill_import('$mch', '$today', 'ALL', '')"))[1],
+	qr/HINT:  Nothing was imported: a file of a day not over yet in Beijing time cannot be its whole bill/,
+	'an import is given advice about the file, not about downloading');
+like((sql_error($node, "SELECT wxpay_downloadbill('$mch', '$today'::date + 3)"))[1],
+	qr/there is no bill of [-0-9]+ yet: it is $today in Beijing time/, 'a later day has no bill yet');
 is(decode_json($sql->("SELECT wxpay_downloadbill('$mch', '$yesterday')"))->{outcome}, 'no_bill', 'yesterday is asked for');
 
 # A downloaded file of another day than asked for is refused too (defence
@@ -70,7 +76,7 @@ is($sql->("SELECT count(*) FROM wxpay.bills WHERE bill_date = '$yesterday' AND N
 my $file = $sql->("SELECT wxpay_downloadbill('$mch', '$before', 'ALL', false) ->> 'outcome'");
 is($file, 'imported', "the day before's bill, asked for, is imported");
 my $text = "(SELECT convert_to(wxpay.bill_text(b), 'UTF8') FROM wxpay.bills b WHERE bill_date = '$before' AND kind = 'trade')";
-my ($state, $err) = sql_error($node, "SELECT wxpay_bill_import('$mch', '$yesterday', 'SUCCESS', $text)");
+my ($state, $err) = sql_error($node, "SELECT wxpay_bill_import('$mch', '$yesterday', 'ALL', $text)");
 is($state, '22023', 'imported as another day: 22023');
 like($err, qr/HINT:  Nothing was imported\. A bill lists one Beijing day: import the file with the bill_date of its rows/,
 	'with advice about the file');

@@ -174,8 +174,10 @@ is($sql->("SELECT attempts || '/' || (last_error IS NULL) FROM wxpay.bill_fetche
 is($sql->("SELECT bill_date || '/' || row_count || '/' || discrepancies FROM wxpay.bill_status WHERE mch_id = '$wmch'"),
 	"$yesterday/2/0", "yesterday's bill, its two rows, nothing amiss");
 my $log = slurp_file($node->logfile);
-like($log, qr/the $compact_yesterday bill of merchant $wmch is not in yet: .*STATEMENT_CREATING/, 'the first attempt in the log');
-like($log, qr/the $compact_yesterday bill of merchant $wmch is not in yet: .*not the hash_value/, 'and the refused file');
+like($log, qr/LOG:  wxpay worker: the $yesterday bill of merchant $wmch is not in yet: .*STATEMENT_CREATING/,
+	'the first attempt in the log');
+like($log, qr/WARNING:  wxpay worker: the $yesterday bill of merchant $wmch cannot be fetched: .*not the hash_value/,
+	'and the refused file, as a warning');
 my $backfill = $sql->("SELECT string_agg(bill_date || ':' || outcome, ',' ORDER BY bill_date)"
 	  . " FROM wxpay_bill_backfill('$wmch', '$yesterday'::date - 1, '$yesterday')");
 is($backfill, $sql->("SELECT '$yesterday'::date - 1") . ":no_bill,$yesterday:unchanged", 'backfill of a v3 merchant');

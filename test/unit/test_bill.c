@@ -319,6 +319,40 @@ test_amounts_and_times(void)
 	CHECK(wx_bill_parse_time("2026-12-01 00:00:01", 19, t) && strcmp(t, "2026-12-01 00:00:01") == 0, "just after midnight");
 }
 
+/* A bill read as type must be refused as of another bill_type, naming found, or accepted (found NULL). */
+static void
+expect_type(const char *text, const char *type, const char *found, const char *label)
+{
+	Seen		seen;
+	bool		ok;
+
+	memset(&seen, 0, sizeof(seen));
+	wx_bill_init(&parser, WX_BILL_TRADE, NULL);
+	parser.bill_type = type;
+	ok = wx_bill_feed(&parser, text, strlen(text), on_trade_row, &seen) &&
+		wx_bill_finish(&parser, on_trade_row, &seen);
+	if (found == NULL)
+		CHECK(ok && !parser.wrong_type, label);
+	else
+		CHECK(!ok && parser.wrong_type && strstr(parser.error, found) != NULL, label);
+}
+
+static void
+test_bill_types(void)
+{
+	static const char all[] = ALL_HEADER "\n" ALL_REFUND_ROW "\n" ALL_PAY_ROW "\n" ALL_SUMMARY_HEADER "\n" ALL_SUMMARY "\n";
+
+	expect_type(all, "ALL", NULL, "an ALL bill read as ALL");
+	expect_type(all, "REFUND", "that of an ALL bill (27 columns", "an ALL bill read as REFUND");
+	expect_type(all, "RECHARGE_REFUND", "not of a RECHARGE_REFUND bill", "an ALL bill read as RECHARGE_REFUND");
+	expect_type(all, "SUCCESS", "that of an ALL bill", "an ALL bill read as SUCCESS");
+	expect_type("交易时间,商户号,微信订单号,商户订单号,交易状态,应结订单金额\n", "ALL", "that of a SUCCESS bill (6 columns, without refund columns)",
+				"a header without refund columns read as ALL");
+	expect_type("交易时间,商户号,微信订单号,商户订单号,交易状态,应结订单金额,退款申请时间,商户退款单号,退款金额\n"
+				"`2019-02-19 01:51:59,`1921000401,`42,`o1,`SUCCESS,`0.03,`,`,`\n", "REFUND", "a payment row in a REFUND bill",
+				"a payment row in a REFUND bill");
+}
+
 int
 main(void)
 {
@@ -327,6 +361,7 @@ main(void)
 	test_other_formats();
 	test_fund_flow();
 	test_amounts_and_times();
+	test_bill_types();
 	printf("bill parser: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
