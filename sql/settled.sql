@@ -1,7 +1,7 @@
 -- Settled rows and contradicting reports: a row that reaches a final
 -- state drops the last_error of earlier attempts (trial-v3 #11), and an
 -- authentic report that contradicts a paid order is an anomaly, not a
--- duplicate (trial-v3 #5).  API v2 here; t/055 does the same for v3.
+-- duplicate (trial-v3 #5).  API v2 here; t/056_v3_ops.pl does the same for v3.
 -- Each file starts from a fresh installation, so the files run in any order.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS wxpay CASCADE;
