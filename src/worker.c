@@ -755,13 +755,15 @@ wxpay_worker_main(Datum main_arg)
 		{
 			wakes_seen = wxpay_worker_wakes();
 			sleep_ms = run_round(&idle);
-			if (schema_ready)
-			{
-				wxpay_v3_download_certificates();
-				sleep_ms = wxpay_v3_certificates_sleep_ms(sleep_ms);	/* a refresh due sooner */
-			}
 			round_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(sleep_ms, 0));
 		}
+
+		/*
+		 * Certificates at any wake-up, round or not: the look limits itself
+		 * (every DOWNLOAD_CHECK_MS, at once for a merchant whose are wanted).
+		 */
+		if (schema_ready)
+			wxpay_v3_download_certificates();
 		/*
 		 * After a publish, let paying commits gather for a moment: under a
 		 * stream of payments one transaction publishes a batch rather than
@@ -773,6 +775,8 @@ wxpay_worker_main(Datum main_arg)
 							 PG_WAIT_EXTENSION);
 		now = GetCurrentTimestamp();
 		sleep_ms = now >= round_at ? 0 : (long) ((round_at - now + 999) / 1000);
+		if (schema_ready)
+			sleep_ms = wxpay_v3_certificates_sleep_ms(sleep_ms);	/* a refresh due sooner */
 		if (schema_ready && wxpay_paid_events_waiting())
 			sleep_ms = Min(sleep_ms, PAID_EVENTS_RETRY_MS);
 		if (sleep_ms > 0)
