@@ -1732,9 +1732,16 @@ def fmt_int(n):
 
 def run_bills(bench):
     """Section 7: importing and reconciling a day's bill (bench/bills.py)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bills
+    # By path: the simulator's sim/bills.py, imported by an earlier section,
+    # holds the name "bills" in sys.modules.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_bills", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bills.py"))
+    bills = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bills)
     bills.run(bench)
+
+
 def run_sharding(bench):
     """Section 8: sharded behind wxpay_proxy (bench/proxy_bench.py)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
