@@ -6,7 +6,6 @@ use warnings;
 
 use FindBin;
 use lib $FindBin::RealBin;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -83,14 +82,11 @@ is($sql->("SELECT string_agg(outcome || ':' || n, ',' ORDER BY outcome) FROM"
 $sql->("SELECT wxpay_unifiedorder('10000100', 'deliver-1', 100, 'Deliver', '203.0.113.7')");
 sim_call($sim, 'POST', '/_sim/pay', { mch_id => '10000100', out_trade_no => 'deliver-1', notify => JSON::PP::true });
 wx_poll(sub { @{ sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1') } >= 3 }, 'three deliveries of deliver-1');
-my $dsn = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres';
-my $receiver = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
-	'--port', $receiver_port, '--dsn', $dsn, '--quiet' ]);
+my $receiver = wx_receiver($node, $receiver_port);
 ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.orders WHERE out_trade_no = 'deliver-1'"),
 	'a delivered notification pays the order');
 # Delivery ends at the first success: wait until no delivery is in flight.
-wx_poll(sub { sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0 }, 'no delivery in flight');
-my $deliveries = sim_call($sim, 'GET', '/_sim/deliveries?out_trade_no=deliver-1');
+my $deliveries = sim_deliveries($sim, 'out_trade_no=deliver-1');
 ok(@$deliveries >= 4, 'the first attempts failed and were retried (' . scalar(@$deliveries) . ' attempts)');
 ok(!$deliveries->[0]{success}, 'the first attempt failed');
 ok($deliveries->[-1]{success}, 'the last attempt succeeded');

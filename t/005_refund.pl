@@ -8,7 +8,6 @@ use warnings;
 
 use FindBin;
 use lib $FindBin::RealBin;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -115,9 +114,7 @@ $sql->("UPDATE wxpay.merchants SET cert_pem = NULL, key_pem = NULL WHERE mch_id 
 is($state, '55000', 'no certificate, no refund');
 
 # Refund notifications delivered to the receiver.
-my $dsn = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres';
-my $receiver = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
-	'--port', $receiver_port, '--dsn', $dsn, '--quiet' ]);
+my $receiver = wx_receiver($node, $receiver_port);
 ok($node->poll_query_until('postgres', "SELECT state = 'SUCCESS' FROM wxpay.refunds WHERE out_refund_no = 'rf-1-a'"),
 	'the encrypted refund notification completes the refund');
 ok($sql->("SELECT count(*) > 0 FROM wxpay.refund_events WHERE out_refund_no = 'rf-1-a' AND source IN ('notify', 'query') AND new_state = 'SUCCESS'") eq 't',

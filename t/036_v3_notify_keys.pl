@@ -35,12 +35,7 @@ sub order
 sub deliveries
 {
 	my ($no) = @_;
-	for (1 .. 600)
-	{
-		last if sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0;
-		select(undef, undef, undef, 0.05);
-	}
-	return sim_call($sim, 'GET', "/_sim/deliveries?out_trade_no=$no");
+	return sim_deliveries($sim, "out_trade_no=$no");
 }
 
 sub paid_here

@@ -49,13 +49,7 @@ for my $mode (qw(certificate public_key))
 			  . " FROM wxpay.notifications WHERE out_refund_no = '$no'"),
 			"refund accepted true " . { SUCCESS => 'SUCCESS', CHANGE => 'ABNORMAL', REFUNDCLOSE => 'CLOSED' }->{$state},
 			"$mode $state: recorded as an accepted, verified refund notification");
-		my $d;
-		for (1 .. 200)
-		{
-			last if sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0;
-			select(undef, undef, undef, 0.05);
-		}
-		$d = sim_call($sim, 'GET', "/_sim/deliveries?out_refund_no=$no");
+		my $d = sim_deliveries($sim, "out_refund_no=$no");
 		is(join(',', map { $_->{http_status} } @$d), '204', "$mode $state: delivered once, answered 204");
 	}
 	is($sql->("SELECT success_time IS NOT NULL AND refund_recv_accout IS NOT NULL FROM wxpay.refunds WHERE out_refund_no = 'r-$mode-SUCCESS'"),

@@ -32,12 +32,7 @@ my $dir = tempdir(CLEANUP => 1);
 sub delivered
 {
 	my ($what, $no) = @_;
-	for (1 .. 600)
-	{
-		last if sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0;
-		select(undef, undef, undef, 0.05);
-	}
-	return join(',', map { $_->{http_status} } @{ sim_call($sim, 'GET', "/_sim/deliveries?$what=$no") });
+	return join(',', map { $_->{http_status} } @{ sim_deliveries($sim, "$what=$no") });
 }
 
 # Whether openssl verifies a base64 signature over message with the

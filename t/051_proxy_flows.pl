@@ -10,7 +10,6 @@ use warnings;
 
 use FindBin;
 use lib $FindBin::RealBin;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -58,8 +57,7 @@ is($shard->safe_psql('postgres', "SELECT string_agg(outcome || ':' || n, ',' ORD
 
 # WeChat Pay delivering over HTTP: the notify receiver of the demo,
 # given the proxy's connection string instead of a server's.
-my $receiver = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
-	'--port', $receiver_port, '--dsn', $layout->{dsn}, '--quiet' ]);
+my $receiver = wx_receiver($layout->{dsn}, $receiver_port);
 for my $mch (@mchs)
 {
 	$shop->("SELECT wxpay_unifiedorder('$mch', 'deliver-$_', 100, 'Delivered', '203.0.113.7')") for 1 .. 5;

@@ -19,7 +19,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_orders wx_merchant wx_merchant_v3 wx_v3_keys sql_error
+our @EXPORT = qw(wx_node wx_sim sim_call sim_calls sim_deliveries sim_orders wx_merchant wx_merchant_v3 wx_v3_keys sql_error
   wx_notify_v3_call wx_receiver wx_audit slurp_file wx_poll wx_poll_due wx_poll_through_crash $TEST_KEY $TEST_APIV3_KEY);
 
 our $TEST_KEY = '192006250b4c09247ec02edce69f6a2d';
@@ -50,12 +50,7 @@ sub wx_sim
 	my $h = IPC::Run::start(
 		[ '/usr/bin/python3', "$root/sim/wxsim.py", '--dir', $dir, '--port', '0', '--quiet', @args ],
 		'>>', $log, '2>>', $log);
-	for (1 .. 300)
-	{
-		last if -s "$dir/port";
-		select(undef, undef, undef, 0.1);
-	}
-	die "simulator did not start, see $log" unless -s "$dir/port";
+	wx_poll(sub { -s "$dir/port" }, 'the simulator to start') or die "simulator did not start, see $log";
 	my $port = slurp_file("$dir/port");
 	chomp $port;
 	my $sim = { dir => $dir, port => $port, harness => $h,
@@ -159,20 +154,17 @@ sub wx_notify_v3_call
 }
 
 # Start sim/notify_receiver.py on port, handing what it receives to the
-# node's "postgres" database, once it listens; it is stopped when the
-# test ends.
+# node's "postgres" database (or to a connection string), once it
+# listens; it is stopped when the test ends.
 sub wx_receiver
 {
 	my ($node, $port) = @_;
-	my $dsn = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres';
+	my $dsn = ref $node ? 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres' : $node;
 	my $h = IPC::Run::start([ '/usr/bin/python3', "$FindBin::RealBin/../sim/notify_receiver.py",
 		'--port', $port, '--dsn', $dsn, '--quiet' ]);
 	push @WxTest::receivers, $h;
-	for (1 .. 300)
-	{
-		last if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp');
-		select(undef, undef, undef, 0.05);
-	}
+	wx_poll(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp') },
+		'the notify receiver to listen') or die "notify receiver did not listen on port $port";
 	return $h;
 }
 
@@ -229,6 +221,16 @@ sub wx_poll
 	}
 	diag("timed out waiting for: $what");
 	return 0;
+}
+
+# The simulator's delivery attempts of the notifications named by $query
+# (e.g. "out_trade_no=o-1"), once none is in flight: polled, like any
+# other condition, for at most the test timeout.
+sub sim_deliveries
+{
+	my ($sim, $query) = @_;
+	wx_poll(sub { sim_call($sim, 'GET', '/_sim/stats')->{notify_in_flight} == 0 }, 'no delivery in flight');
+	return sim_call($sim, 'GET', "/_sim/deliveries?$query");
 }
 
 # Poll $query until it returns 't' (like poll_query_until), and before each
