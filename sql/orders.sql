@@ -115,6 +115,58 @@ UPDATE wxpay.orders SET state = 'REFUND' WHERE out_trade_no = 'm-1';
 UPDATE wxpay.orders SET state = 'SUCCESS' WHERE out_trade_no = 'm-1';
 UPDATE wxpay.orders SET state = 'CLOSED' WHERE out_trade_no = 'm-2';
 UPDATE wxpay.orders SET state = 'NOTPAY' WHERE out_trade_no = 'm-2';
+-- The rules on the columns of orders and refunds, for every writer: the
+-- state guard keeps them under their constraint names (no CHECK is left
+-- for PostgreSQL to prepare again at every statement), on new rows, and
+-- on changed rows for the columns that may change.  (Rolled back: the
+-- history below is of the rows above.)
+BEGIN;
+CREATE FUNCTION pg_temp.rule(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; con text; msg text; det text;
+BEGIN
+	EXECUTE stmt;
+	RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, con = CONSTRAINT_NAME, msg = MESSAGE_TEXT,
+		det = PG_EXCEPTION_DETAIL;
+	RETURN concat_ws(' | ', st, NULLIF(con, ''), msg, NULLIF(det, ''));
+END $$;
+\pset format unaligned
+SELECT pg_temp.rule(format('INSERT INTO wxpay.orders (mch_id, out_trade_no, trade_type, body, total_fee, spbill_create_ip%s) VALUES (''10000100'', %s, ''1.2.3.4''%s)',
+                           CASE WHEN extra IS NOT NULL THEN ', reverse_after' END, v, CASE WHEN extra IS NOT NULL THEN ', ' || extra END)) AS new_order
+  FROM (VALUES ($$'r-1', 'APP', 'Rules', 1$$, NULL),
+               ($$'r 2', 'APP', 'Rules', 1$$, NULL),
+               ($$'r-3-xxxxxxxxxxxxxxxxxxxxxxxxxxxxx', 'APP', 'Rules', 1$$, NULL),
+               ($$'r-4-xxxxxxxxxxxxxxxxxxxxxxxxxxxx', 'APP', 'Rules', 1$$, NULL),
+               ($$'r-5', 'CASH', 'Rules', 1$$, NULL),
+               ($$'r-6', 'MICROPAY', 'Rules', 1$$, 'now()'),
+               ($$'r-7', 'APP', '', 1$$, NULL),
+               ($$'r-8', 'APP', repeat('支', 43), 1$$, NULL),
+               ($$'r-9', 'APP', repeat('支', 42) || 'xy', 1$$, NULL),
+               ($$'r-10', 'APP', 'Rules', 0$$, NULL),
+               ($$'r-11', 'APP', 'Rules', -5$$, NULL),
+               ($$'r-12', 'NATIVE', 'Rules', 1$$, 'now()')) t(v, extra);
+SELECT pg_temp.rule(stmt) AS changed_order
+  FROM (VALUES ($$UPDATE wxpay.orders SET reverse_after = now() WHERE out_trade_no = 'r-1'$$),
+               ($$UPDATE wxpay.orders SET reverse_requested_at = now() WHERE out_trade_no = 'r-1'$$),
+               ($$UPDATE wxpay.orders SET reverse_after = NULL WHERE out_trade_no = 'r-6'$$),
+               ($$UPDATE wxpay.orders SET trade_type = 'NATIVE' WHERE out_trade_no = 'r-1'$$),
+               ($$UPDATE wxpay.orders SET body = 'Other' WHERE out_trade_no = 'r-1'$$),
+               ($$UPDATE wxpay.orders SET last_error = 'x' WHERE out_trade_no = 'r-1'$$)) t(stmt);
+UPDATE wxpay.orders SET state = 'SUCCESS', transaction_id = '4200000000000000000000000009', paid_at = now()
+ WHERE out_trade_no = 'r-1';
+SELECT pg_temp.rule(format('INSERT INTO wxpay.refunds (mch_id, out_refund_no, out_trade_no, refund_fee, total_fee) VALUES (''10000100'', %s)', v)) AS new_refund
+  FROM (VALUES ($$'rf 1', 'r-1', 1, 1$$),
+               ($$'rf-$$ || repeat('9', 62) || $$', 'r-1', 1, 1$$),
+               ($$'rf-3', 'r-1', 0, 1$$),
+               ($$'rf-4', 'r-1', 1, 0$$),
+               ($$'rf-5', 'r-1', 2, 1$$),
+               ($$'rf-$$ || repeat('9', 61) || $$', 'r-1', 1, 1$$)) t(v);
+SELECT conrelid::regclass AS "table", count(*) AS check_constraints
+  FROM pg_constraint WHERE contype = 'c' AND conrelid IN ('wxpay.orders'::regclass, 'wxpay.refunds'::regclass)
+ GROUP BY 1;
+\pset format aligned
+ROLLBACK;
 -- A restore (a superuser with check_function_bodies off) writes rows in
 -- later states, without history rows; still only states of the
 -- vocabulary, and a paid order only with its transaction.

@@ -10,6 +10,14 @@
 
 #include "fmgr.h"
 
+/* What WeChat Pay accepts as a merchant's order and refund numbers. */
+#define WX_OUT_TRADE_NO_PATTERN "^[0-9A-Za-z_|*@-]{1,32}$"
+#define WX_OUT_REFUND_NO_PATTERN "^[0-9A-Za-z_|*@-]{1,64}$"
+/* The trade types of wxpay_unifiedorder; micropay orders are MICROPAY. */
+#define WX_UNIFIEDORDER_TRADE_TYPES "^(APP|JSAPI|NATIVE|MWEB)$"
+/* The longest body (the order's description), in bytes. */
+#define WX_BODY_MAX_BYTES 128
+
 /* One optional field a call's extra may carry. */
 typedef struct WxOptionalField
 {

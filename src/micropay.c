@@ -296,9 +296,9 @@ read_micropay_args(FunctionCallInfo fcinfo, WxMicropayArgs *a)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("total_fee must be a positive number of fen, not %d", a->total_fee)));
-	wxpay_check_pattern("out_trade_no", a->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+	wxpay_check_pattern("out_trade_no", a->out_trade_no, WX_OUT_TRADE_NO_PATTERN,
 						"Use 1 to 32 characters from 0-9, A-Z, a-z and _-|*@.");
-	wxpay_check_text_value("body", a->body, strlen(a->body), 128);
+	wxpay_check_text_value("body", a->body, strlen(a->body), WX_BODY_MAX_BYTES);
 	wxpay_check_ip(a->client_ip);
 	check_auth_code(a->auth_code);
 	wxpay_extra_to_list(PG_GETARG_JSONB_P(6), micropay_fields, lengthof(micropay_fields), &a->extra);
@@ -738,7 +738,7 @@ wxpay_reverse(PG_FUNCTION_ARGS)
 	WxFailure	fail;
 	WxParamList args;
 
-	wxpay_check_pattern("out_trade_no", out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+	wxpay_check_pattern("out_trade_no", out_trade_no, WX_OUT_TRADE_NO_PATTERN,
 						"Use the out_trade_no given to wxpay_micropay.");
 	SPI_connect();
 	wxpay_call_init(&call, &wx_endpoint_reverse, wxpay_merchant_get(mch_id, CurrentMemoryContext));

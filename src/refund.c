@@ -250,9 +250,9 @@ read_refund_args(FunctionCallInfo fcinfo, WxRefundArgs *a)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("refund_fee must be a positive number of fen, not %d", a->refund_fee)));
-	wxpay_check_pattern("out_trade_no", a->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+	wxpay_check_pattern("out_trade_no", a->out_trade_no, WX_OUT_TRADE_NO_PATTERN,
 				  "Use the out_trade_no of a paid order.");
-	wxpay_check_pattern("out_refund_no", a->out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
+	wxpay_check_pattern("out_refund_no", a->out_refund_no, WX_OUT_REFUND_NO_PATTERN,
 				  "Use 1 to 64 characters from 0-9, A-Z, a-z and _-|*@.");
 	wxpay_extra_to_list(PG_GETARG_JSONB_P(4), refund_fields, lengthof(refund_fields), &a->extra);
 	a->params = wxpay_list_to_jsonb(&a->extra);
@@ -600,7 +600,7 @@ wxpay_refundquery(PG_FUNCTION_ARGS)
 	WxCall		call;
 	WxAnswer	answer;
 
-	wxpay_check_pattern("out_refund_no", out_refund_no, "^[0-9A-Za-z_|*@-]{1,64}$",
+	wxpay_check_pattern("out_refund_no", out_refund_no, WX_OUT_REFUND_NO_PATTERN,
 						"Use the out_refund_no given to wxpay_refund.");
 	SPI_connect();
 	wxpay_call_init(&call, &wx_endpoint_refundquery, wxpay_merchant_get(mch_id, CurrentMemoryContext));

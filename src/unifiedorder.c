@@ -95,11 +95,11 @@ read_unifiedorder_args(FunctionCallInfo fcinfo, WxUnifiedOrder *uo)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("total_fee must be a positive number of fen, not %d", uo->total_fee)));
-	wxpay_check_pattern("out_trade_no", uo->out_trade_no, "^[0-9A-Za-z_|*@-]{1,32}$",
+	wxpay_check_pattern("out_trade_no", uo->out_trade_no, WX_OUT_TRADE_NO_PATTERN,
 				  "Use 1 to 32 characters from 0-9, A-Z, a-z and _-|*@.");
-	wxpay_check_text_value("body", uo->body, strlen(uo->body), 128);
+	wxpay_check_text_value("body", uo->body, strlen(uo->body), WX_BODY_MAX_BYTES);
 	wxpay_check_ip(uo->client_ip);
-	wxpay_check_pattern("trade_type", uo->trade_type, "^(APP|JSAPI|NATIVE|MWEB)$",
+	wxpay_check_pattern("trade_type", uo->trade_type, WX_UNIFIEDORDER_TRADE_TYPES,
 				  "Use APP, JSAPI, NATIVE or MWEB.");
 	wxpay_extra_to_list(uo->params, unifiedorder_fields, lengthof(unifiedorder_fields), &uo->extra);
 	uo->params = wxpay_list_to_jsonb(&uo->extra);
