@@ -372,6 +372,17 @@ def sections(b):
               % (x1["ext_mean"], u["db_mean"], x1["curl_mean"], floor, x1["ext_mean"] / floor,
                  max(0.0, x1["ext_mean"] - floor)),
               "",
+              ("**Why 1.2x is missed.** The target leaves %.3f ms per order (a fifth of the floor) for the "
+               "extension's own work; it spends %.3f ms. That is building and signing the request, the XML "
+               "both ways and the answer's signature, and libcurl's own work inside the backend, which the "
+               "floor counts once in curl's process (the exchange, `wxpay_endpoint_call`, is %.0f%% of the "
+               "backend's CPU in the 1-client profile below). The row writes are the floor's own statements: "
+               "making them cheaper (this round moved the orders' CHECK constraints into the C state guard) "
+               "lowers both sides by the same amount, which raises the ratio."
+               % (0.2 * floor, x1["ext_mean"] - floor,
+                  b.prof.get("uo", {}).get("incl", {}).get("wxpay_endpoint_call", 0.0))
+               if x1["ext_mean"] / floor > 1.2 else "The 1.2x target is met."),
+              "",
               "At %d clients an order costs **%.3f ms of CPU of all processes** (the backends, the worker, "
               "the simulator and pgbench; target at most 0.45 ms), against %.3f ms per request for curl and "
               "the simulator alone, and %.3f ms for the DB work alone at 1 client. WAL per order at 1 "
