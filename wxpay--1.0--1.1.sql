@@ -1705,8 +1705,9 @@ ALTER TABLE wxpay.orders SET (fillfactor = 90);
 -- names and SQLSTATE (23514); a rule on columns that never change
 -- (out_trade_no, trade_type, body, total_fee; a refund's numbers and
 -- amounts) is checked when the row is new.  Like the state machine,
--- they are not checked under session_replication_role = replica, where
--- the rows come from a server that checked them.
+-- they are not checked where triggers do not run: under
+-- session_replication_role = replica (rows from a server that checked
+-- them) or with the trigger disabled by the table's owner.
 ----------------------------------------------------------------------
 
 ALTER TABLE wxpay.orders

@@ -524,11 +524,12 @@ def sections(b):
                   "(with the foreign-key check that locks the order's key), the notification row with its "
                   "indexes, and the paid event, about three times the floor's WAL, and the commit that makes "
                   "them durable. Parsing, the signature and the merchant are a few per cent of the profile "
-                  "below; the rest is those rows, their triggers and CHECK constraints, the commit and the "
+                  "below; the rest is those rows, their triggers and the few CHECK constraints left (of the "
+                  "history tables), the commit and the "
                   "kernel's WAL writes. A racing duplicate also waits, by design, for its original's commit "
-                  "before it can tell it is a duplicate. The next step is to move the orders table's CHECK "
-                  "constraints on columns the C state guard already keeps fixed into that guard "
-                  "(PostgreSQL re-reads every CHECK expression per statement)."]
+                  "before it can tell it is a duplicate. (This round moved the CHECK constraints of orders "
+                  "into the C state guard: PostgreSQL read and prepared every CHECK expression again at each "
+                  "statement.)"]
             noisy = max(lay["racing"]["others"], lay["late"]["others"])
             if noisy > 0.25:
                 s += ["", "Other work on the machine took %.2f cores during these runs: the figures are depressed "

@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
@@ -72,6 +73,11 @@ typedef struct WxGuardedTable
 	const WxRowRule *rules;		/* ends with a NULL constraint */
 } WxGuardedTable;
 
+/*
+ * A row rule (below) on columns of these fixed lists is checked for new
+ * rows only (on_change false): a column taken off a list needs its rule's
+ * on_change set.
+ */
 static const char *const order_unset[] = {"transaction_id", "paid_at", NULL};
 static const char *const order_fixed[] = {"mch_id", "out_trade_no", "total_fee", "trade_type", "body", NULL};
 static const char *const order_set_once[] = {"transaction_id", "paid_at", NULL};
@@ -170,8 +176,11 @@ order_body_length(TupleDesc desc, HeapTuple row)
 {
 	bool		isnull;
 	Datum		body = column(row, desc, "body", &isnull);
-	size_t		len = isnull ? 1 : VARSIZE_ANY_EXHDR(DatumGetTextPP(body));
+	Size		len;
 
+	if (isnull)
+		return true;
+	len = toast_raw_datum_size(body) - VARHDRSZ;	/* octet_length's count */
 	return len > 0 && len <= WX_BODY_MAX_BYTES;
 }
 
@@ -186,15 +195,17 @@ total_fee_positive(TupleDesc desc, HeapTuple row)
 static bool
 order_reverse_only_micropay(TupleDesc desc, HeapTuple row)
 {
-	char	   *trade_type = column_text(row, desc, "trade_type");
 	bool		after_null;
 	bool		requested_null;
+	char	   *trade_type;
 
-	if (trade_type == NULL || strcmp(trade_type, "MICROPAY") == 0)
-		return true;
+	/* Nearly every row has neither: no need to read its trade_type. */
 	(void) column(row, desc, "reverse_after", &after_null);
 	(void) column(row, desc, "reverse_requested_at", &requested_null);
-	return after_null && requested_null;
+	if (after_null && requested_null)
+		return true;
+	trade_type = column_text(row, desc, "trade_type");
+	return trade_type == NULL || strcmp(trade_type, "MICROPAY") == 0;
 }
 
 /* refunds_out_refund_no_format */
@@ -227,7 +238,8 @@ static const WxRowRule order_rules[] = {
 	"out_trade_no must be 1 to 32 letters, digits or _-|*@.", false},
 	{"orders_trade_type_valid", order_trade_type_valid,
 	"trade_type must be APP, JSAPI, NATIVE, MWEB or MICROPAY.", false},
-	{"orders_body_length", order_body_length, "body must be 1 to 128 bytes.", false},
+	{"orders_body_length", order_body_length,
+	"body must be 1 to " CppAsString2(WX_BODY_MAX_BYTES) " bytes.", false},
 	{"orders_total_fee_positive", total_fee_positive, "total_fee must be a positive number of fen.", false},
 	{"orders_reverse_only_micropay", order_reverse_only_micropay,
 	"Only a MICROPAY order has reverse_after or reverse_requested_at.", true},
@@ -315,7 +327,7 @@ check_state(const WxGuardedTable *t, Relation rel, HeapTuple row, const char *st
 static void
 check_rules(const WxGuardedTable *t, Relation rel, HeapTuple row, bool changed)
 {
-	for (const WxRowRule *r = t->rules; r->constraint != NULL; r++)
+	for (const WxRowRule *r = t->rules; r != NULL && r->constraint != NULL; r++)
 		if ((!changed || r->on_change) && !r->holds(RelationGetDescr(rel), row))
 			ereport(ERROR,
 					(errcode(ERRCODE_CHECK_VIOLATION),
