@@ -532,63 +532,104 @@ apply_job_isolated(WxJob *job)
 						job->key, edata->message)));
 }
 
-/* Step 3 for a chunk of finished jobs, in one short transaction. */
-static void
-apply_chunk(WxJob **done, int ndone)
+/* The requests of one round: those left to send, in flight, answered. */
+typedef struct WxFlight
 {
+	WxJob	   *jobs;
+	int			njobs;
+	int			next;			/* jobs[next] is the next to send */
+	int			active;			/* transfers in flight */
+	WxJob	  **done;			/* answered, or with nothing to send: to apply */
+	int			ndone;
+} WxFlight;
+
+/*
+ * Answers applied between two looks at the transfers while a chunk is
+ * applied: a few, so that a slot freed meanwhile is soon sent again.
+ */
+#define APPLIED_PER_LOOK 4
+
+/*
+ * Collect finished transfers and send jobs into the free slots, up to
+ * wxpay.max_concurrency at once.  Touches no table: it runs between the
+ * answers of a chunk as well as between chunks.
+ */
+static void
+keep_in_flight(WxFlight *f)
+{
+	int			running;
+
+	/*
+	 * Every perform is followed by a collect: a transfer that finished in
+	 * a perform and was not collected would wait for the next socket event.
+	 */
+	for (;;)
+	{
+		if (f->active > 0 && curl_multi_perform(worker_multi, &running) != CURLM_OK)
+			elog(ERROR, "libcurl multi interface failed");
+		f->active -= collect_finished(f->done, &f->ndone);
+		if (f->active >= wxpay_max_concurrency || f->next >= f->njobs)
+			return;
+		while (f->active < wxpay_max_concurrency && f->next < f->njobs)
+		{
+			WxJob	   *job = &f->jobs[f->next++];
+
+			if (job->error != NULL)
+				f->done[f->ndone++] = job;	/* nothing to send: recorded as it is */
+			else
+			{
+				start_job(job);
+				f->active++;
+			}
+		}
+	}
+}
+
+/*
+ * Step 3 for the answers collected so far, in one short transaction.
+ * Between every few of them the transfers are looked at again, so
+ * requests stay in flight while we write (an answer that arrives
+ * meanwhile waits for the next chunk).
+ */
+static void
+apply_chunk(WxFlight *f)
+{
+	int			n = f->ndone;
+
 	wxpay_txn_begin("wxpay: applying answers");
-	for (int i = 0; i < ndone; i++)
-		apply_job_isolated(done[i]);
+	for (int i = 0; i < n; i++)
+	{
+		apply_job_isolated(f->done[i]);
+		if ((i + 1) % APPLIED_PER_LOOK == 0 && i + 1 < n)
+			keep_in_flight(f);
+	}
 	end_transaction();
+	f->ndone -= n;
+	memmove(f->done, f->done + n, sizeof(WxJob *) * f->ndone);
 }
 
 /*
  * Steps 2 and 3: run every request, at most wxpay.max_concurrency at once,
  * and apply answers in chunks of half the concurrency (or whatever is left
- * when nothing is in flight).  Free slots are refilled before a chunk is
- * applied, so requests stay in flight while we write.
+ * when nothing is in flight).
  */
 static void
 ask_and_apply(WxJob *jobs, int njobs)
 {
-	WxJob	  **done = palloc(sizeof(WxJob *) * njobs);
-	int			ndone = 0;
-	int			next = 0;
-	int			active = 0;
-	int			running;
+	WxFlight	f = {.jobs = jobs,.njobs = njobs,.done = palloc(sizeof(WxJob *) * njobs)};
+	int			chunk = Max(1, wxpay_max_concurrency / 2);
 
 	/* Keep one open connection per slot, or rounds pay new TLS handshakes. */
 	curl_multi_setopt(worker_multi, CURLMOPT_MAXCONNECTS, (long) wxpay_max_concurrency);
 	for (;;)
 	{
-		int			chunk = Max(1, wxpay_max_concurrency / 2);
-
-		while (active < wxpay_max_concurrency && next < njobs)
-		{
-			WxJob	   *job = &jobs[next++];
-
-			if (job->error != NULL)
-				done[ndone++] = job;	/* nothing to send: recorded as it is */
-			else
-			{
-				start_job(job);
-				active++;
-			}
-		}
 		pgstat_report_activity(STATE_RUNNING, "wxpay: waiting for WeChat Pay");
-		if (curl_multi_perform(worker_multi, &running) != CURLM_OK)
-			elog(ERROR, "libcurl multi interface failed");
-		active -= collect_finished(done, &ndone);
-		if (active < wxpay_max_concurrency && next < njobs)
-			continue;			/* refill before writing */
-		if (ndone >= chunk || (ndone > 0 && active == 0))
-		{
-			apply_chunk(done, ndone);
-			ndone = 0;
-		}
-		if (active == 0 && next == njobs && ndone == 0)
+		keep_in_flight(&f);
+		if (f.ndone >= chunk || (f.ndone > 0 && f.active == 0))
+			apply_chunk(&f);
+		if (f.active == 0 && f.next == f.njobs && f.ndone == 0)
 			break;
-		if (active > 0 && wxpay_http_poll(worker_multi) != CURLM_OK)
+		if (f.active > 0 && wxpay_http_poll(worker_multi) != CURLM_OK)
 			elog(ERROR, "libcurl multi interface failed");
 		CHECK_FOR_INTERRUPTS();
 		wxpay_publish_paid_events();	/* a long round does not hold them back */
