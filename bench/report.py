@@ -804,6 +804,23 @@ def sections(b):
                   % (" / ".join("%.0f" % x["rec"]["qps"] for x in pts),
                      " / ".join("%.2f" % x["rec"]["round_s"] for x in pts),
                      " / ".join("%.0f" % x["rec"]["curl"] for x in pts)))
+        if all("handshakes" in x["rec"] for x in pts):
+            s[-1] += (" TLS handshakes during the worker's timed rounds: %s (an untimed round of 128 orders "
+                      "first reopens the connections libcurl dropped while a size was loading)."
+                      % " / ".join(str(x["rec"]["handshakes"]) for x in pts))
+        big = pts[-1]
+        big_rr = (big["rec"]["qps"] / big["rec"]["curl"]) / (base["rec"]["qps"] / base["rec"]["curl"])
+        if big_rr < 0.8:
+            s[-1] += (" **Why the worker misses at the largest size.** Its claim of the due orders took %.1f ms "
+                      "against %.1f ms at the smallest size, for about the same number of buffers (%s against "
+                      "%s): the same index pages, fewer of them in shared_buffers. The rest of the round is "
+                      "applying the answers, whose lookups and writes descend the primary key and the other "
+                      "indexes of a table of %s orders (a database of %.1f GB against 2 GB of shared_buffers), "
+                      "where they descended one of %s; curl's rate, its baseline, moved between %.0f and %.0f/s "
+                      "from size to size, which moves the ratio as much."
+                      % (big["claim_ms"], base["claim_ms"], big["claim_buffers"], base["claim_buffers"],
+                         "{:,}".format(big["orders"]), big["db_bytes"] / 2 ** 30, "{:,}".format(base["orders"]),
+                         min(x["rec"]["curl"] for x in pts), max(x["rec"]["curl"] for x in pts)))
         scans = [(x["finished"], label, q) for x in pts for label, q in x["scans"]]
         if scans:
             s += ["", "**Statements that scan a growing table:**", ""]
