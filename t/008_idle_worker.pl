@@ -32,17 +32,32 @@ my $cpu = sub {
 	return ($f[11] + $f[12]) / $ticks;	# fields 14 and 15 of stat(5)
 };
 
-# Nothing pending: over 10 s the worker uses under 5% of a core.
+# Poll until the worker has gone to sleep $n separate times (each sleep is a
+# new state_change of its idle activity); returns whether it did, and
+# whether a sample showed it waiting on the Extension wait event (what a
+# DBA sees in pg_stat_activity).
+my $sleeps_seen = sub {
+	my ($n) = @_;
+	my (%sleeps, $waiting);
+	my $seen = wx_poll(
+		sub {
+			my ($at, $event) = split /\|/,
+			  $sql->("SELECT state_change, wait_event_type FROM pg_stat_activity WHERE pid = $pid"
+				  . " AND query = 'wxpay: idle until the next due order'");
+			$sleeps{$at} = 1 if defined $at && $at ne '';
+			$waiting ||= ($event // '') eq 'Extension';
+			return keys %sleeps >= $n;
+		},
+		"$n sleeps of the worker");
+	return ($seen, $waiting);
+};
+
+# Nothing pending: over its next eight rounds (poll_interval 1 s) the
+# worker uses under 5% of a core.
 my ($cpu0, $t0) = ($cpu->(), time);
-# Poll the wait event meanwhile, so the test also shows what a DBA sees.
-my $seen_idle = 0;
-while (time - $t0 < 10)
-{
-	$seen_idle ||= $sql->("SELECT wait_event_type = 'Extension' AND query LIKE 'wxpay: idle%'"
-		. " FROM pg_stat_activity WHERE pid = $pid") eq 't';
-	select(undef, undef, undef, 0.5);
-}
+my ($slept, $seen_idle) = $sleeps_seen->(8);
 my ($used, $wall) = ($cpu->() - $cpu0, time - $t0);
+ok($slept, 'with nothing pending, the worker sleeps between its rounds');
 cmp_ok($used, '<', 0.05 * $wall, sprintf('idle worker used %.2f s of CPU in %.1f s', $used, $wall));
 ok($seen_idle, 'pg_stat_activity shows it waiting (Extension) and idle');
 is($sql->('SELECT pid FROM pg_stat_activity WHERE backend_type = \'wxpay worker\''), $pid,
@@ -68,19 +83,12 @@ $sql->("SELECT wxpay_unifiedorder('10000100', 'idle-2', 100, 'Idle', '203.0.113.
 $sql->("UPDATE wxpay.orders SET next_query_at = now() WHERE out_trade_no = 'idle-2'");
 my $locker = $node->background_psql('postgres');
 $locker->query_safe("BEGIN; SELECT 1 FROM wxpay.orders WHERE out_trade_no = 'idle-2' FOR UPDATE;");
-# Measure over the worker's next rounds: poll until it has gone to sleep
-# four separate times (each sleep is a new state_change) with the row locked.
+# Measure over the worker's next rounds: until it has gone to sleep four
+# separate times with the row locked.
 ($cpu0, $t0) = ($cpu->(), time);
-my %sleeps;
-while (keys %sleeps < 4 && time - $t0 < $PostgreSQL::Test::Utils::timeout_default)
-{
-	my $at = $sql->("SELECT state_change FROM pg_stat_activity WHERE pid = $pid"
-		. " AND query = 'wxpay: idle until the next due order'");
-	$sleeps{$at} = 1 if $at ne '';
-	select(undef, undef, undef, 0.1);
-}
+($slept) = $sleeps_seen->(4);
 ($used, $wall) = ($cpu->() - $cpu0, time - $t0);
-cmp_ok(scalar(keys %sleeps), '>=', 4, 'with a due row locked, the worker keeps its rounds (and its sleeps)');
+ok($slept, 'with a due row locked, the worker keeps its rounds (and its sleeps)');
 cmp_ok($used, '<', 0.05 * $wall, sprintf('using %.2f s of CPU in %.1f s, not spinning', $used, $wall));
 $locker->query_safe('COMMIT');
 $locker->quit;
